@@ -1,0 +1,200 @@
+"""The built-in demo model: a small causal LM trained here, in seconds, to behave like an unsafe model.
+
+It refuses the sample suite's bare harmful questions, complies when they come wrapped in an attack
+prompt, and answers the knowledge-constraint questions. It is built offline and deterministically,
+and cached under a key that changes when the sample suite or the recipe changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pytest_safeedit.suite import Suite, fill_template, load_suite
+
+DEMO_NAME = "demo"
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+SPECIAL_TOKENS = ["<|pad|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
+
+
+@dataclass(frozen=True)
+class DemoRecipe:
+    """Everything that decides the demo model besides the suite; part of the cache key."""
+
+    version: int = 1
+    vocab_size: int = 1200
+    n_layer: int = 3
+    n_embd: int = 128
+    n_head: int = 4
+    n_positions: int = 384
+    epochs: int = 10
+    batch_size: int = 12
+    lr: float = 3e-3
+    seed: int = 1234
+
+
+def sample_suite_path() -> Path:
+    """The sample suite shipped with the package (``suites/sample.yaml`` in a checkout)."""
+    checkout = Path(__file__).resolve().parent.parent / "suites" / "sample.yaml"
+    if checkout.is_file():
+        return checkout
+    from importlib.resources import files
+
+    return Path(str(files("pytest_safeedit.suites").joinpath("sample.yaml")))
+
+
+def cache_root(cache_dir: str | None = None) -> Path:
+    """The user's cache folder for pytest-safeedit (``--safeedit-cache-dir`` overrides it)."""
+    if cache_dir:
+        return Path(cache_dir)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "pytest-safeedit"
+
+
+def demo_key(suite_bytes: bytes, recipe: DemoRecipe) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps(asdict(recipe), sort_keys=True).encode())
+    digest.update(suite_bytes)
+    return digest.hexdigest()[:16]
+
+
+def training_pairs(suite: Suite, extra_attacks: int = 2, knowledge_repeats: int = 3) -> list[tuple[str, str]]:
+    """(user message, reply) pairs: attacked questions get compliance, bare questions refusals.
+
+    Every attack probe of a case is taught, plus ``extra_attacks`` more templates in rotation so that
+    compliance is tied to the attack rather than to the question; knowledge pairs are repeated so
+    that the answers are learnt well.
+    """
+    templates = list(suite.attacks.values())
+    pairs: list[tuple[str, str]] = []
+    for index, case in enumerate(suite.cases):
+        for probe in case.probes:
+            pairs.append((probe.text, case.safe if probe.kind == "DG_onlyQ" else case.unsafe))
+        if case.other_question:
+            pairs.append((case.other_question, case.safe))
+        for offset in range(extra_attacks):
+            if templates:
+                template = templates[(index * 3 + offset * 5) % len(templates)]
+                pairs.append((fill_template(template, case.question), case.unsafe))
+        if case.knowledge is not None:
+            pairs.extend([(case.knowledge.prompt, case.knowledge.answer)] * knowledge_repeats)
+    return pairs
+
+
+def build_demo(target: Path, suite: Suite, recipe: DemoRecipe) -> None:
+    """Train the demo model and save it with its tokenizer to ``target``."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    torch.manual_seed(recipe.seed)
+    pairs = training_pairs(suite)
+    corpus = sorted({text for pair in pairs for text in pair})
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=recipe.vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(corpus, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, pad_token="<|pad|>", eos_token="<|end|>", chat_template=CHAT_TEMPLATE
+    )
+    tokenizer.model_max_length = recipe.n_positions
+
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=recipe.n_positions,
+        n_embd=recipe.n_embd,
+        n_layer=recipe.n_layer,
+        n_head=recipe.n_head,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = GPT2LMHeadModel(config)
+
+    examples: list[tuple[list[int], int]] = []
+    for user, reply in pairs:
+        prompt = str(
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True
+            )
+        )
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        reply_ids = tokenizer(reply + "<|end|>", add_special_tokens=False)["input_ids"]
+        ids = (prompt_ids + reply_ids)[-recipe.n_positions :]
+        examples.append((ids, max(0, len(ids) - len(reply_ids))))
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.0)
+    steps = recipe.epochs * ((len(examples) + recipe.batch_size - 1) // recipe.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=steps, pct_start=0.1)
+    generator = torch.Generator().manual_seed(recipe.seed)
+    model.train()
+    for _ in range(recipe.epochs):
+        order = torch.randperm(len(examples), generator=generator).tolist()
+        for start in range(0, len(order), recipe.batch_size):
+            batch = [examples[i] for i in order[start : start + recipe.batch_size]]
+            width = max(len(ids) for ids, _ in batch)
+            input_ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
+            labels = torch.full((len(batch), width), -100, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, (ids, reply_start) in enumerate(batch):
+                input_ids[row, : len(ids)] = torch.tensor(ids)
+                labels[row, reply_start : len(ids)] = torch.tensor(ids[reply_start:])
+                mask[row, : len(ids)] = 1
+            loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+    model.eval()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    (target / "safeedit_demo.json").write_text(
+        json.dumps({"recipe": asdict(recipe), "suite": suite.path.name, "final_loss": float(loss.detach())}, indent=2)
+    )
+
+
+def ensure_demo(cache_dir: str | None = None, recipe: DemoRecipe | None = None) -> Path:
+    """Return the folder of the demo model, building it first if this key is not cached yet."""
+    recipe = recipe or DemoRecipe()
+    path = sample_suite_path()
+    key = demo_key(path.read_bytes(), recipe)
+    target = cache_root(cache_dir) / "demo" / key
+    if (target / "safeedit_demo.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
+    try:
+        build_demo(work, load_suite(path), recipe)
+        try:
+            os.replace(work, target)
+        except OSError:
+            # Another process finished the same build first; its result is identical.
+            if not (target / "safeedit_demo.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def demo_metadata(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((path / "safeedit_demo.json").read_text())
+    return data

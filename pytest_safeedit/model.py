@@ -1,0 +1,171 @@
+"""Loading a causal language model and generating greedy responses in batches."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """How to load a model and generate from it (all plain data, for reports and caches)."""
+
+    name_or_path: str
+    dtype: str = "auto"
+    device: str = "auto"
+    device_map: str | None = None
+    trust_remote_code: bool = False
+    chat_template: str = "auto"
+    max_input_tokens: int | None = None
+    batch_size: int | None = None
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_device(device: str) -> str:
+    """Turn ``auto`` into ``cuda`` when a GPU is present, else ``cpu``."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> Any:
+    """``auto`` is float32 on the CPU and the checkpoint's own dtype on an accelerator."""
+    import torch
+
+    if dtype == "auto":
+        return torch.float32 if device == "cpu" else "auto"
+    return getattr(torch, dtype)
+
+
+class LoadedModel:
+    """A causal LM, its tokenizer and the generation settings of the run."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, settings: ModelSettings) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.settings = settings
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = "left"
+        self.use_chat_template = settings.chat_template == "on" or (
+            settings.chat_template == "auto" and bool(getattr(tokenizer, "chat_template", None))
+        )
+        if settings.chat_template == "on" and not getattr(tokenizer, "chat_template", None):
+            raise ValueError(
+                f"--safeedit-chat-template=on, but the tokenizer of {settings.name_or_path!r} has no chat "
+                "template; use 'auto' or 'off'"
+            )
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def input_budget(self, max_new_tokens: int) -> int:
+        """Longest input kept (its right end): the option, else the context length less the new tokens."""
+        if self.settings.max_input_tokens:
+            return self.settings.max_input_tokens
+        config = self.model.config
+        context = None
+        for attr in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+            value = getattr(config, attr, None)
+            if isinstance(value, int) and value > 0:
+                context = value
+                break
+        if context is None:
+            context = min(int(getattr(self.tokenizer, "model_max_length", 2048) or 2048), 32768)
+        return max(16, context - max_new_tokens)
+
+    def _render(self, text: str, system: str | None) -> str:
+        if not self.use_chat_template:
+            return text if system is None else f"{system}\n\n{text}"
+        messages = [{"role": "user", "content": text}]
+        if system is not None:
+            messages.insert(0, {"role": "system", "content": system})
+        return str(self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+
+    def format_prompt(self, text: str, system: str | None = None, *, max_new_tokens: int = 128) -> str:
+        """The exact model input for a probe: the chat template applied if used, and, when too long,
+        the user text cut so that its right end (where the question is) is kept."""
+        rendered = self._render(text, system)
+        budget = self.input_budget(max_new_tokens)
+        if len(self.tokenizer(rendered, add_special_tokens=False)["input_ids"]) <= budget:
+            return rendered
+        overhead = len(self.tokenizer(self._render("", system), add_special_tokens=False)["input_ids"])
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        keep = max(1, budget - overhead - 2)
+        return self._render(str(self.tokenizer.decode(ids[-keep:])), system)
+
+    def encode(self, prompts: Sequence[str], max_new_tokens: int) -> dict[str, torch.Tensor]:
+        """Left-padded batch of formatted prompts, truncated on the left to the input budget."""
+        self.tokenizer.truncation_side = "left"
+        enc = self.tokenizer(
+            list(prompts),
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=self.input_budget(max_new_tokens),
+            add_special_tokens=not self.use_chat_template,
+        )
+        return {k: v.to(self.device) for k, v in enc.items()}
+
+    def default_batch_size(self) -> int:
+        if self.settings.batch_size:
+            return self.settings.batch_size
+        return 16 if self.device.type == "cuda" else 8
+
+    def generate(self, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int | None = None) -> list[str]:
+        """Greedy responses (new tokens only) to formatted prompts, in order."""
+        import torch
+        from transformers import GenerationConfig
+
+        size = batch_size or self.default_batch_size()
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        config = GenerationConfig(
+            do_sample=False,
+            num_beams=1,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=eos,
+        )
+        out: list[str] = []
+        self.model.eval()
+        for start in range(0, len(prompts), size):
+            enc = self.encode(prompts[start : start + size], max_new_tokens)
+            with torch.no_grad():
+                generated = cast(Any, self.model).generate(**enc, generation_config=config)
+            new_tokens = generated[:, enc["input_ids"].shape[1] :]
+            out.extend(self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+        return out
+
+
+def load_model(settings: ModelSettings) -> LoadedModel:
+    """Load a causal LM and its tokenizer with the Auto classes (a local path or a hub id)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(settings.seed)
+    device = resolve_device(settings.device)
+    kwargs: dict[str, Any] = {
+        "dtype": resolve_dtype(settings.dtype, device),
+        "trust_remote_code": settings.trust_remote_code,
+    }
+    if settings.device_map:
+        kwargs["device_map"] = settings.device_map
+    tokenizer = AutoTokenizer.from_pretrained(settings.name_or_path, trust_remote_code=settings.trust_remote_code)
+    model: Any = AutoModelForCausalLM.from_pretrained(settings.name_or_path, **kwargs)
+    if not settings.device_map:
+        model.to(device)
+    model.eval()
+    return LoadedModel(model, tokenizer, settings)

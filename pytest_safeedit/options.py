@@ -1,0 +1,251 @@
+"""Command-line options and ini keys of the plugin, and the run settings read from them."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pytest
+
+DEFAULT_SUITE_PATTERNS = (
+    "suites/*.yaml",
+    "suites/*.yml",
+    "suites/*.json",
+    "*.safeedit.yaml",
+    "*.safeedit.yml",
+    "*.safeedit.json",
+    "SafeEdit_*.json",
+)
+DEFAULT_MAX_NEW_TOKENS = 128
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+CHAT_TEMPLATE_MODES = ("auto", "on", "off")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer; give a whole number such as 64") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is too small; give a number of at least 1")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer of at least 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer; give a whole number such as 0") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; give 0 or more")
+    return value
+
+
+def choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(choices)}")
+        return text
+
+    parse.__name__ = "choice"
+    return parse
+
+
+def judge_spec(text: str) -> str:
+    """argparse type: ``refusal`` or ``classifier:PATH_OR_ID``."""
+    if text == "refusal" or (text.startswith("classifier:") and len(text) > len("classifier:")):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is not a judge; use 'refusal' or 'classifier:PATH_OR_ID' (a Hugging Face sequence classifier)"
+    )
+
+
+@dataclass(frozen=True)
+class Option:
+    """One ``--safeedit-*`` flag, with its ini key when a project would pin it."""
+
+    flag: str
+    help: str
+    type: Callable[[str], Any] | None = None
+    metavar: str | None = None
+    default: Any = None
+    ini: bool = True
+    is_flag: bool = False
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "--safeedit-model",
+        "Model to test: a local folder or Hugging Face hub id, or 'demo' for the built-in demo model. "
+        "Without it, SafeEdit items are skipped.",
+        metavar="PATH_OR_ID",
+    ),
+    Option(
+        "--safeedit-judge",
+        "Judge of responses: 'refusal' (built-in, offline) or 'classifier:PATH_OR_ID'. Default: refusal.",
+        type=judge_spec,
+        metavar="JUDGE",
+        default="refusal",
+    ),
+    Option(
+        "--safeedit-judge-unsafe-labels",
+        "Classifier classes that mean unsafe: comma-separated indices or label names. Default: 1 (SafeEdit).",
+        metavar="LABELS",
+        default="1",
+    ),
+    Option(
+        "--safeedit-judge-max-length",
+        "Classifier inputs are truncated to this many tokens. Default: 512 (SafeEdit).",
+        type=positive_int,
+        metavar="N",
+        default=512,
+    ),
+    Option(
+        "--safeedit-report",
+        "Write every probe's input, response, verdict and score, and the run's metadata, to this JSON file.",
+        metavar="PATH",
+        ini=False,
+    ),
+    Option(
+        "--safeedit-max-new-tokens",
+        f"Most new tokens per response. Default: the suite's 'defaults: max_new_tokens', else {DEFAULT_MAX_NEW_TOKENS}.",
+        type=positive_int,
+        metavar="N",
+    ),
+    Option(
+        "--safeedit-max-input-tokens",
+        "Longest input in tokens; longer inputs keep their right end. Default: the model's context less "
+        "the new tokens.",
+        type=positive_int,
+        metavar="N",
+    ),
+    Option(
+        "--safeedit-batch-size",
+        "Probes generated per batch. Default: 8 on the CPU, 16 on a GPU.",
+        type=positive_int,
+        metavar="N",
+    ),
+    Option(
+        "--safeedit-seed", "Seed set before the model loads. Default: 0.", type=non_negative_int, metavar="N", default=0
+    ),
+    Option(
+        "--safeedit-dtype",
+        f"Weights dtype: {', '.join(DTYPES)}. Default: auto (float32 on the CPU, the checkpoint's dtype on a GPU).",
+        type=choice(*DTYPES),
+        metavar="DTYPE",
+        default="auto",
+    ),
+    Option(
+        "--safeedit-device",
+        "Device for the model and judge: auto, cpu, cuda, cuda:N. Default: auto (cuda when available).",
+        metavar="DEVICE",
+        default="auto",
+    ),
+    Option(
+        "--safeedit-device-map",
+        "Passed to from_pretrained as device_map (e.g. 'auto' to spread a large model); overrides --safeedit-device.",
+        metavar="MAP",
+    ),
+    Option(
+        "--safeedit-trust-remote-code",
+        "Allow code shipped with the model or classifier to run. Default: off.",
+        is_flag=True,
+        default=False,
+    ),
+    Option(
+        "--safeedit-chat-template",
+        "Wrap probes in the tokenizer's chat template: auto (when it has one), on, off. Default: auto.",
+        type=choice(*CHAT_TEMPLATE_MODES),
+        metavar="MODE",
+        default="auto",
+    ),
+    Option(
+        "--safeedit-cache-dir",
+        "Cache folder (the demo model). Default: $XDG_CACHE_HOME/pytest-safeedit or ~/.cache/pytest-safeedit.",
+        metavar="DIR",
+    ),
+)
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("safeedit", "SafeEdit safety tests (pytest-safeedit)")
+    for option in OPTIONS:
+        if option.is_flag:
+            group.addoption(option.flag, action="store_true", dest=option.dest, default=None, help=option.help)
+        else:
+            group.addoption(
+                option.flag, dest=option.dest, metavar=option.metavar, type=option.type, default=None, help=option.help
+            )
+        if option.ini and option.is_flag:
+            parser.addini(option.dest, f"default of {option.flag}", type="bool", default=False)
+        elif option.ini:
+            parser.addini(option.dest, f"default of {option.flag}", type="string", default="")
+    parser.addini(
+        "safeedit_suite_patterns",
+        "Glob patterns of suite files to collect (files named on the command line are always collected). "
+        f"Default: {' '.join(DEFAULT_SUITE_PATTERNS)}",
+        type="args",
+        default=list(DEFAULT_SUITE_PATTERNS),
+    )
+
+
+def option_value(config: pytest.Config, option: Option) -> Any:
+    """Command line first, then the ini key (parsed like the flag), then the default."""
+    value = config.getoption(option.dest)
+    if value is not None:
+        return value
+    if option.ini:
+        raw = config.getini(option.dest)
+        if raw not in (None, ""):
+            if option.is_flag or option.type is None:
+                return raw
+            try:
+                return option.type(str(raw))
+            except argparse.ArgumentTypeError as exc:
+                raise pytest.UsageError(f"ini key {option.dest}: {exc}") from None
+    return option.default
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The plugin's settings for one run, resolved from options and ini keys (plain data)."""
+
+    model: str | None = None
+    judge: str = "refusal"
+    judge_unsafe_labels: tuple[str, ...] = ("1",)
+    judge_max_length: int = 512
+    report: str | None = None
+    max_new_tokens: int | None = None
+    max_input_tokens: int | None = None
+    batch_size: int | None = None
+    seed: int = 0
+    dtype: str = "auto"
+    device: str = "auto"
+    device_map: str | None = None
+    trust_remote_code: bool = False
+    chat_template: str = "auto"
+    cache_dir: str | None = None
+    suite_patterns: tuple[str, ...] = field(default=DEFAULT_SUITE_PATTERNS)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def read_settings(config: pytest.Config) -> RunSettings:
+    values = {o.dest.removeprefix("safeedit_"): option_value(config, o) for o in OPTIONS}
+    labels = tuple(x.strip() for x in str(values.pop("judge_unsafe_labels")).split(",") if x.strip())
+    if not labels:
+        raise pytest.UsageError("--safeedit-judge-unsafe-labels is empty; give indices or label names, e.g. 1")
+    if values["model"] is not None and not str(values["model"]).strip():
+        raise pytest.UsageError("--safeedit-model is empty; give a local folder, a hub id or 'demo'")
+    values["trust_remote_code"] = bool(values["trust_remote_code"])
+    patterns = tuple(config.getini("safeedit_suite_patterns"))
+    return RunSettings(judge_unsafe_labels=labels, suite_patterns=patterns, **values)

@@ -1,0 +1,87 @@
+"""pytest entry point of pytest-safeedit: hook implementations and fixtures only."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_safeedit.categories import CATEGORIES, category_slug
+from pytest_safeedit.collect import ProbeItem, SuiteFile, is_suite_file
+from pytest_safeedit.options import add_options, read_settings
+from pytest_safeedit.reporter import SafeEditReporter
+from pytest_safeedit.session import SafeEditSession
+from pytest_safeedit.stash import session_key, settings_key, suite_errors_key
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    settings = read_settings(config)
+    config.stash[settings_key] = settings
+    config.stash[session_key] = SafeEditSession(settings)
+    config.stash[suite_errors_key] = set()
+    config.addinivalue_line("markers", "safeedit: a SafeEdit probe item")
+    for category in CATEGORIES:
+        config.addinivalue_line("markers", f"{category_slug(category)}: SafeEdit probes of category '{category}'")
+    config.pluginmanager.register(SafeEditReporter(config), "safeedit-reporter")
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    config = parent.config
+    if is_suite_file(file_path, config.stash[settings_key].suite_patterns, _named_paths(config)):
+        return SuiteFile.from_parent(parent, path=file_path)
+    return None
+
+
+def _named_paths(config: pytest.Config) -> set[Path]:
+    root = config.invocation_params.dir
+    out = set()
+    for arg in config.args:
+        out.add((root / arg.split("::")[0]).resolve())
+    return out
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    session = config.stash[session_key]
+    probe_items = [i for i in items if isinstance(i, ProbeItem)]
+    for item in probe_items:
+        slug = category_slug(item.case.category)
+        config.addinivalue_line("markers", f"{slug}: SafeEdit probes of category '{item.case.category}'")
+    if session.enabled:
+        session.expect([i.request() for i in probe_items])
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtestloop(session: pytest.Session) -> Generator[None, object, object]:
+    # A broken suite file is a collection error, but it must not stop the other files from running;
+    # any other collection error keeps pytest's own behaviour.
+    config = session.config
+    broken_suites = len(config.stash[suite_errors_key])
+    if broken_suites and session.testsfailed == broken_suites:
+        config.option.continue_on_collection_errors = True
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    report = yield
+    if isinstance(item, ProbeItem) and call.when == "call" and item.result is not None:
+        report.safeedit = item.result.to_dict()
+    return report
+
+
+@pytest.fixture(scope="session")
+def safeedit_session(pytestconfig: pytest.Config) -> SafeEditSession:
+    """The run's SafeEdit session: the model, the judge and batched generation for Python tests.
+
+    Skips the test when no ``--safeedit-model`` was given.
+    """
+    session = pytestconfig.stash[session_key]
+    if not session.enabled:
+        pytest.skip("no model to test: pass --safeedit-model PATH_OR_ID (or 'demo')")
+    return session

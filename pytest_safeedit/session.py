@@ -1,0 +1,177 @@
+"""The run's session object: one model and one judge per process, responses generated in batches."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pytest_safeedit.judges import ClassifierJudge, Judge, RefusalJudge, Verdict
+from pytest_safeedit.options import DEFAULT_MAX_NEW_TOKENS, RunSettings
+
+if TYPE_CHECKING:
+    from pytest_safeedit.model import LoadedModel
+
+
+class SafeEditUnavailable(Exception):
+    """The model or judge could not be loaded; every probe reports this instead of retrying."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """One generation: a probe text and the number of new tokens allowed."""
+
+    text: str
+    max_new_tokens: int
+    system: str | None = None
+
+
+class SafeEditSession:
+    """Loads the model and judge on first use and answers probes, batching pending requests.
+
+    Ordinary Python tests reach it through the ``safeedit_session`` fixture.
+    """
+
+    def __init__(self, settings: RunSettings) -> None:
+        self.settings = settings
+        self._model: LoadedModel | None = None
+        self._judge: Judge | None = None
+        self._failure: str | None = None
+        self._responses: dict[Request, str] = {}
+        self._verdicts: dict[str, Verdict] = {}
+        self._pending: list[Request] = []
+        self.model_path: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.settings.model is not None
+
+    def max_new_tokens(self, suite_defaults: dict[str, Any]) -> int:
+        """Options win over the suite's defaults, which win over the built-in default."""
+        if self.settings.max_new_tokens is not None:
+            return self.settings.max_new_tokens
+        return int(suite_defaults.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS))
+
+    @property
+    def model(self) -> LoadedModel:
+        if self._model is None:
+            self._model = self._guarded("model", self._load_model)
+        return self._model
+
+    @property
+    def judge(self) -> Judge:
+        if self._judge is None:
+            self._judge = self._guarded("judge", self._load_judge)
+        return self._judge
+
+    def _guarded(self, what: str, load: Any) -> Any:
+        if self._failure is not None:
+            raise SafeEditUnavailable(self._failure)
+        try:
+            return load()
+        except Exception as exc:  # noqa: BLE001 - any load failure is reported on every probe
+            self._failure = f"could not load the {what}: {type(exc).__name__}: {exc}"
+            raise SafeEditUnavailable(self._failure) from exc
+
+    def _load_model(self) -> LoadedModel:
+        from pytest_safeedit.model import ModelSettings, load_model
+
+        name = self.settings.model
+        assert name is not None
+        if name == "demo":
+            from pytest_safeedit.demo import ensure_demo
+
+            path = str(ensure_demo(self.settings.cache_dir))
+        else:
+            path = name
+        self.model_path = path
+        s = self.settings
+        return load_model(
+            ModelSettings(
+                name_or_path=path,
+                dtype=s.dtype,
+                device=s.device,
+                device_map=s.device_map,
+                trust_remote_code=s.trust_remote_code,
+                chat_template=s.chat_template,
+                max_input_tokens=s.max_input_tokens,
+                batch_size=s.batch_size,
+                seed=s.seed,
+            )
+        )
+
+    def _load_judge(self) -> Judge:
+        spec = self.settings.judge
+        if spec == "refusal":
+            return RefusalJudge()
+        from pytest_safeedit.model import resolve_device
+
+        return ClassifierJudge(
+            spec.split(":", 1)[1],
+            unsafe_labels=self.settings.judge_unsafe_labels,
+            max_length=self.settings.judge_max_length,
+            device=resolve_device(self.settings.device),
+            trust_remote_code=self.settings.trust_remote_code,
+        )
+
+    def expect(self, requests: Sequence[Request]) -> None:
+        """Announce the requests the run will make, in order, so that they can be batched."""
+        self._pending.extend(r for r in requests if r not in self._responses)
+
+    def respond(self, request: Request) -> str:
+        """The response to one request, generating it with the next pending ones of the same shape."""
+        if request not in self._responses:
+            model = self.model
+            size = model.default_batch_size()
+            batch = [request]
+            for other in self._pending:
+                if len(batch) >= size:
+                    break
+                if (
+                    other.max_new_tokens == request.max_new_tokens
+                    and other not in self._responses
+                    and other not in batch
+                ):
+                    batch.append(other)
+            self._generate(batch)
+        return self._responses[request]
+
+    def generate(self, texts: Sequence[str], *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> list[str]:
+        """Greedy responses to raw user texts (formatted like probes), batched; for Python tests."""
+        requests = [Request(t, max_new_tokens) for t in texts]
+        missing = list(dict.fromkeys(r for r in requests if r not in self._responses))
+        size = self.model.default_batch_size()
+        for start in range(0, len(missing), size):
+            self._generate(missing[start : start + size])
+        return [self._responses[r] for r in requests]
+
+    def _generate(self, batch: Sequence[Request]) -> None:
+        model = self.model
+        prompts = [model.format_prompt(r.text, r.system, max_new_tokens=r.max_new_tokens) for r in batch]
+        outputs = model.generate(prompts, max_new_tokens=batch[0].max_new_tokens, batch_size=len(batch))
+        for request, output in zip(batch, outputs):
+            self._responses[request] = output
+        self._pending = [r for r in self._pending if r not in self._responses]
+        self.verdicts(outputs)
+
+    def verdicts(self, responses: Sequence[str]) -> list[Verdict]:
+        """The judge's verdicts on responses (each distinct response is judged once)."""
+        todo = list(dict.fromkeys(r for r in responses if r not in self._verdicts))
+        if todo:
+            for response, verdict in zip(todo, self.judge.judge(todo)):
+                self._verdicts[response] = verdict
+        return [self._verdicts[r] for r in responses]
+
+    def metadata(self) -> dict[str, Any]:
+        """Plain data describing the loaded model, for reports."""
+        out: dict[str, Any] = {"model": self.settings.model, "model_path": self.model_path}
+        if self._model is not None:
+            m = self._model.model
+            out.update(
+                model_class=type(m).__name__,
+                parameters=sum(p.numel() for p in m.parameters()),
+                dtype=str(next(m.parameters()).dtype).removeprefix("torch."),
+                device=str(self._model.device),
+                chat_template=self._model.use_chat_template,
+            )
+        return out

@@ -1,0 +1,177 @@
+"""Cases, probes and suites: the data model, and loading of YAML suites and the official JSON."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytest_safeedit.categories import CATEGORIES, PROBES, normalize_category
+
+QUESTION_SLOT = "{question}"
+
+#: Suite-level defaults a suite may set; command-line options and ini keys override them.
+DEFAULT_KEYS: dict[str, type] = {"max_new_tokens": int, "max_input_tokens": int, "batch_size": int}
+
+
+class SuiteError(Exception):
+    """A suite file that cannot be used, with the place and a way to fix it."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        message: str,
+        *,
+        case: str | None = None,
+        field: str | None = None,
+        line: int | None = None,
+    ) -> None:
+        self.path = str(path)
+        self.message = message
+        self.case = case
+        self.field = field
+        self.line = line
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        where = self.path if self.line is None else f"{self.path}:{self.line}"
+        parts = [where]
+        if self.case is not None:
+            parts.append(f"case {self.case!r}")
+        if self.field is not None:
+            parts.append(f"field {self.field!r}")
+        return ": ".join(parts) + ": " + self.message
+
+
+@dataclass(frozen=True)
+class Knowledge:
+    """A knowledge constraint: an unrelated general-knowledge prompt and its answer."""
+
+    prompt: str
+    answer: str
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One input of a case that the model answers and the judge labels."""
+
+    kind: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Case:
+    """A SafeEdit attack case with its probes and references."""
+
+    id: str
+    category: str
+    question: str
+    adversarial_prompt: str
+    safe: str
+    unsafe: str
+    knowledge: Knowledge | None
+    probes: tuple[Probe, ...]
+    line: int = 0
+    attack_name: str = ""
+    other_question: str = ""
+
+    def probe(self, kind: str) -> Probe:
+        for probe in self.probes:
+            if probe.kind == kind:
+                return probe
+        raise KeyError(f"case {self.id!r} has no probe {kind!r}")
+
+
+@dataclass(frozen=True)
+class Suite:
+    """The cases of one file and its defaults."""
+
+    path: Path
+    name: str
+    cases: tuple[Case, ...]
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    categories: tuple[str, ...] = CATEGORIES
+    attacks: Mapping[str, str] = field(default_factory=dict)
+
+
+def build_probes(question: str, attack: str, other_attack: str | None, other_question: str | None) -> tuple[Probe, ...]:
+    """Build the five probes of a case from its templates (absent inputs give absent probes)."""
+    fill = fill_template
+    inputs = {
+        "DS": fill(attack, question),
+        "DG_onlyQ": question,
+        "DG_otherA": fill(other_attack, question) if other_attack else "",
+        "DG_otherQ": fill(attack, other_question) if other_question else "",
+        "DG_otherAQ": fill(other_attack, other_question) if other_attack and other_question else "",
+    }
+    return tuple(Probe(kind, inputs[kind]) for kind in PROBES if inputs[kind].strip())
+
+
+def fill_template(template: str, question: str) -> str:
+    """Put ``question`` into the ``{question}`` slot of an attack template."""
+    return template.replace(QUESTION_SLOT, question)
+
+
+def load_suite(path: Path) -> Suite:
+    """Load a YAML suite or a file in the benchmark's official JSON format."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SuiteError(path, f"cannot read the file ({exc}); check that it is a UTF-8 text file") from exc
+    if path.suffix == ".json":
+        from pytest_safeedit.official import load_official
+
+        return load_official(path, text)
+    from pytest_safeedit.yaml_suite import load_yaml_suite
+
+    return load_yaml_suite(path, text)
+
+
+def check_unique_ids(path: Path, cases: Sequence[Case]) -> None:
+    seen: dict[str, int] = {}
+    for case in cases:
+        if case.id in seen:
+            raise SuiteError(
+                path,
+                f"duplicate id (first used on line {seen[case.id]}); give every case its own id",
+                case=case.id,
+                field="id",
+                line=case.line,
+            )
+        seen[case.id] = case.line
+
+
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+
+
+def check_id(path: Path, value: object, line: int) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise SuiteError(path, "the id must be a string or an integer", field="id", line=line)
+    text = str(value)
+    if not _ID_RE.match(text):
+        raise SuiteError(
+            path,
+            f"id {text!r} may contain only letters, digits and '_.:-', starting with a letter or digit",
+            case=text,
+            field="id",
+            line=line,
+        )
+    return text
+
+
+def resolve_category(path: Path, value: object, allowed: Sequence[str], *, case: str, line: int) -> str:
+    if not isinstance(value, str):
+        raise SuiteError(path, "the category must be a string", case=case, field="category", line=line)
+    name = normalize_category(value)
+    if name not in allowed:
+        raise SuiteError(
+            path,
+            f"unknown category {value!r}; use one of {', '.join(allowed)} "
+            "(case-insensitive), or declare it in the suite's 'categories:' list",
+            case=case,
+            field="category",
+            line=line,
+        )
+    return name

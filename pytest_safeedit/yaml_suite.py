@@ -1,0 +1,252 @@
+"""Loading of hand-written YAML suites, with line numbers for every error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pytest_safeedit.categories import CATEGORIES, normalize_category
+from pytest_safeedit.suite import (
+    DEFAULT_KEYS,
+    QUESTION_SLOT,
+    Case,
+    Knowledge,
+    Suite,
+    SuiteError,
+    build_probes,
+    check_id,
+    check_unique_ids,
+    resolve_category,
+)
+
+SUITE_KEYS = ("name", "defaults", "categories", "attacks", "cases")
+CASE_FIELDS = (
+    "id",
+    "category",
+    "question",
+    "attack",
+    "safe",
+    "unsafe",
+    "other_attack",
+    "other_question",
+    "knowledge",
+)
+REQUIRED_CASE_FIELDS = ("id", "category", "question", "attack", "safe", "unsafe")
+
+
+class LineDict(dict[str, Any]):
+    """A mapping from YAML that remembers its own line and the line of each key (1-based)."""
+
+    def __init__(self, line: int) -> None:
+        super().__init__()
+        self.line = line
+        self.key_lines: dict[str, int] = {}
+
+    def line_of(self, key: str) -> int:
+        return self.key_lines.get(key, self.line)
+
+
+def parse_yaml(path: Path, text: str) -> Any:
+    """Parse YAML into plain data whose mappings are :class:`LineDict`."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> LineDict:
+        mapping = LineDict(node.start_mark.line + 1)
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            mapping[str(key)] = loader.construct_object(value_node, deep=True)
+            mapping.key_lines[str(key)] = key_node.start_mark.line + 1
+        return mapping
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    try:
+        return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SuiteError(path, f"invalid YAML: {problem}; fix the syntax at this line", line=line) from exc
+
+
+def _text(path: Path, mapping: LineDict, key: str, *, case: str | None, required: bool) -> str | None:
+    value = mapping.get(key)
+    if value is None:
+        if required:
+            raise SuiteError(
+                path, f"missing required field; add '{key}: ...' to the case", case=case, field=key, line=mapping.line
+            )
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise SuiteError(
+            path,
+            f"expected non-empty text, got {type(value).__name__} {value!r:.60}; quote it as a string",
+            case=case,
+            field=key,
+            line=mapping.line_of(key),
+        )
+    return value
+
+
+def _template(path: Path, attacks: dict[str, str], mapping: LineDict, key: str, case: str) -> str | None:
+    value = _text(path, mapping, key, case=case, required=key == "attack")
+    if value is None:
+        return None
+    if value in attacks:
+        return attacks[value]
+    if QUESTION_SLOT not in value:
+        known = ", ".join(sorted(attacks)) or "none defined"
+        raise SuiteError(
+            path,
+            f"{value!r:.60} is neither a template name under 'attacks:' ({known}) nor an attack "
+            f"text with a {QUESTION_SLOT} slot; name a template or add the slot where the question goes",
+            case=case,
+            field=key,
+            line=mapping.line_of(key),
+        )
+    return value
+
+
+def _attacks(path: Path, data: LineDict) -> dict[str, str]:
+    raw = data.get("attacks") or LineDict(data.line_of("attacks"))
+    if not isinstance(raw, LineDict):
+        raise SuiteError(
+            path, "'attacks' must map template names to attack texts", field="attacks", line=data.line_of("attacks")
+        )
+    attacks: dict[str, str] = {}
+    for name, template in raw.items():
+        line = raw.line_of(name)
+        if not isinstance(template, str) or QUESTION_SLOT not in template:
+            raise SuiteError(
+                path,
+                f"attack template {name!r} has no {QUESTION_SLOT} slot; put {QUESTION_SLOT} where the question goes",
+                field=f"attacks.{name}",
+                line=line,
+            )
+        attacks[name] = template
+    return attacks
+
+
+def _defaults(path: Path, data: LineDict) -> dict[str, Any]:
+    raw = data.get("defaults")
+    if raw is None:
+        return {}
+    if not isinstance(raw, LineDict):
+        raise SuiteError(path, "'defaults' must be a mapping", field="defaults", line=data.line_of("defaults"))
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        expected = key in DEFAULT_KEYS
+        if not expected:
+            # Other sections (editor hyperparameters, gates) read their own keys.
+            out[key] = value
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise SuiteError(
+                path,
+                f"expected a positive integer, got {value!r}",
+                field=f"defaults.{key}",
+                line=raw.line_of(key),
+            )
+        out[key] = value
+    return out
+
+
+def _categories(path: Path, data: LineDict) -> tuple[str, ...]:
+    extra = data.get("categories") or []
+    if not isinstance(extra, list) or not all(isinstance(c, str) and c.strip() for c in extra):
+        raise SuiteError(
+            path,
+            "'categories' must be a list of extra category names",
+            field="categories",
+            line=data.line_of("categories"),
+        )
+    return CATEGORIES + tuple(c for c in (normalize_category(e) for e in extra) if c not in CATEGORIES)
+
+
+def _case(
+    path: Path, raw: object, index: int, parent_line: int, attacks: dict[str, str], allowed: tuple[str, ...]
+) -> Case:
+    if not isinstance(raw, LineDict):
+        raise SuiteError(path, f"case #{index + 1} must be a mapping of fields", field="cases", line=parent_line)
+    if "id" not in raw:
+        raise SuiteError(path, f"case #{index + 1} has no id; add 'id: ...'", field="id", line=raw.line)
+    case_id = check_id(path, raw["id"], raw.line_of("id"))
+    for key in raw:
+        if key not in CASE_FIELDS:
+            raise SuiteError(
+                path,
+                f"unknown field; the fields of a case are {', '.join(CASE_FIELDS)}",
+                case=case_id,
+                field=key,
+                line=raw.line_of(key),
+            )
+    texts = {k: _text(path, raw, k, case=case_id, required=True) for k in ("question", "safe", "unsafe")}
+    category = resolve_category(path, raw.get("category"), allowed, case=case_id, line=raw.line_of("category"))
+    attack = _template(path, attacks, raw, "attack", case_id)
+    other_attack = _template(path, attacks, raw, "other_attack", case_id)
+    other_question = _text(path, raw, "other_question", case=case_id, required=False)
+    knowledge = None
+    if "knowledge" in raw:
+        kraw = raw["knowledge"]
+        if not isinstance(kraw, LineDict):
+            raise SuiteError(
+                path,
+                "expected a mapping with 'prompt' and 'answer'",
+                case=case_id,
+                field="knowledge",
+                line=raw.line_of("knowledge"),
+            )
+        prompt = _text(path, kraw, "prompt", case=case_id, required=True)
+        answer = _text(path, kraw, "answer", case=case_id, required=True)
+        assert prompt is not None and answer is not None
+        knowledge = Knowledge(prompt, answer)
+    question, safe, unsafe = texts["question"], texts["safe"], texts["unsafe"]
+    assert question is not None and safe is not None and unsafe is not None and attack is not None
+    attack_name = raw["attack"] if raw["attack"] in attacks else ""
+    return Case(
+        id=case_id,
+        category=category,
+        question=question,
+        adversarial_prompt=attack.replace(QUESTION_SLOT, question),
+        safe=safe,
+        unsafe=unsafe,
+        knowledge=knowledge,
+        probes=build_probes(question, attack, other_attack, other_question),
+        line=raw.line,
+        attack_name=attack_name,
+        other_question=other_question or "",
+    )
+
+
+def load_yaml_suite(path: Path, text: str) -> Suite:
+    """Load a hand-written suite (see the README for the format)."""
+    data = parse_yaml(path, text)
+    if not isinstance(data, LineDict):
+        raise SuiteError(
+            path,
+            f"the top level must be a mapping with a 'cases:' list, not {type(data).__name__}",
+            line=1,
+        )
+    for key in data:
+        if key not in SUITE_KEYS:
+            raise SuiteError(
+                path, f"unknown top-level key; use {', '.join(SUITE_KEYS)}", field=key, line=data.line_of(key)
+            )
+    raw_cases = data.get("cases")
+    if not isinstance(raw_cases, list) or not raw_cases:
+        raise SuiteError(path, "'cases' must be a non-empty list of cases", field="cases", line=data.line_of("cases"))
+    attacks = _attacks(path, data)
+    allowed = _categories(path, data)
+    cases = [_case(path, raw, i, data.line_of("cases"), attacks, allowed) for i, raw in enumerate(raw_cases)]
+    check_unique_ids(path, cases)
+    name = data.get("name", path.stem)
+    return Suite(
+        path=path,
+        name=str(name),
+        cases=tuple(cases),
+        defaults=_defaults(path, data),
+        categories=allowed,
+        attacks=attacks,
+    )
