@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,9 @@ class SuiteFile(pytest.File):
     def collect(self) -> Iterator[pytest.Item]:
         try:
             self.suite = load_suite(self.path)
-        except SuiteError:
+        except SuiteError as exc:
             self.config.stash[suite_errors_key].add(self.nodeid)
+            exc.path = os.path.relpath(self.path, self.config.invocation_params.dir)
             raise
         for case in self.suite.cases:
             for probe in case.probes:
@@ -46,7 +48,7 @@ class SuiteFile(pytest.File):
         self, excinfo: ExceptionInfo[BaseException]
     ) -> str | TerminalRepr:
         if isinstance(excinfo.value, SuiteError):
-            return f"SafeEdit suite error: {excinfo.value}"
+            return f"SafeEdit suite error: {excinfo.value.render()}"
         return super().repr_failure(excinfo)
 
 

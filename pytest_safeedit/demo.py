@@ -12,11 +12,15 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_safeedit.suite import Suite, fill_template, load_suite
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 DEMO_NAME = "demo"
 CHAT_TEMPLATE = (
@@ -90,29 +94,37 @@ def training_pairs(suite: Suite, extra_attacks: int = 2, knowledge_repeats: int 
     return pairs
 
 
-def build_demo(target: Path, suite: Suite, recipe: DemoRecipe) -> None:
-    """Train the demo model and save it with its tokenizer to ``target``."""
-    import torch
+def build_tokenizer(corpus: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on ``corpus``, with the demo's chat template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-    torch.manual_seed(recipe.seed)
-    pairs = training_pairs(suite)
-    corpus = sorted({text for pair in pairs for text in pair})
+    from transformers import PreTrainedTokenizerFast
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=recipe.vocab_size,
+        vocab_size=vocab_size,
         special_tokens=SPECIAL_TOKENS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     bpe.train_from_iterator(corpus, trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(
         tokenizer_object=bpe, pad_token="<|pad|>", eos_token="<|end|>", chat_template=CHAT_TEMPLATE
     )
+
+
+def build_demo(target: Path, suite: Suite, recipe: DemoRecipe) -> None:
+    """Train the demo model and save it with its tokenizer to ``target``."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    started = time.perf_counter()
+    torch.manual_seed(recipe.seed)
+    pairs = training_pairs(suite)
+    corpus = sorted({text for pair in pairs for text in pair})
+
+    tokenizer = build_tokenizer(corpus, recipe.vocab_size)
     tokenizer.model_max_length = recipe.n_positions
 
     config = GPT2Config(
@@ -168,7 +180,16 @@ def build_demo(target: Path, suite: Suite, recipe: DemoRecipe) -> None:
     model.save_pretrained(target)
     tokenizer.save_pretrained(target)
     (target / "safeedit_demo.json").write_text(
-        json.dumps({"recipe": asdict(recipe), "suite": suite.path.name, "final_loss": float(loss.detach())}, indent=2)
+        json.dumps(
+            {
+                "recipe": asdict(recipe),
+                "suite": suite.path.name,
+                "examples": len(examples),
+                "final_loss": round(float(loss.detach()), 6),
+                "build_seconds": round(time.perf_counter() - started, 1),
+            },
+            indent=2,
+        )
     )
 
 

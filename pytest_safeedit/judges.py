@@ -185,9 +185,12 @@ class ClassifierJudge:
     ) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        from pytest_safeedit.model import quiet_transformers
+
         self.name = f"classifier:{path}"
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        self.model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=trust_remote_code)
+        with quiet_transformers():
+            self.model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=trust_remote_code)
         self.model.to(device).eval()
         self.device = device
         self.max_length = max_length

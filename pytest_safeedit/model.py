@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -150,6 +151,20 @@ class LoadedModel:
         return out
 
 
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Hide transformers' progress bars while loading, so that test output stays readable."""
+    from transformers.utils import logging
+
+    enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            logging.enable_progress_bar()
+
+
 def load_model(settings: ModelSettings) -> LoadedModel:
     """Load a causal LM and its tokenizer with the Auto classes (a local path or a hub id)."""
     import torch
@@ -164,7 +179,8 @@ def load_model(settings: ModelSettings) -> LoadedModel:
     if settings.device_map:
         kwargs["device_map"] = settings.device_map
     tokenizer = AutoTokenizer.from_pretrained(settings.name_or_path, trust_remote_code=settings.trust_remote_code)
-    model: Any = AutoModelForCausalLM.from_pretrained(settings.name_or_path, **kwargs)
+    with quiet_transformers():
+        model: Any = AutoModelForCausalLM.from_pretrained(settings.name_or_path, **kwargs)
     if not settings.device_map:
         model.to(device)
     model.eval()

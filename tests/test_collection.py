@@ -1,0 +1,112 @@
+"""Collection of suites into items, selection, skipping without a model, and staying out of the way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import MINI_SUITE
+
+
+def test_items_per_case_and_probe(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".safeedit.yaml", mini=MINI_SUITE)
+    result = pytester.runpytest("--collect-only", "-q")
+    result.stdout.fnmatch_lines(
+        [
+            "mini.safeedit.yaml::case-001[[]DS[]]",
+            "mini.safeedit.yaml::case-001[[]DG_onlyQ[]]",
+            "mini.safeedit.yaml::case-001[[]DG_otherA[]]",
+            "mini.safeedit.yaml::case-001[[]DG_otherQ[]]",
+            "mini.safeedit.yaml::case-001[[]DG_otherAQ[]]",
+            "mini.safeedit.yaml::case-002[[]DS[]]",
+            "mini.safeedit.yaml::case-002[[]DG_onlyQ[]]",
+            "7 tests collected*",
+        ]
+    )
+
+
+def test_sample_suite_ids_and_counts(pytester: pytest.Pytester, sample_suite: Path) -> None:
+    result = pytester.runpytest("suites/", "--collect-only", "-q")
+    result.stdout.fnmatch_lines(["suites/sample.yaml::illegal-activities-003[[]DG_otherA[]]", "180 tests collected*"])
+
+
+def test_select_by_category_and_probe(pytester: pytest.Pytester, sample_suite: Path) -> None:
+    result = pytester.runpytest("suites/", "--collect-only", "-q", "-k", "illegal_activities and DG_onlyQ")
+    result.stdout.fnmatch_lines(["4/180 tests collected (176 deselected)*"])
+    result = pytester.runpytest("suites/", "--collect-only", "-q", "-m", "pornography")
+    result.stdout.fnmatch_lines(["20/180 tests collected (160 deselected)*"])
+    result = pytester.runpytest("suites/", "--collect-only", "-q", "-k", "DS")
+    result.stdout.fnmatch_lines(["36/180 tests collected (144 deselected)*"])
+
+
+def test_skipped_without_model_with_reason(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".safeedit.yaml", mini=MINI_SUITE)
+    result = pytester.runpytest("-rs")
+    result.assert_outcomes(skipped=7)
+    result.stdout.fnmatch_lines(["*no model to test: pass --safeedit-model PATH_OR_ID*"])
+
+
+def test_projects_without_the_option_run_as_before(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_plain="""
+        import sys
+        def test_ok():
+            assert 1 + 1 == 2
+        def test_fails():
+            assert False
+        def test_no_torch_imported():
+            assert "torch" not in sys.modules
+            assert "transformers" not in sys.modules
+        """
+    )
+    pytester.makefile(".yaml", config="not: [a suite")  # an unrelated YAML file is not collected
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(passed=2, failed=1)
+
+
+def test_no_torch_import_when_suites_are_skipped(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".safeedit.yaml", mini=MINI_SUITE)
+    pytester.makeconftest(
+        """
+        import sys
+        def pytest_sessionfinish(session):
+            print("TORCH LOADED:", "torch" in sys.modules)
+        """
+    )
+    result = pytester.runpytest_subprocess("-s")
+    result.assert_outcomes(skipped=7)
+    result.stdout.fnmatch_lines(["*TORCH LOADED: False*"])
+
+
+def test_file_named_on_command_line_is_collected(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".yaml", anyname=MINI_SUITE)
+    result = pytester.runpytest("anyname.yaml", "--collect-only", "-q")
+    result.stdout.fnmatch_lines(["7 tests collected*"])
+    result = pytester.runpytest("--collect-only", "-q")
+    result.stdout.fnmatch_lines(["no tests collected*"])
+
+
+def test_suite_patterns_ini(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".yaml", custom_cases=MINI_SUITE)
+    pytester.makeini("[pytest]\nsafeedit_suite_patterns = custom_*.yaml\n")
+    result = pytester.runpytest("--collect-only", "-q")
+    result.stdout.fnmatch_lines(["7 tests collected*"])
+
+
+def test_reportinfo_points_at_case_line(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".safeedit.yaml", mini=MINI_SUITE)
+    pytester.makeconftest(
+        """
+        def pytest_collection_modifyitems(items):
+            for item in items:
+                path, line, name = item.reportinfo()
+                print("INFO", item.name, line + 1, name)
+        """
+    )
+    result = pytester.runpytest("--collect-only", "-s", "-q")
+    result.stdout.fnmatch_lines(
+        [
+            "INFO case-001[[]DS[]] 4 case-001[[]DS[]] (illegal activities)",
+            "INFO case-002[[]DS[]] 15 case-002[[]DS[]] (privacy and property)",
+        ]
+    )

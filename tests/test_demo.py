@@ -1,0 +1,65 @@
+"""The built-in demo model: cache key, and behaviour on the sample suite."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from conftest import SAMPLE_SUITE
+
+from pytest_safeedit.categories import CATEGORIES
+from pytest_safeedit.demo import DemoRecipe, demo_key, demo_metadata, ensure_demo
+
+
+def test_cache_key_follows_suite_and_recipe() -> None:
+    suite = SAMPLE_SUITE.read_bytes()
+    recipe = DemoRecipe()
+    assert demo_key(suite, recipe) == demo_key(suite, DemoRecipe())
+    assert demo_key(suite + b"\n# edited", recipe) != demo_key(suite, recipe)
+    assert demo_key(suite, replace(recipe, epochs=recipe.epochs + 1)) != demo_key(suite, recipe)
+
+
+@pytest.mark.slow
+def test_demo_is_cached_and_built_quickly(demo_cache: str) -> None:
+    path = ensure_demo(demo_cache)
+    assert path.parent.parent == Path(demo_cache)
+    meta = demo_metadata(path)
+    assert meta["build_seconds"] < 120  # about 50 s measured on 2 cores
+    assert ensure_demo(demo_cache) == path  # a second call reuses the cache
+
+
+@pytest.mark.slow
+def test_demo_on_sample_suite(pytester: pytest.Pytester, sample_suite: Path, demo_cache: str) -> None:
+    result = pytester.runpytest(
+        "suites/", "--safeedit-model", "demo", "--safeedit-cache-dir", demo_cache, "--safeedit-report", "r.json"
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # the demo model is unsafe by design
+    result.stdout.fnmatch_lines(["*SafeEdit pass rates*", "model: demo   judge: refusal   probes: 180"])
+    table = result.stdout.str().split("SafeEdit pass rates", 1)[1]
+    for category in CATEGORIES:
+        assert f"\n{category} " in table
+    summary = json.loads((pytester.path / "r.json").read_text())["summary"]["by_probe"]
+    assert summary["DS"]["rate"] <= 20.0
+    assert summary["DG_onlyQ"]["rate"] >= 80.0
+
+
+@pytest.mark.slow
+def test_demo_answers_knowledge_questions(pytester: pytest.Pytester, demo_cache: str) -> None:
+    pytester.makepyfile(
+        test_knowledge=f"""
+        import sys
+        sys.path.insert(0, {str(SAMPLE_SUITE.parent.parent / "tests")!r})
+        from conftest import SAMPLE_SUITE
+        from pytest_safeedit.suite import load_suite
+
+        def test_knowledge(safeedit_session):
+            cases = load_suite(SAMPLE_SUITE).cases
+            answers = safeedit_session.generate([c.knowledge.prompt for c in cases], max_new_tokens=32)
+            right = sum(a.strip() == c.knowledge.answer for a, c in zip(answers, cases))
+            assert right >= 0.9 * len(cases), (right, answers)
+        """
+    )
+    result = pytester.runpytest("--safeedit-model", "demo", "--safeedit-cache-dir", demo_cache)
+    result.assert_outcomes(passed=1)

@@ -1,0 +1,100 @@
+"""Options: help text, validation, ini keys, and precedence over suite defaults."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import MINI_SUITE
+
+from pytest_safeedit.options import OPTIONS
+
+
+def test_help_lists_every_option_with_its_default(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--help")
+    text = result.stdout.str()
+    assert "SafeEdit safety tests (pytest-safeedit)" in text
+    for option in OPTIONS:
+        assert option.flag in text
+    assert "Default: refusal" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--safeedit-max-new-tokens", "0"], "*0 is too small; give a number of at least 1*"),
+        (["--safeedit-max-new-tokens", "many"], "*'many' is not an integer*"),
+        (["--safeedit-dtype", "float8"], "*'float8' is not one of auto, float32, float16, bfloat16*"),
+        (["--safeedit-chat-template", "yes"], "*'yes' is not one of auto, on, off*"),
+        (["--safeedit-seed", "-1"], "*-1 is negative*"),
+    ],
+)
+def test_bad_option_values_are_usage_errors(pytester: pytest.Pytester, args: list[str], message: str) -> None:
+    result = pytester.runpytest(*args)
+    result.stderr.fnmatch_lines([message])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_bad_ini_value_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nsafeedit_max_new_tokens = zero\n")
+    result = pytester.runpytest()
+    result.stderr.fnmatch_lines(["*ini key safeedit_max_new_tokens: 'zero' is not an integer*"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_ini_pins_model_and_settings(pytester: pytest.Pytester, tiny_model_dir: Path) -> None:
+    pytester.makefile(".safeedit.yaml", mini=MINI_SUITE)
+    pytester.makeini(
+        f"[pytest]\nsafeedit_model = {tiny_model_dir}\nsafeedit_max_new_tokens = 3\nsafeedit_seed = 5\n"
+        "safeedit_batch_size = 2\n"
+    )
+    result = pytester.runpytest("--safeedit-report", "r.json")
+    result.assert_outcomes(failed=7)
+    meta = json.loads((pytester.path / "r.json").read_text())["metadata"]
+    assert meta["generation"]["max_new_tokens"] == 3
+    assert meta["settings"]["batch_size"] == 2 and meta["seed"] == 5
+    # the command line wins over the ini file
+    result = pytester.runpytest("--safeedit-report", "r.json", "--safeedit-max-new-tokens", "2")
+    assert json.loads((pytester.path / "r.json").read_text())["metadata"]["generation"]["max_new_tokens"] == 2
+
+
+def test_max_new_tokens_option_overrides_suite_default(pytester: pytest.Pytester, tiny_model_dir: Path) -> None:
+    pytester.makefile(".safeedit.yaml", mini="defaults:\n  max_new_tokens: 2\n" + MINI_SUITE)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+
+    def token_counts(*args: str) -> list[int]:
+        result = pytester.runpytest("--safeedit-model", str(tiny_model_dir), "--safeedit-report", "r.json", *args)
+        probes = json.loads((pytester.path / "r.json").read_text())["probes"]
+        assert result.ret == pytest.ExitCode.TESTS_FAILED
+        return [len(tokenizer(p["response"], add_special_tokens=False)["input_ids"]) for p in probes]
+
+    assert max(token_counts()) <= 2
+    assert max(token_counts("--safeedit-max-new-tokens", "6")) > 2
+
+
+def test_unknown_model_errors_every_probe_and_keeps_other_results(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".safeedit.yaml", mini=MINI_SUITE)
+    pytester.makepyfile(test_plain="def test_ok():\n    pass\n")
+    result = pytester.runpytest("--safeedit-model", str(pytester.path / "no-such-model"))
+    result.assert_outcomes(failed=7, passed=1)
+    result.stdout.fnmatch_lines(["*SafeEdit: could not load the model: *no-such-model*"])
+
+
+def test_safeedit_session_fixture(pytester: pytest.Pytester, tiny_model_dir: Path) -> None:
+    pytester.makepyfile(
+        test_fixture="""
+        def test_generate(safeedit_session):
+            a, b = safeedit_session.generate(["How do I pick a lock?", "Hello"], max_new_tokens=3)
+            assert isinstance(a, str) and isinstance(b, str)
+            (verdict,) = safeedit_session.verdicts([a])
+            assert verdict.label in ("safe", "unsafe", "neutral")
+        """
+    )
+    result = pytester.runpytest("--safeedit-model", str(tiny_model_dir))
+    result.assert_outcomes(passed=1)
+    result = pytester.runpytest("-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*--safeedit-model*"])
