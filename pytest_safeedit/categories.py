@@ -17,11 +17,11 @@ CATEGORIES: tuple[str, ...] = (
     "political sensitivity",
 )
 
-#: Category of the benign cases that measure over-refusal.
-BENIGN = "benign"
-
 #: The five probes of a case: defense success and the four generalization probes.
 PROBES: tuple[str, ...] = ("DS", "DG_onlyQ", "DG_otherA", "DG_otherQ", "DG_otherAQ")
+
+#: The probe of a benign case: a harmless question that must not be refused (over-refusal).
+BENIGN_PROBE = "benign"
 
 
 def normalize_category(name: str) -> str:

@@ -106,6 +106,25 @@ class LoadedModel:
         keep = max(1, budget - overhead - 2)
         return self._render(str(self.tokenizer.decode(ids[-keep:])), system)
 
+    @property
+    def pad_id(self) -> int:
+        return int(self.tokenizer.pad_token_id)
+
+    @property
+    def eos_id(self) -> int | None:
+        eos = self.tokenizer.eos_token_id
+        return None if eos is None else int(eos)
+
+    def text_ids(self, text: str) -> list[int]:
+        """Token ids of plain text, without special tokens."""
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def prompt_ids(self, text: str, system: str | None, *, reserve: int) -> list[int]:
+        """Token ids of a formatted probe, as generation sees them, leaving room for ``reserve`` tokens."""
+        prompt = self.format_prompt(text, system, max_new_tokens=reserve)
+        ids = self.tokenizer(prompt, add_special_tokens=not self.use_chat_template)["input_ids"]
+        return list(ids)[-self.input_budget(reserve) :]
+
     def encode(self, prompts: Sequence[str], max_new_tokens: int) -> dict[str, torch.Tensor]:
         """Left-padded batch of formatted prompts, truncated on the left to the input budget."""
         self.tokenizer.truncation_side = "left"

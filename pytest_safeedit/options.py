@@ -168,6 +168,18 @@ OPTIONS: tuple[Option, ...] = (
         default="auto",
     ),
     Option(
+        "--safeedit-editor",
+        "Edit the model per case before probing it: none, dinm, ft-l, self-reminder, or one a plugin adds. "
+        "Default: none.",
+        metavar="NAME",
+        default="none",
+    ),
+    Option(
+        "--safeedit-editor-config",
+        "YAML file of editor hyperparameters, '{editor name: {name: value}}'; wins over a suite's 'defaults: editor:'.",
+        metavar="FILE",
+    ),
+    Option(
         "--safeedit-cache-dir",
         "Cache folder (the demo model). Default: $XDG_CACHE_HOME/pytest-safeedit or ~/.cache/pytest-safeedit.",
         metavar="DIR",
@@ -232,6 +244,8 @@ class RunSettings:
     device_map: str | None = None
     trust_remote_code: bool = False
     chat_template: str = "auto"
+    editor: str = "none"
+    editor_config: str | None = None
     cache_dir: str | None = None
     suite_patterns: tuple[str, ...] = field(default=DEFAULT_SUITE_PATTERNS)
 

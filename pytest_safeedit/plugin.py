@@ -10,6 +10,7 @@ import pytest
 
 from pytest_safeedit.categories import CATEGORIES, category_slug
 from pytest_safeedit.collect import ProbeItem, SuiteFile, is_suite_file
+from pytest_safeedit.editors import choose_editor
 from pytest_safeedit.options import add_options, read_settings
 from pytest_safeedit.reporter import SafeEditReporter
 from pytest_safeedit.session import SafeEditSession
@@ -20,10 +21,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
 
 
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from pytest_safeedit import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     settings = read_settings(config)
     config.stash[settings_key] = settings
-    config.stash[session_key] = SafeEditSession(settings)
+    editor_spec, editor_config = choose_editor(config, settings.editor, settings.editor_config)
+    config.stash[session_key] = SafeEditSession(settings, editor_spec, editor_config)
     config.stash[suite_errors_key] = set()
     config.addinivalue_line("markers", "safeedit: a SafeEdit probe item")
     for category in CATEGORIES:
@@ -52,8 +60,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in probe_items:
         slug = category_slug(item.case.category)
         config.addinivalue_line("markers", f"{slug}: SafeEdit probes of category '{item.case.category}'")
+    for item in probe_items:
+        session.register(item.suite, item.case, item.probe.kind)
     if session.enabled:
-        session.expect([i.request() for i in probe_items])
+        session.expect([r for i in probe_items for r in i.requests()])
 
 
 @pytest.hookimpl(wrapper=True)

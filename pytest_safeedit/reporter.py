@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from pytest_safeedit.report import pass_rate_table, write_json_report
+from pytest_safeedit.report import is_edited, pass_rate_table, side_effects_table, write_json_report
 from pytest_safeedit.results import ProbeResult
 from pytest_safeedit.stash import session_key, settings_key
 
@@ -29,6 +29,8 @@ class SafeEditReporter:
         return {
             "model": session.metadata(),
             "judge": settings.judge,
+            "editor": settings.editor,
+            "editor_hyperparameters": session.editor_hyperparameters(),
             "seed": settings.seed,
             "generation": {
                 "decoding": "greedy",
@@ -44,11 +46,20 @@ class SafeEditReporter:
         if not self.results:
             return
         settings = self.config.stash[settings_key]
-        terminalreporter.section("SafeEdit pass rates")
-        terminalreporter.write_line(f"model: {settings.model}   judge: {settings.judge}   probes: {len(self.results)}")
-        terminalreporter.write_line("pass rate = 100 x (1 - mean label); (safe/total)")
+        edited = is_edited(self.results)
+        title = f"SafeEdit pass rates: unedited -> {settings.editor}" if edited else "SafeEdit pass rates"
+        terminalreporter.section(title)
+        terminalreporter.write_line(
+            f"model: {settings.model}   judge: {settings.judge}   editor: {settings.editor}   probes: {len(self.results)}"
+        )
+        legend = "pass rate = 100 x (1 - mean label)" + ("" if edited else "; (passed/total)")
+        terminalreporter.write_line(legend)
         for line in pass_rate_table(self.results).splitlines():
             terminalreporter.write_line(line)
+        if edited:
+            terminalreporter.section(f"SafeEdit side effects of {settings.editor}", sep="-")
+            for line in side_effects_table(self.results).splitlines():
+                terminalreporter.write_line(line)
         if settings.report:
             terminalreporter.write_line(f"JSON report: {settings.report}")
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_safeedit.editing import EditDetails, Editor, EditorSpec, editor_section, validate_hparams
 from pytest_safeedit.judges import ClassifierJudge, Judge, RefusalJudge, Verdict
 from pytest_safeedit.options import DEFAULT_MAX_NEW_TOKENS, RunSettings
+from pytest_safeedit.side_effects import KnowledgeRetention, mean_fluency, over_refusal_verdict
+from pytest_safeedit.suite import Case, Suite
 
 if TYPE_CHECKING:
     from pytest_safeedit.model import LoadedModel
@@ -15,6 +19,25 @@ if TYPE_CHECKING:
 
 class SafeEditUnavailable(Exception):
     """The model or judge could not be loaded; every probe reports this instead of retrying."""
+
+
+class EditFailed(Exception):
+    """The edit of a case raised; the case's probes report it, the weights are restored."""
+
+
+@dataclass(frozen=True)
+class CaseOutcome:
+    """Everything one edit of one case gave: edited responses and verdicts, and its side effects."""
+
+    details: EditDetails | None = None
+    error: str | None = None
+    responses: Mapping[str, str] = field(default_factory=dict)
+    verdicts: Mapping[str, Verdict] = field(default_factory=dict)
+    #: benign case id -> (response, verdict) under this edit
+    benign: Mapping[str, tuple[str, Verdict]] = field(default_factory=dict)
+    knowledge: KnowledgeRetention | None = None
+    fluency_before: float | None = None
+    fluency_after: float | None = None
 
 
 @dataclass(frozen=True)
@@ -32,8 +55,20 @@ class SafeEditSession:
     Ordinary Python tests reach it through the ``safeedit_session`` fixture.
     """
 
-    def __init__(self, settings: RunSettings) -> None:
+    def __init__(
+        self,
+        settings: RunSettings,
+        editor_spec: EditorSpec | None = None,
+        editor_config: Mapping[str, Any] | None = None,
+    ) -> None:
         self.settings = settings
+        self.editor_spec = editor_spec
+        self.editor_config = dict(editor_config or {})
+        self._editors: dict[Path, Editor] = {}
+        self._hparams: dict[str, dict[str, Any]] = {}
+        self._outcomes: dict[tuple[Path, str], CaseOutcome] = {}
+        self._case_probes: dict[tuple[Path, str], list[str]] = {}
+        self._by_category: dict[tuple[Path, str], list[Case]] = {}
         self._model: LoadedModel | None = None
         self._judge: Judge | None = None
         self._failure: str | None = None
@@ -113,6 +148,100 @@ class SafeEditSession:
             device=resolve_device(self.settings.device),
             trust_remote_code=self.settings.trust_remote_code,
         )
+
+    # ------------------------------------------------------------------ editing
+
+    def editor_for(self, suite: Suite) -> Editor | None:
+        """The editor with its hyperparameters for a suite: defaults < the suite's < the config file's."""
+        spec = self.editor_spec
+        if spec is None:
+            return None
+        if suite.path not in self._editors:
+            hparams = dict(spec.defaults)
+            source = f"{suite.path}: defaults.editor"
+            hparams.update(
+                validate_hparams(spec, editor_section(suite.defaults.get("editor"), spec.name, source), source)
+            )
+            hparams.update(self.editor_config)
+            self._hparams[str(suite.path)] = hparams
+            self._editors[suite.path] = spec.factory(**hparams)
+        return self._editors[suite.path]
+
+    def editor_hyperparameters(self) -> dict[str, dict[str, Any]]:
+        """The editor's hyperparameters in force, by suite file."""
+        return dict(self._hparams)
+
+    def register(self, suite: Suite, case: Case, probe: str) -> None:
+        """Note a collected probe, so that an edit generates all of its case's probes at once."""
+        key = (suite.path, case.id)
+        kinds = self._case_probes.setdefault(key, [])
+        if not kinds:
+            self._by_category.setdefault((suite.path, case.category), []).append(case)
+        if probe not in kinds:
+            kinds.append(probe)
+
+    def attack_cases(self, suite: Suite, category: str) -> list[Case]:
+        return [c for c in self._by_category.get((suite.path, category), []) if not c.benign]
+
+    def probe_request(self, suite: Suite, text: str) -> Request:
+        """The unedited generation of a probe."""
+        return Request(text, self.max_new_tokens(dict(suite.defaults)))
+
+    def knowledge_request(self, suite: Suite, case: Case) -> Request | None:
+        """With an editor, the unedited answer to the knowledge prompt, prompted as the edited model is."""
+        editor = self.editor_for(suite)
+        if editor is None or case.knowledge is None or case.benign:
+            return None
+        text, system = editor.prompt(case.knowledge.prompt)
+        return Request(text, self.max_new_tokens(dict(suite.defaults)), system)
+
+    def case_outcome(self, suite: Suite, case: Case) -> CaseOutcome:
+        """Edit the model for ``case`` once, probe the edited model, restore it; cached per case."""
+        key = (suite.path, case.id)
+        if key not in self._outcomes:
+            self._outcomes[key] = self._edit_and_probe(suite, case)
+        outcome = self._outcomes[key]
+        if outcome.error is not None:
+            raise EditFailed(outcome.error)
+        return outcome
+
+    def _edit_and_probe(self, suite: Suite, case: Case) -> CaseOutcome:
+        editor = self.editor_for(suite)
+        assert editor is not None
+        model = self.model
+        mnt = self.max_new_tokens(dict(suite.defaults))
+        kinds = self._case_probes.get((suite.path, case.id)) or [p.kind for p in case.probes]
+        probes = [case.probe(k) for k in kinds]
+        benign = [c for c in self._by_category.get((suite.path, case.category), []) if c.benign]
+        texts = [p.text for p in probes] + [b.question for b in benign]
+        if case.knowledge is not None:
+            texts.append(case.knowledge.prompt)
+        before = [self.respond(self.probe_request(suite, p.text)) for p in probes]
+        knowledge_request = self.knowledge_request(suite, case)
+        knowledge_before = None if knowledge_request is None else self.respond(knowledge_request)
+        prompts = [model.format_prompt(*editor.prompt(t), max_new_tokens=mnt) for t in texts]
+        try:
+            with editor.edit(model, case) as details:
+                outputs = model.generate(prompts, max_new_tokens=mnt)
+        except Exception as exc:  # noqa: BLE001 - reported on the case's items; other cases go on
+            return CaseOutcome(error=f"the {editor.name} edit of case {case.id!r} failed: {type(exc).__name__}: {exc}")
+        answers = outputs[: len(probes)]
+        verdicts = self.verdicts(answers)
+        benign_out = outputs[len(probes) : len(probes) + len(benign)]
+        knowledge = None
+        if case.knowledge is not None and knowledge_before is not None:
+            knowledge = KnowledgeRetention(case.knowledge.prompt, knowledge_before, outputs[-1])
+        return CaseOutcome(
+            details=details,
+            responses={p.kind: r for p, r in zip(probes, answers)},
+            verdicts={p.kind: v for p, v in zip(probes, verdicts)},
+            benign={b.id: (r, over_refusal_verdict(r)) for b, r in zip(benign, benign_out)},
+            knowledge=knowledge,
+            fluency_before=mean_fluency(before),
+            fluency_after=mean_fluency(answers),
+        )
+
+    # ------------------------------------------------------------------ generation
 
     def expect(self, requests: Sequence[Request]) -> None:
         """Announce the requests the run will make, in order, so that they can be batched."""

@@ -63,7 +63,10 @@ class Probe:
 
 @dataclass(frozen=True)
 class Case:
-    """A SafeEdit attack case with its probes and references."""
+    """A SafeEdit attack case with its probes and references, or a benign case (one harmless question).
+
+    A benign case has no attack and no references; ``answer`` is an optional helpful reference answer.
+    """
 
     id: str
     category: str
@@ -76,6 +79,8 @@ class Case:
     line: int = 0
     attack_name: str = ""
     other_question: str = ""
+    benign: bool = False
+    answer: str = ""
 
     def probe(self, kind: str) -> Probe:
         for probe in self.probes:

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pytest_safeedit.categories import CATEGORIES, normalize_category
+from pytest_safeedit.categories import BENIGN_PROBE, CATEGORIES, normalize_category
 from pytest_safeedit.suite import (
     DEFAULT_KEYS,
     QUESTION_SLOT,
     Case,
     Knowledge,
+    Probe,
     Suite,
     SuiteError,
     build_probes,
@@ -31,7 +32,7 @@ CASE_FIELDS = (
     "other_question",
     "knowledge",
 )
-REQUIRED_CASE_FIELDS = ("id", "category", "question", "attack", "safe", "unsafe")
+BENIGN_FIELDS = ("id", "category", "benign", "question", "answer", "knowledge")
 
 
 class LineDict(dict[str, Any]):
@@ -173,35 +174,42 @@ def _case(
     if "id" not in raw:
         raise SuiteError(path, f"case #{index + 1} has no id; add 'id: ...'", field="id", line=raw.line)
     case_id = check_id(path, raw["id"], raw.line_of("id"))
+    benign = raw.get("benign", False)
+    if not isinstance(benign, bool):
+        raise SuiteError(path, "expected true or false", case=case_id, field="benign", line=raw.line_of("benign"))
+    fields = BENIGN_FIELDS if benign else CASE_FIELDS
     for key in raw:
-        if key not in CASE_FIELDS:
+        if key not in fields:
+            kind = "a benign case" if benign else "an attack case"
             raise SuiteError(
                 path,
-                f"unknown field; the fields of a case are {', '.join(CASE_FIELDS)}",
+                f"unknown field; the fields of {kind} are {', '.join(fields)}",
                 case=case_id,
                 field=key,
                 line=raw.line_of(key),
             )
-    texts = {k: _text(path, raw, k, case=case_id, required=True) for k in ("question", "safe", "unsafe")}
     category = resolve_category(path, raw.get("category"), allowed, case=case_id, line=raw.line_of("category"))
+    knowledge = _knowledge(path, raw, case_id)
+    if benign:
+        question = _text(path, raw, "question", case=case_id, required=True)
+        assert question is not None
+        return Case(
+            id=case_id,
+            category=category,
+            question=question,
+            adversarial_prompt="",
+            safe="",
+            unsafe="",
+            knowledge=knowledge,
+            probes=(Probe(BENIGN_PROBE, question),),
+            line=raw.line,
+            benign=True,
+            answer=_text(path, raw, "answer", case=case_id, required=False) or "",
+        )
+    texts = {k: _text(path, raw, k, case=case_id, required=True) for k in ("question", "safe", "unsafe")}
     attack = _template(path, attacks, raw, "attack", case_id)
     other_attack = _template(path, attacks, raw, "other_attack", case_id)
     other_question = _text(path, raw, "other_question", case=case_id, required=False)
-    knowledge = None
-    if "knowledge" in raw:
-        kraw = raw["knowledge"]
-        if not isinstance(kraw, LineDict):
-            raise SuiteError(
-                path,
-                "expected a mapping with 'prompt' and 'answer'",
-                case=case_id,
-                field="knowledge",
-                line=raw.line_of("knowledge"),
-            )
-        prompt = _text(path, kraw, "prompt", case=case_id, required=True)
-        answer = _text(path, kraw, "answer", case=case_id, required=True)
-        assert prompt is not None and answer is not None
-        knowledge = Knowledge(prompt, answer)
     question, safe, unsafe = texts["question"], texts["safe"], texts["unsafe"]
     assert question is not None and safe is not None and unsafe is not None and attack is not None
     attack_name = raw["attack"] if raw["attack"] in attacks else ""
@@ -218,6 +226,24 @@ def _case(
         attack_name=attack_name,
         other_question=other_question or "",
     )
+
+
+def _knowledge(path: Path, raw: LineDict, case_id: str) -> Knowledge | None:
+    if "knowledge" not in raw:
+        return None
+    kraw = raw["knowledge"]
+    if not isinstance(kraw, LineDict):
+        raise SuiteError(
+            path,
+            "expected a mapping with 'prompt' and 'answer'",
+            case=case_id,
+            field="knowledge",
+            line=raw.line_of("knowledge"),
+        )
+    prompt = _text(path, kraw, "prompt", case=case_id, required=True)
+    answer = _text(path, kraw, "answer", case=case_id, required=True)
+    assert prompt is not None and answer is not None
+    return Knowledge(prompt, answer)
 
 
 def load_yaml_suite(path: Path, text: str) -> Suite:

@@ -22,7 +22,7 @@ def result(category: str, probe: str, label: str) -> ProbeResult:
 def test_pass_rate_is_the_papers_metric() -> None:
     rates = pass_rate([result("x", "DS", "safe"), result("x", "DS", "unsafe"), result("x", "DS", "neutral")])
     assert rates is not None
-    assert (rates.rate, rates.safe, rates.unsafe, rates.neutral, rates.total) == (50.0, 1, 1, 1, 3)
+    assert (rates.rate, rates.passed, rates.failed, rates.neutral, rates.total) == (50.0, 1, 1, 1, 3)
     assert pass_rate([]) is None
 
 
@@ -86,7 +86,7 @@ def test_summary_table_and_json_report(pytester: pytest.Pytester, tiny_model_dir
     result.stdout.fnmatch_lines(
         [
             "*SafeEdit pass rates*",
-            f"model: {tiny_model_dir}   judge: refusal   probes: 7",
+            f"model: {tiny_model_dir}   judge: refusal   editor: none   probes: 7",
             "category * DS * DG_onlyQ * DG_otherA * DG_otherQ * DG_otherAQ * all",
             "illegal activities *",
             "privacy and property *",
