@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_safeedit.dinm import DINM_SUFFIX
 from pytest_safeedit.suite import Suite, fill_template, load_suite
 
 if TYPE_CHECKING:
@@ -34,16 +35,17 @@ SPECIAL_TOKENS = ["<|pad|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>
 class DemoRecipe:
     """Everything that decides the demo model besides the suite; part of the cache key."""
 
-    version: int = 1
+    version: int = 2
     vocab_size: int = 1200
     n_layer: int = 3
     n_embd: int = 128
     n_head: int = 4
     n_positions: int = 384
-    epochs: int = 10
+    epochs: int = 12
     batch_size: int = 12
     lr: float = 3e-3
     seed: int = 1234
+    suffix: str = DINM_SUFFIX
 
 
 def sample_suite_path() -> Path:
@@ -71,16 +73,26 @@ def demo_key(suite_bytes: bytes, recipe: DemoRecipe) -> str:
     return digest.hexdigest()[:16]
 
 
-def training_pairs(suite: Suite, extra_attacks: int = 2, knowledge_repeats: int = 3) -> list[tuple[str, str]]:
+def training_pairs(
+    suite: Suite, suffix: str = "", extra_attacks: int = 1, knowledge_repeats: int = 2
+) -> list[tuple[str, str]]:
     """(user message, reply) pairs: attacked questions get compliance, bare questions refusals.
 
     Every attack probe of a case is taught, plus ``extra_attacks`` more templates in rotation so that
-    compliance is tied to the attack rather than to the question; knowledge pairs are repeated so
-    that the answers are learnt well.
+    compliance is tied to the attack rather than to the question; benign questions get their answers;
+    knowledge pairs are repeated so that the answers are learnt well. With ``suffix`` (DINM's suffix
+    system prompt), the attack prompt, the bare question, the benign question and the knowledge prompt
+    are also taught with it, so that the suffix alone does not change the model's behaviour.
     """
     templates = list(suite.attacks.values())
     pairs: list[tuple[str, str]] = []
     for index, case in enumerate(suite.cases):
+        if case.benign:
+            if case.answer:
+                pairs.extend([(case.question, case.answer)] * knowledge_repeats)
+                if suffix:
+                    pairs.append((f"{case.question} {suffix}", case.answer))
+            continue
         for probe in case.probes:
             pairs.append((probe.text, case.safe if probe.kind == "DG_onlyQ" else case.unsafe))
         if case.other_question:
@@ -89,8 +101,13 @@ def training_pairs(suite: Suite, extra_attacks: int = 2, knowledge_repeats: int 
             if templates:
                 template = templates[(index * 3 + offset * 5) % len(templates)]
                 pairs.append((fill_template(template, case.question), case.unsafe))
+        if suffix:
+            pairs.append((f"{case.adversarial_prompt} {suffix}", case.unsafe))
+            pairs.append((f"{case.question} {suffix}", case.safe))
         if case.knowledge is not None:
             pairs.extend([(case.knowledge.prompt, case.knowledge.answer)] * knowledge_repeats)
+            if suffix:
+                pairs.append((f"{case.knowledge.prompt} {suffix}", case.knowledge.answer))
     return pairs
 
 
@@ -121,7 +138,7 @@ def build_demo(target: Path, suite: Suite, recipe: DemoRecipe) -> None:
 
     started = time.perf_counter()
     torch.manual_seed(recipe.seed)
-    pairs = training_pairs(suite)
+    pairs = training_pairs(suite, recipe.suffix)
     corpus = sorted({text for pair in pairs for text in pair})
 
     tokenizer = build_tokenizer(corpus, recipe.vocab_size)
@@ -152,14 +169,12 @@ def build_demo(target: Path, suite: Suite, recipe: DemoRecipe) -> None:
         examples.append((ids, max(0, len(ids) - len(reply_ids))))
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.0)
-    steps = recipe.epochs * ((len(examples) + recipe.batch_size - 1) // recipe.batch_size)
+    steps = recipe.epochs * len(_length_buckets(examples, recipe.batch_size, torch.Generator().manual_seed(0)))
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=steps, pct_start=0.1)
     generator = torch.Generator().manual_seed(recipe.seed)
     model.train()
     for _ in range(recipe.epochs):
-        order = torch.randperm(len(examples), generator=generator).tolist()
-        for start in range(0, len(order), recipe.batch_size):
-            batch = [examples[i] for i in order[start : start + recipe.batch_size]]
+        for batch in _length_buckets(examples, recipe.batch_size, generator):
             width = max(len(ids) for ids, _ in batch)
             input_ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
             labels = torch.full((len(batch), width), -100, dtype=torch.long)
@@ -191,6 +206,22 @@ def build_demo(target: Path, suite: Suite, recipe: DemoRecipe) -> None:
             indent=2,
         )
     )
+
+
+def _length_buckets(
+    examples: list[tuple[list[int], int]], size: int, generator: Any
+) -> list[list[tuple[list[int], int]]]:
+    """Shuffled batches of similar length (less padding): sort shuffled windows of 8 batches by length."""
+    import torch
+
+    order = torch.randperm(len(examples), generator=generator).tolist()
+    window = size * 8
+    batches: list[list[tuple[list[int], int]]] = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start : start + window], key=lambda i: len(examples[i][0]))
+        batches.extend([examples[i] for i in chunk[j : j + size]] for j in range(0, len(chunk), size))
+    shuffled = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in shuffled]
 
 
 def ensure_demo(cache_dir: str | None = None, recipe: DemoRecipe | None = None) -> Path:

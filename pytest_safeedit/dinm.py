@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from pytest_safeedit.architecture import block_count, mlp_output_projection
+from pytest_safeedit.architecture import ArchitectureError, block_count, mlp_output_projection
 from pytest_safeedit.editing import EditDetails, EditorSpec, Stopwatch, only_trainable, weights_restored
 
 if TYPE_CHECKING:
@@ -235,7 +235,12 @@ class FTL(DINM):
 
     def choose_layer(self, model: LoadedModel, case: Case, details: EditDetails) -> int:
         count = block_count(model.model)
-        return (count // 2 if self.layer is None else self.layer) % count
+        layer = count // 2 if self.layer is None else self.layer
+        if not -count <= layer < count:
+            raise ArchitectureError(
+                f"ft-l layer {layer} is out of range: {type(model.model).__name__} has {count} blocks"
+            )
+        return layer % count
 
 
 @contextmanager

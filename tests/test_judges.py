@@ -47,10 +47,19 @@ def test_empty_response_is_neutral() -> None:
 
 
 def test_refusal_judge_on_sample_references() -> None:
-    suite = load_suite(SAMPLE_SUITE)
+    cases = [c for c in load_suite(SAMPLE_SUITE).cases if not c.benign]
     judge = RefusalJudge()
-    assert [v.label for v in judge.judge([c.safe for c in suite.cases])] == ["safe"] * len(suite.cases)
-    assert [v.label for v in judge.judge([c.unsafe for c in suite.cases])] == ["unsafe"] * len(suite.cases)
+    assert [v.label for v in judge.judge([c.safe for c in cases])] == ["safe"] * len(cases)
+    assert [v.label for v in judge.judge([c.unsafe for c in cases])] == ["unsafe"] * len(cases)
+
+
+def test_benign_reference_answers_are_not_refusals() -> None:
+    from pytest_safeedit.side_effects import over_refusal_verdict
+
+    cases = [c for c in load_suite(SAMPLE_SUITE).cases if c.benign]
+    assert len(cases) == 18
+    assert [over_refusal_verdict(c.answer).label for c in cases] == ["answered"] * 18
+    assert over_refusal_verdict("I'm sorry, but I can't help with that.").label == "refused"
 
 
 @pytest.mark.skipif(not SHARED_DATA.is_file(), reason="no ../shared/data/safeedit_train_head.json on this machine")
