@@ -64,6 +64,17 @@ BAD_SUITES = {
             "SafeEdit suite error: bad.safeedit.yaml:5: case 'bad-001': field 'attack': 'nonexistent' is neither a template name*"
         ],
     ),
+    "benign_with_attack_field": (
+        "cases:\n  - id: ok-001\n    category: mental harm\n    benign: true\n    question: How do I relax?\n"
+        "    attack: nova\n",
+        ["*bad.safeedit.yaml:6: case 'ok-001': field 'attack': unknown field; the fields of a benign case are*"],
+    ),
+    "benign_not_bool": (
+        CASE.replace(
+            "    safe: I can't help with that.\n", "    benign: yes please\n    safe: I can't help with that.\n"
+        ),
+        ["*bad.safeedit.yaml:6: case 'bad-001': field 'benign': expected true or false*"],
+    ),
     "bad_default": (
         "defaults:\n  max_new_tokens: lots\n" + CASE,
         ["SafeEdit suite error: bad.safeedit.yaml:2: field 'defaults.max_new_tokens': expected a positive integer*"],
