@@ -11,13 +11,14 @@ from typing import Any
 import pytest
 from _pytest._code.code import ExceptionInfo, TerminalRepr
 
+from pytest_safeedit.baseline import REGRESSION, probe_key
 from pytest_safeedit.categories import category_slug
 from pytest_safeedit.editing import EditorConfigError
 from pytest_safeedit.judges import Verdict
 from pytest_safeedit.results import ProbeResult
 from pytest_safeedit.session import EditFailed, Request, SafeEditSession, SafeEditUnavailable
 from pytest_safeedit.side_effects import over_refusal_verdict
-from pytest_safeedit.stash import session_key, suite_errors_key
+from pytest_safeedit.stash import baseline_key, session_key, suite_errors_key, suite_gates_key
 from pytest_safeedit.suite import Case, Probe, Suite, SuiteError, load_suite
 from pytest_safeedit.text import printable, shorten
 
@@ -45,6 +46,7 @@ class SuiteFile(pytest.File):
             exc.path = os.path.relpath(self.path, self.config.invocation_params.dir)
             raise
         session = self.config.stash[session_key]
+        self.config.stash[suite_gates_key][self.suite.name] = self.suite.gate.to_dict()
         try:
             session.editor_for(self.suite)
         except EditorConfigError as exc:
@@ -133,6 +135,10 @@ class ProbeItem(pytest.Item):
                     "fluency_after": outcome.fluency_after,
                 },
             )
+        baseline = self.config.stash.get(baseline_key, None)
+        if baseline is not None:
+            key = probe_key(suite.name, case.id, probe.kind)
+            self.result = replace(self.result, baseline=baseline.status(key, self.result.passed))
         verdict = self.result.verdict
         self.user_properties.extend(
             [
@@ -191,6 +197,7 @@ def render_failure(result: ProbeResult) -> str:
     after = f" after the {result.editor} edit" if result.editor else ""
     lines = [
         f"probe {result.probe} of case {result.case_id} ({result.category}) was {what}{after}",
+        *(["  REGRESSION: this probe passed in the baseline"] if result.baseline == REGRESSION else []),
         f"  input:    {printable(shorten(result.input, 300))}",
         f"  response: {printable(shorten(result.response, 1200))}",
         f"  verdict:  {v.label} (unsafe score {v.score:.3f}) {printable(v.reason)}",

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from pytest_safeedit.gate import named_rate, rate_value
+
 DEFAULT_SUITE_PATTERNS = (
     "suites/*.yaml",
     "suites/*.yml",
@@ -45,6 +47,18 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def shard_spec(text: str) -> tuple[int, int]:
+    """argparse type: ``I/N`` with 1 <= I <= N."""
+    index, sep, count = text.partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        i = n = 0
+    if not sep or not 1 <= i <= n:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a shard; write I/N with 1 <= I <= N, e.g. 2/4")
+    return i, n
+
+
 def choice(*choices: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in choices:
@@ -75,6 +89,7 @@ class Option:
     default: Any = None
     ini: bool = True
     is_flag: bool = False
+    multiple: bool = False
 
     @property
     def dest(self) -> str:
@@ -180,6 +195,67 @@ OPTIONS: tuple[Option, ...] = (
         metavar="FILE",
     ),
     Option(
+        "--safeedit-min-pass-rate",
+        "Gate: the least total pass rate (0 to 1) over the attack probes; with any gate the exit status "
+        "follows the gate. Default: no gate.",
+        type=rate_value,
+        metavar="RATE",
+    ),
+    Option(
+        "--safeedit-min-category-rate",
+        "Gate: the least pass rate of one category, e.g. 'pornography=0.95' (repeatable).",
+        type=named_rate,
+        metavar="CATEGORY=RATE",
+        multiple=True,
+    ),
+    Option(
+        "--safeedit-min-probe-rate",
+        "Gate: the least pass rate of one probe, e.g. 'DS=0.9' (repeatable).",
+        type=named_rate,
+        metavar="PROBE=RATE",
+        multiple=True,
+    ),
+    Option(
+        "--safeedit-baseline",
+        "Compare with a previous JSON report: safe then and unsafe now fails as a regression, unsafe in both "
+        "is xfail (known), unsafe then and safe now is an improvement.",
+        metavar="FILE",
+    ),
+    Option(
+        "--safeedit-update-baseline",
+        "Write this run's results to the --safeedit-baseline file (accept the current state).",
+        is_flag=True,
+        ini=False,
+        default=False,
+    ),
+    Option(
+        "--safeedit-baseline-strict",
+        "Make a baseline whose suite, judge, editor or generation settings differ from the run an error "
+        "instead of a warning. Default: off.",
+        is_flag=True,
+        default=False,
+    ),
+    Option(
+        "--safeedit-report-md",
+        "Write a Markdown summary (sized for a pull-request comment).",
+        metavar="PATH",
+        ini=False,
+    ),
+    Option(
+        "--safeedit-report-html",
+        "Write one self-contained HTML report with per-category charts and a drill-down per case.",
+        metavar="PATH",
+        ini=False,
+    ),
+    Option(
+        "--safeedit-shard",
+        "Run only shard I of N (1-based) of the SafeEdit cases, split deterministically and balanced by "
+        "category; merge the shards' JSON reports with 'python -m pytest_safeedit merge'.",
+        type=shard_spec,
+        metavar="I/N",
+        ini=False,
+    ),
+    Option(
         "--safeedit-cache-dir",
         "Cache folder (the demo model). Default: $XDG_CACHE_HOME/pytest-safeedit or ~/.cache/pytest-safeedit.",
         metavar="DIR",
@@ -190,6 +266,18 @@ OPTIONS: tuple[Option, ...] = (
 def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("safeedit", "SafeEdit safety tests (pytest-safeedit)")
     for option in OPTIONS:
+        if option.multiple:
+            group.addoption(
+                option.flag,
+                dest=option.dest,
+                metavar=option.metavar,
+                type=option.type,
+                action="append",
+                default=None,
+                help=option.help,
+            )
+            parser.addini(option.dest, f"default of {option.flag}, one per line", type="linelist", default=[])
+            continue
         if option.is_flag:
             group.addoption(option.flag, action="store_true", dest=option.dest, default=None, help=option.help)
         else:
@@ -214,6 +302,12 @@ def option_value(config: pytest.Config, option: Option) -> Any:
     value = config.getoption(option.dest)
     if value is not None:
         return value
+    if option.ini and option.multiple:
+        lines = config.getini(option.dest) or []
+        try:
+            return [option.type(str(line)) for line in lines] if option.type else list(lines)
+        except argparse.ArgumentTypeError as exc:
+            raise pytest.UsageError(f"ini key {option.dest}: {exc}") from None
     if option.ini:
         raw = config.getini(option.dest)
         if raw not in (None, ""):
@@ -246,6 +340,15 @@ class RunSettings:
     chat_template: str = "auto"
     editor: str = "none"
     editor_config: str | None = None
+    min_pass_rate: float | None = None
+    min_category_rate: tuple[tuple[str, float], ...] = ()
+    min_probe_rate: tuple[tuple[str, float], ...] = ()
+    baseline: str | None = None
+    update_baseline: bool = False
+    baseline_strict: bool = False
+    report_md: str | None = None
+    report_html: str | None = None
+    shard: tuple[int, int] | None = None
     cache_dir: str | None = None
     suite_patterns: tuple[str, ...] = field(default=DEFAULT_SUITE_PATTERNS)
 
@@ -260,6 +363,11 @@ def read_settings(config: pytest.Config) -> RunSettings:
         raise pytest.UsageError("--safeedit-judge-unsafe-labels is empty; give indices or label names, e.g. 1")
     if values["model"] is not None and not str(values["model"]).strip():
         raise pytest.UsageError("--safeedit-model is empty; give a local folder, a hub id or 'demo'")
-    values["trust_remote_code"] = bool(values["trust_remote_code"])
+    for flag in ("trust_remote_code", "update_baseline", "baseline_strict"):
+        values[flag] = bool(values[flag])
+    for key in ("min_category_rate", "min_probe_rate"):
+        values[key] = tuple(values[key] or ())
+    if values["update_baseline"] and not values["baseline"]:
+        raise pytest.UsageError("--safeedit-update-baseline needs --safeedit-baseline FILE to write to")
     patterns = tuple(config.getini("safeedit_suite_patterns"))
     return RunSettings(judge_unsafe_labels=labels, suite_patterns=patterns, **values)

@@ -176,6 +176,32 @@ def _summary(results: Sequence[ProbeResult]) -> dict[str, Any]:
     }
 
 
+def summary_sections(
+    results: Sequence[ProbeResult], *, model: Any, judge: str, editor: str
+) -> list[tuple[str, list[str]]]:
+    """The end-of-run sections, (title, lines): the pass-rate table, and the side effects with an editor."""
+    edited = is_edited(results)
+    title = f"SafeEdit pass rates: unedited -> {editor}" if edited else "SafeEdit pass rates"
+    lines = [
+        f"model: {model}   judge: {judge}   editor: {editor}   probes: {len(results)}",
+        "pass rate = 100 x (1 - mean label)" + ("" if edited else "; (passed/total)"),
+        *pass_rate_table(results).splitlines(),
+    ]
+    sections = [(title, lines)]
+    if edited:
+        sections.append((f"SafeEdit side effects of {editor}", side_effects_table(results).splitlines()))
+    return sections
+
+
+def gate_lines(failures: list[str] | None, thresholds: int) -> list[str]:
+    """The gate's verdict: passed, or each missed threshold with actual vs required."""
+    if failures is None:
+        return []
+    if not failures:
+        return [f"SafeEdit gate: passed ({thresholds} thresholds)"]
+    return [f"SafeEdit gate: FAILED ({len(failures)} of {thresholds} thresholds)"] + [f"  {f}" for f in failures]
+
+
 def package_versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for name in ("pytest-safeedit", "pytest", "torch", "transformers", "tokenizers", "pluggy", "pyyaml"):

@@ -31,6 +31,8 @@ class ProbeResult:
     side_effects: dict[str, Any] | None = None
     #: For a benign probe under an editor: its answer under each edit of its category.
     edits: list[dict[str, Any]] | None = None
+    #: Against a baseline: regression, known, improvement, unchanged or new.
+    baseline: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -62,6 +64,7 @@ class ProbeResult:
             edit=data.get("edit"),
             side_effects=data.get("side_effects"),
             edits=data.get("edits"),
+            baseline=data.get("baseline"),
         )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,6 +69,10 @@ class SafeEditSession:
         self._outcomes: dict[tuple[Path, str], CaseOutcome] = {}
         self._case_probes: dict[tuple[Path, str], list[str]] = {}
         self._by_category: dict[tuple[Path, str], list[Case]] = {}
+        #: Upcoming requests to batch with, when only the runner knows them (an xdist worker's queue).
+        self.upcoming: Callable[[], Iterable[Request]] | None = None
+        #: The xdist worker number (gw3 -> 3), to give each worker its own GPU.
+        self.worker_index: int | None = None
         self._model: LoadedModel | None = None
         self._judge: Judge | None = None
         self._failure: str | None = None
@@ -121,11 +125,18 @@ class SafeEditSession:
             path = name
         self.model_path = path
         s = self.settings
+        device = s.device
+        if device == "auto" and not s.device_map and self.worker_index is not None:
+            import torch
+
+            count = torch.cuda.device_count()
+            if count > 1:
+                device = f"cuda:{self.worker_index % count}"
         return load_model(
             ModelSettings(
                 name_or_path=path,
                 dtype=s.dtype,
-                device=s.device,
+                device=device,
                 device_map=s.device_map,
                 trust_remote_code=s.trust_remote_code,
                 chat_template=s.chat_template,
@@ -163,12 +174,12 @@ class SafeEditSession:
                 validate_hparams(spec, editor_section(suite.defaults.get("editor"), spec.name, source), source)
             )
             hparams.update(self.editor_config)
-            self._hparams[str(suite.path)] = hparams
+            self._hparams[suite.name] = hparams
             self._editors[suite.path] = spec.factory(**hparams)
         return self._editors[suite.path]
 
     def editor_hyperparameters(self) -> dict[str, dict[str, Any]]:
-        """The editor's hyperparameters in force, by suite file."""
+        """The editor's hyperparameters in force, by suite name."""
         return dict(self._hparams)
 
     def register(self, suite: Suite, case: Case, probe: str) -> None:
@@ -253,7 +264,7 @@ class SafeEditSession:
             model = self.model
             size = model.default_batch_size()
             batch = [request]
-            for other in self._pending:
+            for other in self._pending if self.upcoming is None else self.upcoming():
                 if len(batch) >= size:
                     break
                 if (

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
+from pytest_safeedit.baseline import Baseline
 from pytest_safeedit.options import RunSettings
 from pytest_safeedit.session import SafeEditSession
 
@@ -11,3 +14,7 @@ settings_key = pytest.StashKey[RunSettings]()
 session_key = pytest.StashKey[SafeEditSession]()
 #: Node ids of suite files that failed to load.
 suite_errors_key = pytest.StashKey[set[str]]()
+#: The baseline to compare with (absent without --safeedit-baseline, or when updating it).
+baseline_key = pytest.StashKey[Baseline]()
+#: The gate thresholds of each collected suite, by suite name, as plain data.
+suite_gates_key = pytest.StashKey[dict[str, Any]]()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_safeedit.categories import CATEGORIES, PROBES, normalize_category
+from pytest_safeedit.gate import Gate
 
 QUESTION_SLOT = "{question}"
 
@@ -99,6 +100,8 @@ class Suite:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     categories: tuple[str, ...] = CATEGORIES
     attacks: Mapping[str, str] = field(default_factory=dict)
+    #: The suite's own gate thresholds; options and ini keys override them.
+    gate: Gate = field(default_factory=Gate)
 
 
 def build_probes(question: str, attack: str, other_attack: str | None, other_question: str | None) -> tuple[Probe, ...]:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_safeedit.categories import BENIGN_PROBE, CATEGORIES, normalize_category
+from pytest_safeedit.gate import gate_from_mapping
 from pytest_safeedit.suite import (
     DEFAULT_KEYS,
     QUESTION_SLOT,
@@ -20,7 +21,7 @@ from pytest_safeedit.suite import (
     resolve_category,
 )
 
-SUITE_KEYS = ("name", "defaults", "categories", "attacks", "cases")
+SUITE_KEYS = ("name", "defaults", "categories", "attacks", "gate", "cases")
 CASE_FIELDS = (
     "id",
     "category",
@@ -267,6 +268,10 @@ def load_yaml_suite(path: Path, text: str) -> Suite:
     allowed = _categories(path, data)
     cases = [_case(path, raw, i, data.line_of("cases"), attacks, allowed) for i, raw in enumerate(raw_cases)]
     check_unique_ids(path, cases)
+    try:
+        gate = gate_from_mapping(data.get("gate"), "gate")
+    except ValueError as exc:
+        raise SuiteError(path, str(exc).removeprefix("gate: "), field="gate", line=data.line_of("gate")) from exc
     name = data.get("name", path.stem)
     return Suite(
         path=path,
@@ -275,4 +280,5 @@ def load_yaml_suite(path: Path, text: str) -> Suite:
         defaults=_defaults(path, data),
         categories=allowed,
         attacks=attacks,
+        gate=gate,
     )

@@ -1,0 +1,114 @@
+"""The CI gate: minimum pass rates in total, per category and per probe."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pytest_safeedit.categories import BENIGN_PROBE, normalize_category
+from pytest_safeedit.results import ProbeResult, pass_rate
+
+
+def rate_value(text: str) -> float:
+    """argparse type: a pass rate from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give a rate from 0 to 1, e.g. 0.9") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value} is not between 0 and 1; give a rate such as 0.9 for 90%")
+    return value
+
+
+def named_rate(text: str) -> tuple[str, float]:
+    """argparse type: ``NAME=RATE``."""
+    name, sep, rate = text.rpartition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=RATE; write e.g. 'pornography=0.95' or 'DS=0.9'")
+    return name.strip(), rate_value(rate)
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Minimum pass rates (0 to 1). Empty when nothing is configured."""
+
+    min_pass_rate: float | None = None
+    categories: Mapping[str, float] = field(default_factory=dict)
+    probes: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def configured(self) -> bool:
+        return self.min_pass_rate is not None or bool(self.categories) or bool(self.probes)
+
+    def merged_over(self, other: Gate) -> Gate:
+        """This gate's thresholds, falling back to ``other``'s where this one sets none."""
+        return Gate(
+            self.min_pass_rate if self.min_pass_rate is not None else other.min_pass_rate,
+            {**other.categories, **self.categories},
+            {**other.probes, **self.probes},
+        )
+
+    def thresholds(self) -> int:
+        return (self.min_pass_rate is not None) + len(self.categories) + len(self.probes)
+
+    def check(self, results: Sequence[ProbeResult]) -> list[str]:
+        """One message per threshold that the results miss (actual vs required); empty when all hold."""
+        failures: list[str] = []
+        attack = [r for r in results if r.probe != BENIGN_PROBE]
+
+        def need(label: str, members: Iterable[ProbeResult], required: float) -> None:
+            rate = pass_rate(members)
+            if rate is None:
+                failures.append(f"{label}: no probes ran; required {100 * required:.1f}%")
+            elif rate.rate < 100 * required - 1e-9:
+                failures.append(f"{label}: pass rate {rate.rate:.1f}% < required {100 * required:.1f}%")
+
+        if self.min_pass_rate is not None:
+            need("total", attack, self.min_pass_rate)
+        for category, required in sorted(self.categories.items()):
+            need(f"category {category!r}", (r for r in attack if r.category == category), required)
+        for probe, required in sorted(self.probes.items()):
+            need(f"probe {probe!r}", (r for r in results if r.probe == probe), required)
+        return failures
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"min_pass_rate": self.min_pass_rate, "categories": dict(self.categories), "probes": dict(self.probes)}
+
+
+def gate_from_pairs(
+    min_pass_rate: float | None, categories: Iterable[tuple[str, float]], probes: Iterable[tuple[str, float]]
+) -> Gate:
+    return Gate(min_pass_rate, {normalize_category(c): r for c, r in categories}, dict(probes))
+
+
+def gate_from_mapping(data: Any, source: str) -> Gate:
+    """A suite's ``gate:`` section: ``{min_pass_rate: R, categories: {name: R}, probes: {name: R}}``."""
+    if data is None:
+        return Gate()
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{source}: 'gate' must be a mapping with min_pass_rate, categories and probes")
+    unknown = set(data) - {"min_pass_rate", "categories", "probes"}
+    if unknown:
+        raise ValueError(
+            f"{source}: unknown gate key(s) {', '.join(sorted(map(str, unknown)))}; use min_pass_rate, categories, probes"
+        )
+
+    def rate(value: Any, where: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ValueError(f"{source}: {where}: expected a rate from 0 to 1, got {value!r}")
+        return float(value)
+
+    def rates(key: str) -> dict[str, float]:
+        section = data.get(key) or {}
+        if not isinstance(section, Mapping):
+            raise ValueError(f"{source}: gate.{key} must map names to rates")
+        return {str(k): rate(v, f"gate.{key}.{k}") for k, v in section.items()}
+
+    minimum = data.get("min_pass_rate")
+    return gate_from_pairs(
+        None if minimum is None else rate(minimum, "gate.min_pass_rate"),
+        rates("categories").items(),
+        rates("probes").items(),
+    )

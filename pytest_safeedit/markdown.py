@@ -1,0 +1,67 @@
+"""The Markdown summary, sized for a pull-request comment."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pytest_safeedit.report import is_edited, pass_rate_table, side_effects_table
+from pytest_safeedit.results import ProbeResult
+from pytest_safeedit.text import shorten
+
+MAX_FAILURES = 10
+
+
+def md_text(text: str, limit: int = 160) -> str:
+    """Untrusted text made inert in Markdown: HTML-escaped, one line, no table or code breaks."""
+    flat = " ".join(shorten(text, limit).split())
+    escaped = html.escape(flat, quote=True)
+    for char in "\\`*_[]|#<>!":
+        escaped = escaped.replace(char, "\\" + char)
+    return escaped
+
+
+def markdown_summary(results: Sequence[ProbeResult], meta: dict[str, Any], gate_failures: list[str] | None) -> str:
+    model = meta.get("model", {}) or {}
+    lines = [
+        "## SafeEdit safety report",
+        "",
+        f"Model `{md_text(str(model.get('model')), 80)}` · judge `{md_text(str(meta.get('judge')), 60)}` · "
+        f"editor `{md_text(str(meta.get('editor')), 40)}` · {len(results)} probes",
+        "",
+    ]
+    if gate_failures is not None:
+        if gate_failures:
+            lines.append(f"**Gate: failed** ({len(gate_failures)} thresholds missed)")
+            lines.extend(f"- {md_text(f, 200)}" for f in gate_failures)
+        else:
+            lines.append("**Gate: passed**")
+        lines.append("")
+    lines += ["```", pass_rate_table(results).replace("```", "'''"), "```", ""]
+    if is_edited(results):
+        lines += ["Side effects", "", "```", side_effects_table(results).replace("```", "'''"), "```", ""]
+    failed = [r for r in results if not r.passed]
+    if failed:
+        lines += [
+            f"<details><summary>{len(failed)} failing probes (first {min(len(failed), MAX_FAILURES)})</summary>",
+            "",
+        ]
+        lines += ["| probe | category | verdict | response |", "|---|---|---|---|"]
+        for r in failed[:MAX_FAILURES]:
+            flag = " (regression)" if r.baseline == "regression" else ""
+            lines.append(
+                f"| {md_text(r.case_id, 60)}\\[{r.probe}\\]{flag} | {md_text(r.category, 40)} | "
+                f"{r.verdict.label} {r.verdict.score:.2f} | {md_text(r.response)} |"
+            )
+        lines += ["", "</details>", ""]
+    return "\n".join(lines)
+
+
+def write_markdown(
+    path: str, results: Sequence[ProbeResult], meta: dict[str, Any], gate_failures: list[str] | None
+) -> None:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(markdown_summary(results, meta, gate_failures), encoding="utf-8")
