@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_safeedit.dinm import DINM_SUFFIX
+from pytest_safeedit.gencache import cache_root
 from pytest_safeedit.suite import Suite, fill_template, load_suite
 
 if TYPE_CHECKING:
@@ -56,14 +57,6 @@ def sample_suite_path() -> Path:
     from importlib.resources import files
 
     return Path(str(files("pytest_safeedit.suites").joinpath("sample.yaml")))
-
-
-def cache_root(cache_dir: str | None = None) -> Path:
-    """The user's cache folder for pytest-safeedit (``--safeedit-cache-dir`` overrides it)."""
-    if cache_dir:
-        return Path(cache_dir)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "pytest-safeedit"
 
 
 def demo_key(suite_bytes: bytes, recipe: DemoRecipe) -> str:

@@ -257,8 +257,15 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "--safeedit-cache-dir",
-        "Cache folder (the demo model). Default: $XDG_CACHE_HOME/pytest-safeedit or ~/.cache/pytest-safeedit.",
+        "Cache folder (the demo model and the generation cache). Default: $XDG_CACHE_HOME/pytest-safeedit "
+        "or ~/.cache/pytest-safeedit.",
         metavar="DIR",
+    ),
+    Option(
+        "--safeedit-no-cache",
+        "Do not read or write the generation cache: generate every response. Default: the cache is on.",
+        is_flag=True,
+        default=False,
     ),
 )
 
@@ -350,6 +357,7 @@ class RunSettings:
     report_html: str | None = None
     shard: tuple[int, int] | None = None
     cache_dir: str | None = None
+    no_cache: bool = False
     suite_patterns: tuple[str, ...] = field(default=DEFAULT_SUITE_PATTERNS)
 
     def to_dict(self) -> dict[str, Any]:
@@ -363,7 +371,7 @@ def read_settings(config: pytest.Config) -> RunSettings:
         raise pytest.UsageError("--safeedit-judge-unsafe-labels is empty; give indices or label names, e.g. 1")
     if values["model"] is not None and not str(values["model"]).strip():
         raise pytest.UsageError("--safeedit-model is empty; give a local folder, a hub id or 'demo'")
-    for flag in ("trust_remote_code", "update_baseline", "baseline_strict"):
+    for flag in ("trust_remote_code", "update_baseline", "baseline_strict", "no_cache"):
         values[flag] = bool(values[flag])
     for key in ("min_category_rate", "min_probe_rate"):
         values[key] = tuple(values[key] or ())

@@ -19,6 +19,14 @@ def sample_corpus() -> list[str]:
     return texts + ["<b>markup</b> and 'quotes' & ampersands"]
 
 
+@pytest.fixture(autouse=True)
+def private_cache(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Each test gets its own cache folder, so that no test reads another's cached generations."""
+    folder = tmp_path_factory.mktemp("xdg-cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(folder))
+    return folder / "pytest-safeedit"
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer GPT-2 with random weights and a BPE tokenizer without a chat template."""

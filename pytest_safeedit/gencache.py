@@ -1,0 +1,110 @@
+"""The generation cache on disk: responses keyed by everything that decides them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".h5", ".msgpack")
+
+
+def cache_root(cache_dir: str | None = None) -> Path:
+    """The user's cache folder for pytest-safeedit (``--safeedit-cache-dir`` overrides it)."""
+    if cache_dir:
+        return Path(cache_dir)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "pytest-safeedit"
+
+
+def digest(*parts: Any) -> str:
+    """A stable hash of plain data."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _file_sha256(path: Path, memo: dict[str, str]) -> str:
+    stat = path.stat()
+    memo_key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    if memo_key not in memo:
+        h = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                h.update(block)
+        memo[memo_key] = h.hexdigest()
+    return memo[memo_key]
+
+
+def model_identity(path: str, model: Any, memo_file: Path | None) -> str:
+    """What the model is: the content of its files for a local folder (weights, config, tokenizer),
+    else the values of its parameters. The name alone is never enough."""
+    folder = Path(path)
+    if folder.is_dir():
+        memo: dict[str, str] = {}
+        if memo_file is not None and memo_file.is_file():
+            try:
+                memo = dict(json.loads(memo_file.read_text()))
+            except (OSError, ValueError):
+                memo = {}
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+        parts = [(str(p.relative_to(folder)), _file_sha256(p, memo)) for p in files]
+        if memo_file is not None:
+            atomic_write(memo_file, json.dumps(memo))
+        return digest("files", parts)
+    import torch
+
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            h.update(name.encode())
+            h.update(param.detach().float().cpu().numpy().tobytes())
+    return digest("parameters", type(model).__name__, h.hexdigest())
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write through a temporary file in the same folder, so that readers see old or new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class GenerationCache:
+    """Entries are JSON files named by their key; a missing, unreadable or corrupt entry is a miss."""
+
+    def __init__(self, root: Path | None) -> None:
+        self.root = root
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.root is not None
+
+    def _path(self, key: str) -> Path:
+        assert self.root is not None
+        return self.root / key[:2] / f"{key}.json"
+
+    def get(self, key: str, *fields: str) -> dict[str, Any] | None:
+        if self.root is None:
+            return None
+        try:
+            data = json.loads(self._path(key).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = None
+        if not isinstance(data, dict) or data.get("key") != key or any(f not in data for f in fields):
+            self.misses += 1
+            return None
+        self.hits += 1
+        return data
+
+    def put(self, key: str, value: dict[str, Any]) -> None:
+        if self.root is not None:
+            atomic_write(self._path(key), json.dumps({**value, "key": key}, ensure_ascii=False))
