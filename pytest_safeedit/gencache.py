@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ def _file_sha256(path: Path, memo: dict[str, str]) -> str:
     return memo[memo_key]
 
 
-def model_identity(path: str, model: Any, memo_file: Path | None) -> str:
+def model_identity(path: str, model: Callable[[], Any], memo_file: Path | None) -> str:
     """What the model is: the content of its files for a local folder (weights, config, tokenizer),
     else the values of its parameters. The name alone is never enough."""
     folder = Path(path)
@@ -57,7 +58,7 @@ def model_identity(path: str, model: Any, memo_file: Path | None) -> str:
 
     h = hashlib.sha256()
     with torch.no_grad():
-        for name, param in model.named_parameters():
+        for name, param in model().named_parameters():
             h.update(name.encode())
             h.update(param.detach().float().cpu().numpy().tobytes())
     return digest("parameters", type(model).__name__, h.hexdigest())

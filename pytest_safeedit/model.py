@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, cast
@@ -51,8 +51,22 @@ def resolve_dtype(dtype: str, device: str) -> Any:
 class LoadedModel:
     """A causal LM, its tokenizer and the generation settings of the run."""
 
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, settings: ModelSettings) -> None:
-        self.model = model
+    def __init__(
+        self,
+        model: PreTrainedModel | Callable[[], PreTrainedModel],
+        tokenizer: PreTrainedTokenizerBase,
+        settings: ModelSettings,
+        config: Any = None,
+    ) -> None:
+        """``model`` may be a loader: the weights then load on first use, so that a run whose
+        responses all come from the cache never loads them."""
+        if callable(model) and not hasattr(model, "parameters"):
+            self._loader: Callable[[], PreTrainedModel] | None = model
+            self._model: PreTrainedModel | None = None
+        else:
+            self._loader = None
+            self._model = cast("PreTrainedModel", model)
+        self.config = config if config is not None else cast(Any, self._model).config
         self.tokenizer = tokenizer
         self.settings = settings
         if tokenizer.pad_token_id is None:
@@ -68,6 +82,18 @@ class LoadedModel:
             )
 
     @property
+    def model(self) -> PreTrainedModel:
+        """The weights, loaded on first use."""
+        if self._model is None:
+            assert self._loader is not None
+            self._model = self._loader()
+        return self._model
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
@@ -75,7 +101,7 @@ class LoadedModel:
         """Longest input kept (its right end): the option, else the context length less the new tokens."""
         if self.settings.max_input_tokens:
             return self.settings.max_input_tokens
-        config = self.model.config
+        config = self.config
         context = None
         for attr in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
             value = getattr(config, attr, None)
@@ -184,10 +210,13 @@ def quiet_transformers() -> Iterator[None]:
             logging.enable_progress_bar()
 
 
-def load_model(settings: ModelSettings) -> LoadedModel:
-    """Load a causal LM and its tokenizer with the Auto classes (a local path or a hub id)."""
+def load_model(settings: ModelSettings, *, lazy: bool = False) -> LoadedModel:
+    """Load a causal LM and its tokenizer with the Auto classes (a local path or a hub id).
+
+    With ``lazy``, only the tokenizer and config load now and the weights on first use.
+    """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(settings.seed)
     device = resolve_device(settings.device)
@@ -198,9 +227,15 @@ def load_model(settings: ModelSettings) -> LoadedModel:
     if settings.device_map:
         kwargs["device_map"] = settings.device_map
     tokenizer = AutoTokenizer.from_pretrained(settings.name_or_path, trust_remote_code=settings.trust_remote_code)
-    with quiet_transformers():
-        model: Any = AutoModelForCausalLM.from_pretrained(settings.name_or_path, **kwargs)
-    if not settings.device_map:
-        model.to(device)
-    model.eval()
-    return LoadedModel(model, tokenizer, settings)
+    config = AutoConfig.from_pretrained(settings.name_or_path, trust_remote_code=settings.trust_remote_code)
+
+    def load_weights() -> Any:
+        torch.manual_seed(settings.seed)
+        with quiet_transformers():
+            model: Any = AutoModelForCausalLM.from_pretrained(settings.name_or_path, **kwargs)
+        if not settings.device_map:
+            model.to(device)
+        model.eval()
+        return model
+
+    return LoadedModel(load_weights if lazy else load_weights(), tokenizer, settings, config)

@@ -35,9 +35,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[settings_key] = settings
     editor_spec, editor_config = choose_editor(config, settings.editor, settings.editor_config)
     session = SafeEditSession(settings, editor_spec, editor_config)
-    worker = getattr(config, "workerinput", {}).get("workerid", "")
+    workerinput = getattr(config, "workerinput", {})
+    worker = workerinput.get("workerid", "")
     if worker.startswith("gw") and worker[2:].isdigit():
         session.worker_index = int(worker[2:])
+        session.worker_count = int(workerinput.get("workercount", 1))
     config.stash[session_key] = session
     config.stash[suite_errors_key] = set()
     config.stash[suite_gates_key] = {}

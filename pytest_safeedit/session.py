@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -74,6 +75,7 @@ class SafeEditSession:
         self.upcoming: Callable[[], Iterable[Request]] | None = None
         #: The xdist worker number (gw3 -> 3), to give each worker its own GPU.
         self.worker_index: int | None = None
+        self.worker_count: int | None = None
         root = None if settings.no_cache else cache_root(settings.cache_dir)
         self.cache = GenerationCache(None if root is None else root / "generations")
         self._model_id: str | None = None
@@ -139,8 +141,12 @@ class SafeEditSession:
             count = torch.cuda.device_count()
             if count > 1:
                 device = f"cuda:{self.worker_index % count}"
+            elif count == 0 and self.worker_count:
+                # Workers share the CPU: split its cores instead of each one taking all of them.
+                torch.set_num_threads(max(1, (os.cpu_count() or 1) // self.worker_count))
         return load_model(
-            ModelSettings(
+            lazy=True,
+            settings=ModelSettings(
                 name_or_path=path,
                 dtype=s.dtype,
                 device=device,
@@ -150,7 +156,7 @@ class SafeEditSession:
                 max_input_tokens=s.max_input_tokens,
                 batch_size=s.batch_size,
                 seed=s.seed,
-            )
+            ),
         )
 
     def _load_judge(self) -> Judge:
@@ -281,10 +287,13 @@ class SafeEditSession:
         model = self.model
         if self._model_id is None:
             memo = None if self.cache.root is None else self.cache.root / "file-hashes.json"
-            self._model_id = model_identity(self.model_path or "", model.model, memo)
+            self._model_id = model_identity(self.model_path or "", lambda: model.model, memo)
+        from pytest_safeedit.model import resolve_device
+
         setup = {
-            "dtype": str(next(model.model.parameters()).dtype),
-            "device": model.device.type,
+            "dtype": self.settings.dtype,
+            "device": resolve_device(self.settings.device).split(":")[0],
+            "device_map": self.settings.device_map,
             "decoding": "greedy",
             "max_input_tokens": self.settings.max_input_tokens,
         }
@@ -369,12 +378,14 @@ class SafeEditSession:
             },
         }
         if self._model is not None:
-            m = self._model.model
-            out.update(
-                model_class=type(m).__name__,
-                parameters=sum(p.numel() for p in m.parameters()),
-                dtype=str(next(m.parameters()).dtype).removeprefix("torch."),
-                device=str(self._model.device),
-                chat_template=self._model.use_chat_template,
-            )
+            architectures = getattr(self._model.config, "architectures", None) or [None]
+            out.update(model_class=architectures[0], chat_template=self._model.use_chat_template)
+            if self._model.loaded:
+                m = self._model.model
+                out.update(
+                    model_class=type(m).__name__,
+                    parameters=sum(p.numel() for p in m.parameters()),
+                    dtype=str(next(m.parameters()).dtype).removeprefix("torch."),
+                    device=str(self._model.device),
+                )
         return out
