@@ -38,9 +38,10 @@ def _file_sha256(path: Path, memo: dict[str, str]) -> str:
     return memo[memo_key]
 
 
-def model_identity(path: str, model: Callable[[], Any], memo_file: Path | None) -> str:
+def model_identity(path: str, load: Callable[[], tuple[Any, Any]], memo_file: Path | None) -> str:
     """What the model is: the content of its files for a local folder (weights, config, tokenizer),
-    else the values of its parameters. The name alone is never enough."""
+    else the values of its parameters and its tokenizer's vocabulary and template (``load`` gives the
+    model and the tokenizer). The name alone is never enough."""
     folder = Path(path)
     if folder.is_dir():
         memo: dict[str, str] = {}
@@ -56,12 +57,15 @@ def model_identity(path: str, model: Callable[[], Any], memo_file: Path | None) 
         return digest("files", parts)
     import torch
 
+    model, tokenizer = load()
     h = hashlib.sha256()
     with torch.no_grad():
-        for name, param in model().named_parameters():
+        for name, param in model.named_parameters():
             h.update(name.encode())
             h.update(param.detach().float().cpu().numpy().tobytes())
-    return digest("parameters", type(model).__name__, h.hexdigest())
+    vocabulary = sorted(tokenizer.get_vocab().items())
+    template = getattr(tokenizer, "chat_template", None)
+    return digest("parameters", type(model).__name__, h.hexdigest(), vocabulary, template)
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -71,6 +75,7 @@ def atomic_write(path: Path, text: str) -> None:
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             out.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; reports and caches are ordinary files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -7,6 +7,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from pytest_safeedit.gencache import atomic_write
 from pytest_safeedit.report import TOTAL, is_edited, ordered_categories, ordered_probes
 from pytest_safeedit.results import PassRate, ProbeResult, pass_rate
 
@@ -104,6 +105,4 @@ def html_report(results: Sequence[ProbeResult], meta: dict[str, Any], gate_failu
 def write_html(
     path: str, results: Sequence[ProbeResult], meta: dict[str, Any], gate_failures: list[str] | None
 ) -> None:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(html_report(results, meta, gate_failures), encoding="utf-8")
+    atomic_write(Path(path), html_report(results, meta, gate_failures))

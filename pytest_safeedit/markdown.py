@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pytest_safeedit.gencache import atomic_write
 from pytest_safeedit.report import is_edited, pass_rate_table, side_effects_table
 from pytest_safeedit.results import ProbeResult
 from pytest_safeedit.text import shorten
@@ -62,6 +63,4 @@ def markdown_summary(results: Sequence[ProbeResult], meta: dict[str, Any], gate_
 def write_markdown(
     path: str, results: Sequence[ProbeResult], meta: dict[str, Any], gate_failures: list[str] | None
 ) -> None:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(markdown_summary(results, meta, gate_failures), encoding="utf-8")
+    atomic_write(Path(path), markdown_summary(results, meta, gate_failures))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
 import time
 from collections.abc import Sequence
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_safeedit.categories import BENIGN_PROBE, CATEGORIES, PROBES
+from pytest_safeedit.gencache import atomic_write
 from pytest_safeedit.results import PassRate, ProbeResult, pass_rate, pass_rates_by
 
 SCHEMA = "pytest-safeedit-report"
@@ -222,8 +222,4 @@ def write_json_report(path: str, results: Sequence[ProbeResult], meta: dict[str,
         "summary": summary(results),
         "probes": [r.to_dict() for r in results],
     }
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, target)
+    atomic_write(Path(path), json.dumps(document, indent=2, ensure_ascii=False) + "\n")

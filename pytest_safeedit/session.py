@@ -121,18 +121,33 @@ class SafeEditSession:
             self._failure = f"could not load the {what}: {type(exc).__name__}: {exc}"
             raise SafeEditUnavailable(self._failure) from exc
 
+    def resolve_model_path(self) -> str:
+        """The model's folder or hub id (``demo`` builds the demo model first)."""
+        if self.model_path is None:
+            name = self.settings.model
+            assert name is not None
+            if name == "demo":
+                from pytest_safeedit.demo import ensure_demo
+
+                self.model_path = str(ensure_demo(self.settings.cache_dir))
+            else:
+                self.model_path = name
+        return self.model_path
+
+    def batch_size(self) -> int:
+        """The option, else 16 on a GPU and 8 on the CPU (decided without loading the model)."""
+        if self.settings.batch_size:
+            return self.settings.batch_size
+        if self.settings.device_map or self.settings.device.startswith("cuda"):
+            return 16
+        if self.settings.device == "auto" and self._model is not None and self._model.loaded:
+            return self._model.default_batch_size()
+        return 8
+
     def _load_model(self) -> LoadedModel:
         from pytest_safeedit.model import ModelSettings, load_model
 
-        name = self.settings.model
-        assert name is not None
-        if name == "demo":
-            from pytest_safeedit.demo import ensure_demo
-
-            path = str(ensure_demo(self.settings.cache_dir))
-        else:
-            path = name
-        self.model_path = path
+        path = self.resolve_model_path()
         s = self.settings
         device = s.device
         if device == "auto" and not s.device_map and self.worker_index is not None:
@@ -232,7 +247,6 @@ class SafeEditSession:
     def _edit_and_probe(self, suite: Suite, case: Case) -> CaseOutcome:
         editor = self.editor_for(suite)
         assert editor is not None
-        model = self.model
         mnt = self.max_new_tokens(dict(suite.defaults))
         kinds = self._case_probes.get((suite.path, case.id)) or [p.kind for p in case.probes]
         probes = [case.probe(k) for k in kinds]
@@ -243,18 +257,20 @@ class SafeEditSession:
         before = [self.respond(self.probe_request(suite, p.text)) for p in probes]
         knowledge_request = self.knowledge_request(suite, case)
         knowledge_before = None if knowledge_request is None else self.respond(knowledge_request)
-        prompts = [model.format_prompt(*editor.prompt(t), max_new_tokens=mnt) for t in texts]
-        key = self.generation_key("edit", editor.name, self._hparams.get(suite.name, {}), asdict(case), prompts, mnt)
+        inputs = [editor.prompt(t) for t in texts]
+        key = self.generation_key("edit", editor.name, self._hparams.get(suite.name, {}), asdict(case), inputs, mnt)
         cached = self.cache.get(key, "details", "outputs")
         try:
             if cached is None:
                 raise LookupError
             details = EditDetails.from_dict(cached["details"])
             outputs = [str(o) for o in cached["outputs"]]
-            if len(outputs) != len(prompts):
+            if len(outputs) != len(inputs):
                 raise LookupError
         except (LookupError, TypeError, ValueError):
             try:
+                model = self.model
+                prompts = [model.format_prompt(*i, max_new_tokens=mnt) for i in inputs]
                 with editor.edit(model, case) as details:
                     outputs = model.generate(prompts, max_new_tokens=mnt)
             except Exception as exc:  # noqa: BLE001 - reported on the case's items; other cases go on
@@ -262,7 +278,7 @@ class SafeEditSession:
                     error=f"the {editor.name} edit of case {case.id!r} failed: {type(exc).__name__}: {exc}"
                 )
             self.edits_run += 1
-            self.generated += len(prompts)
+            self.generated += len(inputs)
             self.cache.put(key, {"details": details.to_dict(), "outputs": outputs})
         answers = outputs[: len(probes)]
         verdicts = self.verdicts(answers)
@@ -284,18 +300,25 @@ class SafeEditSession:
 
     def generation_key(self, kind: str, *parts: Any) -> str:
         """Cache key: the model's identity, the generation settings, and what is generated."""
-        model = self.model
         if self._model_id is None:
             memo = None if self.cache.root is None else self.cache.root / "file-hashes.json"
-            self._model_id = model_identity(self.model_path or "", lambda: model.model, memo)
-        from pytest_safeedit.model import resolve_device
-
+            self._model_id = self._guarded(
+                "model",
+                lambda: model_identity(
+                    self.resolve_model_path(), lambda: (self.model.model, self.model.tokenizer), memo
+                ),
+            )
+        # The raw texts go into the key, not the formatted prompts: the tokenizer and its chat template
+        # are files of the model folder (in the identity), and these settings decide the formatting.
+        # So a run whose responses are all cached needs neither the tokenizer nor the weights.
         setup = {
             "dtype": self.settings.dtype,
-            "device": resolve_device(self.settings.device).split(":")[0],
+            "device": self.settings.device,
             "device_map": self.settings.device_map,
             "decoding": "greedy",
+            "chat_template": self.settings.chat_template,
             "max_input_tokens": self.settings.max_input_tokens,
+            "trust_remote_code": self.settings.trust_remote_code,
         }
         return digest(kind, self._model_id, setup, *parts)
 
@@ -308,8 +331,7 @@ class SafeEditSession:
     def respond(self, request: Request) -> str:
         """The response to one request, generating it with the next pending ones of the same shape."""
         if request not in self._responses:
-            model = self.model
-            size = model.default_batch_size()
+            size = self.batch_size()
             batch = [request]
             for other in self._pending if self.upcoming is None else self.upcoming():
                 if len(batch) >= size:
@@ -327,28 +349,26 @@ class SafeEditSession:
         """Greedy responses to raw user texts (formatted like probes), batched; for Python tests."""
         requests = [Request(t, max_new_tokens) for t in texts]
         missing = list(dict.fromkeys(r for r in requests if r not in self._responses))
-        size = self.model.default_batch_size()
+        size = self.batch_size()
         for start in range(0, len(missing), size):
             self._generate(missing[start : start + size])
         return [self._responses[r] for r in requests]
 
     def _generate(self, batch: Sequence[Request]) -> None:
-        model = self.model
-        prompts = [model.format_prompt(r.text, r.system, max_new_tokens=r.max_new_tokens) for r in batch]
-        keys = [self.generation_key("generate", p, r.max_new_tokens) for p, r in zip(prompts, batch)]
         todo = []
-        for request, prompt, key in zip(batch, prompts, keys):
+        for request in batch:
+            key = self.generation_key("generate", request.text, request.system, request.max_new_tokens)
             cached = self.cache.get(key, "response")
             if cached is not None and isinstance(cached["response"], str):
                 self._responses[request] = cached["response"]
             else:
-                todo.append((request, prompt, key))
+                todo.append((request, key))
         if todo:
-            outputs = model.generate(
-                [p for _, p, _ in todo], max_new_tokens=batch[0].max_new_tokens, batch_size=len(todo)
-            )
+            model = self.model
+            prompts = [model.format_prompt(r.text, r.system, max_new_tokens=r.max_new_tokens) for r, _ in todo]
+            outputs = model.generate(prompts, max_new_tokens=batch[0].max_new_tokens, batch_size=len(todo))
             self.generated += len(todo)
-            for (request, _, key), output in zip(todo, outputs):
+            for (request, key), output in zip(todo, outputs):
                 self._responses[request] = output
                 self.cache.put(key, {"response": output})
         outputs = [self._responses[r] for r in batch]

@@ -85,3 +85,16 @@ def test_demo_answers_knowledge_questions(pytester: pytest.Pytester, demo_cache:
     )
     result = pytester.runpytest("--safeedit-model", "demo", "--safeedit-cache-dir", demo_cache)
     result.assert_outcomes(passed=1)
+
+
+@pytest.mark.slow
+def test_batched_equals_one_at_a_time_on_the_demo(demo_cache: str) -> None:
+    from pytest_safeedit.model import ModelSettings, load_model
+    from pytest_safeedit.suite import load_suite
+
+    model = load_model(ModelSettings(str(ensure_demo(demo_cache))))
+    texts = [p.text for c in load_suite(SAMPLE_SUITE).cases[::4] for p in c.probes]
+    prompts = [model.format_prompt(t, max_new_tokens=48) for t in texts]
+    batched = model.generate(prompts, max_new_tokens=48, batch_size=8)
+    single = [model.generate([p], max_new_tokens=48, batch_size=1)[0] for p in prompts]
+    assert batched == single

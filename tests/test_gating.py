@@ -211,8 +211,9 @@ def test_html_shows_before_and_after_with_an_editor(run, pytester: pytest.Pytest
 
 
 def test_xdist_gives_the_same_results_and_one_summary(run, pytester: pytest.Pytester) -> None:  # type: ignore[no-untyped-def]
-    serial = run("--safeedit-report", "n0.json", "--safeedit-min-probe-rate", "benign=1", subprocess=True)
-    parallel = run("-n", "2", "--safeedit-report", "n2.json", "--safeedit-min-probe-rate", "benign=1", subprocess=True)
+    common = ["--safeedit-min-probe-rate", "benign=1", "--safeedit-no-cache"]
+    serial = run("--safeedit-report", "n0.json", *common, subprocess=True)
+    parallel = run("-n", "2", "--safeedit-report", "n2.json", *common, subprocess=True)
     assert serial.ret == parallel.ret == pytest.ExitCode.OK
     assert parallel.stdout.str().count("SafeEdit pass rates") == 1
     assert parallel.stdout.str().count("SafeEdit gate: passed") == 1

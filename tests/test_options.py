@@ -27,7 +27,7 @@ def test_help_lists_every_option_with_its_default(pytester: pytest.Pytester) -> 
         (["--safeedit-max-new-tokens", "many"], "*'many' is not an integer*"),
         (["--safeedit-dtype", "float8"], "*'float8' is not one of auto, float32, float16, bfloat16*"),
         (["--safeedit-chat-template", "yes"], "*'yes' is not one of auto, on, off*"),
-        (["--safeedit-seed", "-1"], "*-1 is negative*"),
+        (["--safeedit-seed", "-1"], "*-1 is too small; give a number of at least 0*"),
     ],
 )
 def test_bad_option_values_are_usage_errors(pytester: pytest.Pytester, args: list[str], message: str) -> None:

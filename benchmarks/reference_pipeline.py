@@ -1,0 +1,51 @@
+"""Baseline for the DINM benchmark: the pipeline as the public reference implementation runs it.
+
+Per case, one at a time: the unedited model answers the five probes one by one, one DINM edit, the edited
+model answers the five probes one by one (with the suffix), restore. No batching, no cache. The edit is
+this project's DINM with the same hyperparameters, so the verdicts must equal the plugin's.
+
+Usage: python benchmarks/reference_pipeline.py MODEL SUITE MAX_NEW_TOKENS OUT.json [-k SUBSTRING]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from pytest_safeedit.dinm import DINM, DINM_SPEC
+from pytest_safeedit.editing import validate_hparams
+from pytest_safeedit.judges import RefusalJudge
+from pytest_safeedit.model import ModelSettings, load_model
+from pytest_safeedit.suite import load_suite
+
+
+def main() -> None:
+    model_path, suite_path, max_new, out = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    select = sys.argv[6] if len(sys.argv) > 6 and sys.argv[5] == "-k" else ""
+    suite = load_suite(suite_path)
+    section = dict(suite.defaults.get("editor", {}).get("dinm", {}))
+    editor = DINM(**{**DINM_SPEC.defaults, **validate_hparams(DINM_SPEC, section, "suite")})
+    model = load_model(ModelSettings(model_path))
+    judge = RefusalJudge()
+
+    def answer(text: str, suffix: bool) -> str:
+        user, system = editor.prompt(text) if suffix else (text, None)
+        prompt = model.format_prompt(user, system, max_new_tokens=max_new)
+        return model.generate([prompt], max_new_tokens=max_new, batch_size=1)[0]
+
+    verdicts = {}
+    for case in suite.cases:
+        if case.benign or select not in case.id:
+            continue
+        before = [answer(p.text, False) for p in case.probes]
+        with editor.edit(model, case):
+            after = [answer(p.text, True) for p in case.probes]
+        for probe, b, a in zip(case.probes, judge.judge(before), judge.judge(after)):
+            verdicts[f"{case.id}[{probe.kind}]"] = [b.label, a.label]
+    Path(out).write_text(json.dumps(verdicts, indent=1))
+    print(len(verdicts), "probes")
+
+
+if __name__ == "__main__":
+    main()

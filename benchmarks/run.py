@@ -1,0 +1,220 @@
+"""pytest-safeedit benchmarks: every ratio is measured in this run against a plain baseline.
+
+    python benchmarks/run.py            # about 10 minutes on 2 cores
+    python benchmarks/run.py --skip-large
+
+Models: the built-in demo model on the whole sample suite, and a GPT-2-small-size model (12 blocks,
+768 wide, random weights, built here from a config) on the first case of each category. Each timing is a
+whole command (interpreter start, imports, model load included), run once, after one warm-up run of
+pytest that builds the demo model and fills the file caches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SUITE = ROOT / "suites" / "sample.yaml"
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass
+class Row:
+    name: str
+    model: str
+    baseline: str
+    baseline_s: float
+    measured: str
+    measured_s: float
+    goal: str
+    ratio: float
+    met: bool
+    note: str = ""
+
+
+def run(cmd: list[str], cwd: Path) -> float:
+    """Wall time of a command; its output goes to a log, and its exit status is not a failure here
+    (probe failures make pytest exit 1)."""
+    started = time.perf_counter()
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if done.returncode not in (0, 1):
+        sys.stderr.write(done.stdout[-3000:] + done.stderr[-3000:])
+        raise SystemExit(f"command failed ({done.returncode}): {' '.join(cmd)}")
+    return elapsed
+
+
+def pytest_cmd(model: str, cache: Path, report: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(SUITE),
+        f"--safeedit-model={model}",
+        f"--safeedit-cache-dir={cache}",
+        f"--safeedit-report={report}",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:randomly",
+        *extra,
+    ]
+
+
+def build_large(target: Path, demo: Path) -> None:
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    tokenizer = AutoTokenizer.from_pretrained(str(demo))
+    torch.manual_seed(0)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=512,
+        n_embd=768,
+        n_layer=12,
+        n_head=12,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    GPT2LMHeadModel(config).save_pretrained(target)
+    tokenizer.save_pretrained(target)
+
+
+def verdicts_of(report: Path) -> dict[str, list[str]]:
+    data = json.loads(report.read_text())
+    return {
+        f"{p['case_id']}[{p['probe']}]": [p["before_verdict"]["label"], p["verdict"]["label"]]
+        for p in data["probes"]
+        if p["probe"] != "benign"
+    }
+
+
+def measure(name: str, model: str, work: Path, max_new: int, select: list[str], demo_cache: Path) -> list[Row]:
+    rows: list[Row] = []
+    k = ["-k", select[1]] if select else []
+    tokens = ["--safeedit-max-new-tokens", str(max_new)]
+    cache = work / f"cache-{name}"
+    report = work / f"{name}.json"
+    # 1. Plugin overhead: unedited suite, no cache, against a bare batched generate loop.
+    plugin_s = run(pytest_cmd(model, cache, report, "--safeedit-no-cache", *tokens, *k), ROOT)
+    bare_s = run([sys.executable, str(HERE / "bare_generate.py"), model, str(SUITE), str(max_new), "8", *select], ROOT)
+    ratio = plugin_s / bare_s
+    rows.append(
+        Row(
+            "plugin overhead",
+            name,
+            "bare generate loop",
+            bare_s,
+            "pytest, unedited",
+            plugin_s,
+            "<= 1.15x",
+            ratio,
+            ratio <= 1.15,
+        )
+    )
+    # 2. Warm cache against cold.
+    shutil.rmtree(cache / "generations", ignore_errors=True)
+    cold = run(pytest_cmd(model, cache, report, *tokens, *k), ROOT)
+    warm = run(pytest_cmd(model, cache, report, *tokens, *k), ROOT)
+    generated = json.loads(report.read_text())["metadata"]["model"]["cache"]["generated"]
+    rows.append(
+        Row(
+            "warm cache vs cold",
+            name,
+            "cold cache",
+            cold,
+            "warm cache",
+            warm,
+            ">= 10x",
+            cold / warm,
+            cold / warm >= 10,
+            f"warm run generated {generated}",
+        )
+    )
+    # 3. DINM suite against the reference-style pipeline, same cases and settings, identical verdicts.
+    attack_k = ["-k", f"{select[1]} and not benign"] if select else ["-k", "not benign"]
+    dinm_report = work / f"{name}-dinm.json"
+    dinm_s = run(
+        pytest_cmd(model, cache, dinm_report, "--safeedit-no-cache", "--safeedit-editor", "dinm", *tokens, *attack_k),
+        ROOT,
+    )
+    ref_out = work / f"{name}-reference.json"
+    ref_s = run(
+        [sys.executable, str(HERE / "reference_pipeline.py"), model, str(SUITE), str(max_new), str(ref_out), *select],
+        ROOT,
+    )
+    same = verdicts_of(dinm_report) == json.loads(ref_out.read_text())
+    rows.append(
+        Row(
+            "DINM suite vs reference pipeline",
+            name,
+            "one case at a time",
+            ref_s,
+            "pytest --safeedit-editor dinm",
+            dinm_s,
+            ">= 3x",
+            ref_s / dinm_s,
+            ref_s / dinm_s >= 3 and same,
+            f"verdicts identical: {'yes' if same else 'NO'}",
+        )
+    )
+    # 4. Two xdist workers against one, on this machine's cores.
+    one = run(pytest_cmd(model, cache, report, "--safeedit-no-cache", "-n", "1", *tokens, *k), ROOT)
+    two = run(pytest_cmd(model, cache, report, "--safeedit-no-cache", "-n", "2", *tokens, *k), ROOT)
+    rows.append(
+        Row("-n 2 vs -n 1", name, "-n 1", one, "-n 2", two, "(measured)", one / two, True, f"{os.cpu_count()} cores")
+    )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--skip-large", action="store_true", help="only the demo model")
+    parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+    args = parser.parse_args()
+    from tabulate import tabulate
+
+    from pytest_safeedit.demo import ensure_demo
+
+    started = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="safeedit-bench-"))
+    demo_cache = work / "demo-cache"
+    demo = ensure_demo(str(demo_cache))
+    rows = measure("demo", str(demo), work, 48, [], demo_cache)
+    if not args.skip_large:
+        large = work / "gpt2-small-size"
+        build_large(large, demo)
+        rows += measure("gpt2-small-size", str(large), work, 24, ["-k", "001"], demo_cache)
+    table = [
+        [
+            r.name,
+            r.model,
+            f"{r.baseline} {r.baseline_s:.1f} s",
+            f"{r.measured} {r.measured_s:.1f} s",
+            f"{r.ratio:.2f}x",
+            r.goal,
+            "yes" if r.met else "NO",
+            r.note,
+        ]
+        for r in rows
+    ]
+    print(tabulate(table, headers=["benchmark", "model", "baseline", "measured", "ratio", "goal", "met", "note"]))
+    print(f"total {time.perf_counter() - started:.0f} s on {os.cpu_count()} cores")
+    if args.json:
+        Path(args.json).write_text(json.dumps([r.__dict__ for r in rows], indent=1))
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
