@@ -18,8 +18,8 @@ def worker_lookahead(config: pytest.Config, items: Sequence[pytest.Item]) -> Cal
     from pytest_safeedit.collect import ProbeItem
 
     def upcoming() -> Iterator[Request]:
-        interactor = config.pluginmanager.getplugin("workerinteractor")
-        queue = getattr(interactor, "torun", None)
+        interactors = [p for p in config.pluginmanager.get_plugins() if type(p).__name__ == "WorkerInteractor"]
+        queue = getattr(interactors[0], "torun", None) if interactors else None
         if queue is None or not hasattr(queue, "lock"):
             return
         with queue.lock() as pending:
