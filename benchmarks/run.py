@@ -195,7 +195,7 @@ def main() -> None:
     if not args.skip_large:
         large = work / "gpt2-small-size"
         build_large(large, demo)
-        rows += measure("gpt2-small-size", str(large), work, 24, ["-k", "001"], demo_cache)
+        rows += measure("gpt2-small-size", str(large), work, 16, ["-k", "001"], demo_cache)
     table = [
         [
             r.name,

@@ -70,23 +70,29 @@ def _named_paths(config: pytest.Config) -> set[Path]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    session = config.stash[session_key]
     shard = config.stash[settings_key].shard
     if shard is not None:
         keep, drop = select_shard(items, *shard)
         if drop:
             config.hook.pytest_deselected(items=drop)
             items[:] = keep
-    probe_items = [i for i in items if isinstance(i, ProbeItem)]
+    for item in items:
+        if isinstance(item, ProbeItem):
+            slug = category_slug(item.case.category)
+            config.addinivalue_line("markers", f"{slug}: SafeEdit probes of category '{item.case.category}'")
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # After every plugin's selection (-k, -m, shards): only the items that will run are batched.
+    config = session.config
+    safeedit = config.stash[session_key]
+    probe_items = [i for i in session.items if isinstance(i, ProbeItem)]
     for item in probe_items:
-        slug = category_slug(item.case.category)
-        config.addinivalue_line("markers", f"{slug}: SafeEdit probes of category '{item.case.category}'")
-    for item in probe_items:
-        session.register(item.suite, item.case, item.probe.kind)
-    if session.enabled and hasattr(config, "workerinput"):
-        session.upcoming = worker_lookahead(config, items)
-    elif session.enabled:
-        session.expect([r for i in probe_items for r in i.requests()])
+        safeedit.register(item.suite, item.case, item.probe.kind)
+    if safeedit.enabled and hasattr(config, "workerinput"):
+        safeedit.upcoming = worker_lookahead(config, session.items)
+    elif safeedit.enabled:
+        safeedit.expect([r for i in probe_items for r in i.requests()])
 
 
 @pytest.hookimpl(wrapper=True)

@@ -126,3 +126,10 @@ def test_xdist_workers_share_the_cache(run, pytester: pytest.Pytester, tiny_mode
     result.assert_outcomes(failed=7)
     run()
     assert stats(pytester)["generated"] == 0
+
+
+def test_deselected_probes_are_not_generated(run, pytester: pytest.Pytester) -> None:  # type: ignore[no-untyped-def]
+    run("-k", "case-002")
+    assert stats(pytester)["generated"] == 2
+    run("--safeedit-shard", "1/2")
+    assert stats(pytester)["generated"] + stats(pytester)["hits"] == len(responses(pytester))
