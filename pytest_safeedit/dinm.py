@@ -102,32 +102,36 @@ def train_projection(
     weight = projection.weight
     original = weight.detach().clone() if norm_constraint else None
     optimizer = torch.optim.Adam([weight], lr=lr, weight_decay=0.0)
-    for _ in range(steps):
-        logits = net(input_ids=input_ids, attention_mask=mask).logits
-        nll = torch.nn.functional.cross_entropy(logits[0, nll_start - 1 : nll_start - 1 + nll_len].float(), nll_targets)
-        loss = nll_weight * nll
-        kl_value = 0.0
-        if logp_before is not None:
-            logp_now = logits[1, kl_start - 1 : kl_start - 1 + kl_len].float().log_softmax(-1)
-            kl = (logp_before.exp() * (logp_before - logp_now)).sum(-1).mean()
-            if not kl_grad:
-                kl = kl.detach()
-            kl_value = float(kl.detach())
-            loss = loss + kl
-        details.losses = {
-            "loss": round(float(loss.detach()), 6),
-            "nll": round(float(nll.detach()), 6),
-            "kl": round(kl_value, 6),
-        }
-        if details.losses["loss"] < early_stop_loss:
-            break
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        details.steps += 1
-        if original is not None and norm_constraint is not None:
-            with torch.no_grad():
-                weight.copy_(torch.clamp(weight, original - norm_constraint, original + norm_constraint))
+    # The caller may run under no_grad (pytest items, inference code): training needs gradients.
+    with torch.enable_grad():
+        for _ in range(steps):
+            logits = net(input_ids=input_ids, attention_mask=mask).logits
+            nll = torch.nn.functional.cross_entropy(
+                logits[0, nll_start - 1 : nll_start - 1 + nll_len].float(), nll_targets
+            )
+            loss = nll_weight * nll
+            kl_value = 0.0
+            if logp_before is not None:
+                logp_now = logits[1, kl_start - 1 : kl_start - 1 + kl_len].float().log_softmax(-1)
+                kl = (logp_before.exp() * (logp_before - logp_now)).sum(-1).mean()
+                if not kl_grad:
+                    kl = kl.detach()
+                kl_value = float(kl.detach())
+                loss = loss + kl
+            details.losses = {
+                "loss": round(float(loss.detach()), 6),
+                "nll": round(float(nll.detach()), 6),
+                "kl": round(kl_value, 6),
+            }
+            if details.losses["loss"] < early_stop_loss:
+                break
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            details.steps += 1
+            if original is not None and norm_constraint is not None:
+                with torch.no_grad():
+                    weight.copy_(torch.clamp(weight, original - norm_constraint, original + norm_constraint))
     optimizer.zero_grad()
 
 
@@ -184,7 +188,7 @@ class DINM:
         if case.knowledge is not None:
             knowledge = (self.prompt(case.knowledge.prompt)[0], case.knowledge.answer)
         with weights_restored([projection.weight]):
-            with only_trainable(model.model, [projection.weight]), _grad_enabled():
+            with only_trainable(model.model, [projection.weight]):
                 train_projection(
                     model,
                     projection,
@@ -241,14 +245,6 @@ class FTL(DINM):
                 f"ft-l layer {layer} is out of range: {type(model.model).__name__} has {count} blocks"
             )
         return layer % count
-
-
-@contextmanager
-def _grad_enabled() -> Iterator[None]:
-    import torch
-
-    with torch.enable_grad():
-        yield
 
 
 DINM_SPEC = EditorSpec(

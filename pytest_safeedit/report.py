@@ -19,12 +19,8 @@ SCHEMA_VERSION = 1
 TOTAL = "all"
 
 
-def _passed(rate: PassRate) -> int:
-    return rate.passed
-
-
 def _rate_cell(rate: PassRate | None) -> str:
-    return "-" if rate is None else f"{rate.rate:.1f} ({_passed(rate)}/{rate.total})"
+    return "-" if rate is None else f"{rate.rate:.1f} ({rate.passed}/{rate.total})"
 
 
 def _pair_cell(before: PassRate | None, after: PassRate | None) -> str:

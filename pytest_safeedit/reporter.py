@@ -34,8 +34,9 @@ class SafeEditReporter:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         data = getattr(report, "safeedit", None)
         if report.when == "call" and isinstance(data, dict):
-            self.results.append(ProbeResult.from_dict(data))
-            if report.failed and ProbeResult.from_dict(data).passed:
+            result = ProbeResult.from_dict(data)
+            self.results.append(result)
+            if report.failed and result.passed:
                 self.other_failures += 1
         elif report.failed:
             self.other_failures += 1
