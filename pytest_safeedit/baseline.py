@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from pytest_safeedit.judges import Verdict
+from pytest_safeedit.json_report import ReportError, read_report
+from pytest_safeedit.results import ProbeResult
 
 REGRESSION, KNOWN, IMPROVEMENT, UNCHANGED, NEW = "regression", "known", "improvement", "unchanged", "new"
 #: Metadata that must match for a comparison to mean anything (the model may differ: that is the point).
@@ -19,8 +18,29 @@ class BaselineError(Exception):
     """A baseline file that cannot be used."""
 
 
-def probe_key(suite: str, case_id: str, probe: str) -> str:
-    return f"{suite}::{case_id}[{probe}]"
+#: Compared metadata recorded per suite (by suite key): only the suites both runs have are compared.
+PER_SUITE = ("generation", "editor_hyperparameters")
+
+
+def setup_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    """The compared setup that differs between two runs' metadata, as readable lines (per-suite
+    settings are compared for the suites both runs have)."""
+    out = []
+    for key in COMPARED:
+        if key not in a or key not in b:
+            continue
+        mine, theirs = a[key], b[key]
+        if key in PER_SUITE and isinstance(mine, Mapping) and isinstance(theirs, Mapping):
+            shared = sorted(set(mine) & set(theirs))
+            mine, theirs = {k: mine[k] for k in shared}, {k: theirs[k] for k in shared}
+        if mine != theirs:
+            out.append(f"{key}: baseline {mine!r}, this run {theirs!r}")
+    return out
+
+
+def fails_run(result: ProbeResult) -> bool:
+    """Whether a result fails the run: unsafe, unless the baseline already knew it unsafe (xfail)."""
+    return not result.passed and result.baseline != KNOWN
 
 
 @dataclass(frozen=True)
@@ -46,10 +66,7 @@ class Baseline:
 
     def mismatches(self, metadata: Mapping[str, Any], suites: set[str]) -> list[str]:
         """What differs between the baseline's run and this one, as readable lines."""
-        out = []
-        for key in COMPARED:
-            if key in self.metadata and key in metadata and self.metadata[key] != metadata[key]:
-                out.append(f"{key}: baseline {self.metadata[key]!r}, this run {metadata[key]!r}")
+        out = setup_differences(self.metadata, metadata)
         if suites and self.suites and suites != self.suites:
             out.append(f"suites: baseline {sorted(self.suites)}, this run {sorted(suites)}")
         return out
@@ -57,20 +74,12 @@ class Baseline:
 
 def load_baseline(path: str) -> Baseline:
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise BaselineError(
-            f"cannot read baseline {path}: {exc.strerror}; write one with --safeedit-update-baseline"
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise BaselineError(f"baseline {path} is not JSON ({exc.msg}, line {exc.lineno})") from None
-    if not isinstance(data, dict) or data.get("schema") != "pytest-safeedit-report" or "probes" not in data:
-        raise BaselineError(f"baseline {path} is not a pytest-safeedit JSON report (--safeedit-report)")
-    passed = {}
-    suites = set()
-    for record in data["probes"]:
-        passed[probe_key(record["suite"], record["case_id"], record["probe"])] = Verdict.from_dict(
-            record["verdict"]
-        ).passed
-        suites.add(str(record["suite"]))
-    return Baseline(path=path, passed=passed, metadata=data.get("metadata", {}), suites=frozenset(suites))
+        report = read_report(path, "baseline")
+    except ReportError as exc:
+        raise BaselineError(f"{exc}; write a baseline with --safeedit-update-baseline") from None
+    return Baseline(
+        path=path,
+        passed={r.key: r.passed for r in report.results},
+        metadata=report.metadata,
+        suites=frozenset(r.suite_key for r in report.results),
+    )

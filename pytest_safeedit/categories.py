@@ -32,3 +32,8 @@ def normalize_category(name: str) -> str:
 def category_slug(name: str) -> str:
     """Return the marker name of a category, e.g. ``illegal_activities``."""
     return re.sub(r"[^0-9a-z]+", "_", normalize_category(name)).strip("_") or "uncategorized"
+
+
+def is_attack_probe(kind: str) -> bool:
+    """Attack probes measure safety; the benign probe measures over-refusal and stays out of totals."""
+    return kind != BENIGN_PROBE

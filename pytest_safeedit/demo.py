@@ -17,9 +17,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_safeedit.cache import cache_root
 from pytest_safeedit.dinm import DINM_SUFFIX
-from pytest_safeedit.gencache import cache_root
-from pytest_safeedit.suite import Suite, fill_template, load_suite
+from pytest_safeedit.suite import Suite, fill_template
+from pytest_safeedit.suite_files import load_suite
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast

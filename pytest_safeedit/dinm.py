@@ -7,13 +7,13 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from pytest_safeedit.architecture import ArchitectureError, block_count, mlp_output_projection
-from pytest_safeedit.editing import EditDetails, EditorSpec, Stopwatch, only_trainable, weights_restored
+from pytest_safeedit.editor import EditDetails, EditorSpec, Stopwatch, only_trainable, weights_restored
 
 if TYPE_CHECKING:
     import torch
 
     from pytest_safeedit.architecture import Projection
-    from pytest_safeedit.model import LoadedModel
+    from pytest_safeedit.hf import LoadedModel
     from pytest_safeedit.suite import Case
 
 #: The suffix system prompt appended to the inputs while editing and when probing the edited model.

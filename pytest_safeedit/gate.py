@@ -2,32 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_safeedit.categories import BENIGN_PROBE, normalize_category
 from pytest_safeedit.results import ProbeResult, pass_rate
-
-
-def rate_value(text: str) -> float:
-    """argparse type: a pass rate from 0 to 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give a rate from 0 to 1, e.g. 0.9") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{value} is not between 0 and 1; give a rate such as 0.9 for 90%")
-    return value
-
-
-def named_rate(text: str) -> tuple[str, float]:
-    """argparse type: ``NAME=RATE``."""
-    name, sep, rate = text.rpartition("=")
-    if not sep or not name.strip():
-        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=RATE; write e.g. 'pornography=0.95' or 'DS=0.9'")
-    return name.strip(), rate_value(rate)
 
 
 @dataclass(frozen=True)

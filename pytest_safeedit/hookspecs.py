@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from pytest_safeedit.editing import EditorSpec
+    from pytest_safeedit.editor import EditorSpec
 
 
 def pytest_safeedit_editors(config: pytest.Config) -> list[EditorSpec]:
@@ -15,7 +15,7 @@ def pytest_safeedit_editors(config: pytest.Config) -> list[EditorSpec]:
 
     Example (in a plugin or conftest.py)::
 
-        from pytest_safeedit.editing import EditorSpec
+        from pytest_safeedit.editor import EditorSpec
 
         def pytest_safeedit_editors(config):
             return [EditorSpec("my-editor", MyEditor, defaults={"lr": 1e-4})]

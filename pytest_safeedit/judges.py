@@ -194,7 +194,7 @@ class ClassifierJudge:
     ) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from pytest_safeedit.model import quiet_transformers
+        from pytest_safeedit.hf import quiet_transformers
 
         self.name = f"classifier:{path}"
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)

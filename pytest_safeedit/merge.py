@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from pytest_safeedit.baseline import COMPARED, probe_key
-from pytest_safeedit.gate import Gate, gate_from_pairs, named_rate, rate_value
-from pytest_safeedit.report import gate_lines, summary_sections, write_json_report
+from pytest_safeedit.baseline import PER_SUITE, fails_run, setup_differences
+from pytest_safeedit.gate import Gate, gate_from_pairs
+from pytest_safeedit.json_report import ReportError, read_report, write_json_report
+from pytest_safeedit.options import named_rate, rate_value
 from pytest_safeedit.results import ProbeResult
+from pytest_safeedit.summary import gate_lines, summary_sections
 
 
 class MergeError(Exception):
@@ -26,28 +26,28 @@ def load_reports(paths: Sequence[str]) -> tuple[list[ProbeResult], dict[str, Any
     first: dict[str, Any] | None = None
     for path in paths:
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise MergeError(f"cannot read {path}: {exc.strerror}") from None
-        except json.JSONDecodeError as exc:
-            raise MergeError(f"{path} is not JSON ({exc.msg}, line {exc.lineno})") from None
-        if not isinstance(data, dict) or data.get("schema") != "pytest-safeedit-report":
-            raise MergeError(f"{path} is not a pytest-safeedit JSON report (--safeedit-report)")
-        meta = data.get("metadata", {})
+            report = read_report(path)
+        except ReportError as exc:
+            raise MergeError(str(exc)) from None
+        meta = report.metadata
         if first is None:
-            first = meta
+            first = dict(meta)
         else:
-            for key in (*COMPARED, "model"):
-                mine = (meta.get(key) or {}).get("model") if key == "model" else meta.get(key)
-                theirs = (first.get(key) or {}).get("model") if key == "model" else first.get(key)
-                if mine != theirs:
-                    raise MergeError(f"{path} differs from {paths[0]} in {key}: {mine!r} vs {theirs!r}")
-        for record in data.get("probes", []):
-            result = ProbeResult.from_dict(record)
-            key = probe_key(result.suite, result.case_id, result.probe)
-            if key in seen:
-                raise MergeError(f"probe {key} is in both {seen[key]} and {path}; were the shards overlapping?")
-            seen[key] = path
+            differences = setup_differences(first, meta)
+            model, other_model = (first.get("model") or {}).get("model"), (meta.get("model") or {}).get("model")
+            if model != other_model:
+                differences.append(f"model: {model!r} vs {other_model!r}")
+            if differences:
+                raise MergeError(f"{path} comes from another setup than {paths[0]}: " + "; ".join(differences))
+            for key in PER_SUITE:
+                if isinstance(first.get(key), dict) and isinstance(meta.get(key), dict):
+                    first[key] = {**meta[key], **first[key]}
+        for result in report.results:
+            if result.key in seen:
+                raise MergeError(
+                    f"probe {result.key} is in both {seen[result.key]} and {path}; were the shards overlapping?"
+                )
+            seen[result.key] = path
             results.append(result)
     assert first is not None
     return results, first
@@ -84,15 +84,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.report:
         write_json_report(args.report, results, meta)
     if args.report_md:
-        from pytest_safeedit.markdown import write_markdown
+        from pytest_safeedit.markdown_report import write_markdown
 
         write_markdown(args.report_md, results, meta, failures)
     if args.report_html:
-        from pytest_safeedit.html import write_html
+        from pytest_safeedit.html_report import write_html
 
         write_html(args.report_html, results, meta, failures)
     for line in gate_lines(failures, gate.thresholds()):
         print(line)
     if failures is None:
-        return 0 if all(r.passed for r in results) else 1
+        # As an unsharded run: probes already unsafe in the baseline are xfail and do not fail it.
+        return 1 if any(fails_run(r) for r in results) else 0
     return 1 if failures else 0

@@ -4,25 +4,20 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from pytest_safeedit.gate import named_rate, rate_value
-
-DEFAULT_SUITE_PATTERNS = (
-    "suites/*.yaml",
-    "suites/*.yml",
-    "suites/*.json",
-    "*.safeedit.yaml",
-    "*.safeedit.yml",
-    "*.safeedit.json",
-    "SafeEdit_*.json",
+from pytest_safeedit.settings import (
+    CHAT_TEMPLATE_MODES,
+    CPU_BATCH_SIZE,
+    DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_SUITE_PATTERNS,
+    DTYPES,
+    GPU_BATCH_SIZE,
+    RunSettings,
 )
-DEFAULT_MAX_NEW_TOKENS = 128
-DTYPES = ("auto", "float32", "float16", "bfloat16")
-CHAT_TEMPLATE_MODES = ("auto", "on", "off")
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
@@ -55,6 +50,25 @@ def shard_spec(text: str) -> tuple[int, int]:
     if not sep or not 1 <= i <= n:
         raise argparse.ArgumentTypeError(f"{text!r} is not a shard; write I/N with 1 <= I <= N, e.g. 2/4")
     return i, n
+
+
+def rate_value(text: str) -> float:
+    """argparse type: a pass rate from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give a rate from 0 to 1, e.g. 0.9") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value} is not between 0 and 1; give a rate such as 0.9 for 90%")
+    return value
+
+
+def named_rate(text: str) -> tuple[str, float]:
+    """argparse type: ``NAME=RATE``."""
+    name, sep, rate = text.rpartition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=RATE; write e.g. 'pornography=0.95' or 'DS=0.9'")
+    return name.strip(), rate_value(rate)
 
 
 def choice(*choices: str) -> Callable[[str], str]:
@@ -135,14 +149,14 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "--safeedit-max-input-tokens",
-        "Longest input in tokens; longer inputs keep their right end. Default: the model's context less "
-        "the new tokens.",
+        "Longest input in tokens; longer inputs keep their right end. Default: the suite's "
+        "'defaults: max_input_tokens', else the model's context less the new tokens.",
         type=positive_int,
         metavar="N",
     ),
     Option(
         "--safeedit-batch-size",
-        "Probes generated per batch. Default: 8 on the CPU, 16 on a GPU.",
+        f"Probes generated per batch. Default: the suite's 'defaults: batch_size', else {CPU_BATCH_SIZE} on the CPU and {GPU_BATCH_SIZE} on a GPU.",
         type=positive_int,
         metavar="N",
     ),
@@ -323,43 +337,6 @@ def option_value(config: pytest.Config, option: Option) -> Any:
             except argparse.ArgumentTypeError as exc:
                 raise pytest.UsageError(f"ini key {option.dest}: {exc}") from None
     return option.default
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    """The plugin's settings for one run, resolved from options and ini keys (plain data)."""
-
-    model: str | None = None
-    judge: str = "refusal"
-    judge_unsafe_labels: tuple[str, ...] = ("1",)
-    judge_max_length: int = 512
-    report: str | None = None
-    max_new_tokens: int | None = None
-    max_input_tokens: int | None = None
-    batch_size: int | None = None
-    seed: int = 0
-    dtype: str = "auto"
-    device: str = "auto"
-    device_map: str | None = None
-    trust_remote_code: bool = False
-    chat_template: str = "auto"
-    editor: str = "none"
-    editor_config: str | None = None
-    min_pass_rate: float | None = None
-    min_category_rate: tuple[tuple[str, float], ...] = ()
-    min_probe_rate: tuple[tuple[str, float], ...] = ()
-    baseline: str | None = None
-    update_baseline: bool = False
-    baseline_strict: bool = False
-    report_md: str | None = None
-    report_html: str | None = None
-    shard: tuple[int, int] | None = None
-    cache_dir: str | None = None
-    no_cache: bool = False
-    suite_patterns: tuple[str, ...] = field(default=DEFAULT_SUITE_PATTERNS)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def read_settings(config: pytest.Config) -> RunSettings:

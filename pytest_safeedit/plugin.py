@@ -8,16 +8,20 @@ from typing import Any
 
 import pytest
 
+from pytest_safeedit.aggregator import SafeEditAggregator
 from pytest_safeedit.baseline import KNOWN, BaselineError, load_baseline
 from pytest_safeedit.categories import CATEGORIES, category_slug
-from pytest_safeedit.collect import ProbeItem, SuiteFile, is_suite_file
-from pytest_safeedit.editors import choose_editor
+from pytest_safeedit.editor_registry import SuiteEditors, choose_editor
+from pytest_safeedit.engine import Engine
+from pytest_safeedit.evaluator import Evaluator
+from pytest_safeedit.items import ProbeItem, SuiteFile
 from pytest_safeedit.options import add_options, read_settings
-from pytest_safeedit.reporter import SafeEditReporter
-from pytest_safeedit.session import SafeEditSession
 from pytest_safeedit.shard import select_shard
-from pytest_safeedit.stash import baseline_key, session_key, settings_key, suite_errors_key, suite_gates_key
-from pytest_safeedit.workers import worker_lookahead
+from pytest_safeedit.stash import baseline_key, evaluator_key, settings_key, suite_errors_key, suite_gates_key
+from pytest_safeedit.suite_files import is_suite_file
+from pytest_safeedit.xdist_support import is_worker, queued_items, worker_position
+
+AGGREGATOR = "safeedit-aggregator"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -34,39 +38,35 @@ def pytest_configure(config: pytest.Config) -> None:
     settings = read_settings(config)
     config.stash[settings_key] = settings
     editor_spec, editor_config = choose_editor(config, settings.editor, settings.editor_config)
-    session = SafeEditSession(settings, editor_spec, editor_config)
-    workerinput = getattr(config, "workerinput", {})
-    worker = workerinput.get("workerid", "")
-    if worker.startswith("gw") and worker[2:].isdigit():
-        session.worker_index = int(worker[2:])
-        session.worker_count = int(workerinput.get("workercount", 1))
-    config.stash[session_key] = session
-    config.stash[suite_errors_key] = set()
-    config.stash[suite_gates_key] = {}
+    baseline = None
     if settings.baseline and not settings.update_baseline:
         try:
-            config.stash[baseline_key] = load_baseline(settings.baseline)
+            baseline = config.stash[baseline_key] = load_baseline(settings.baseline)
         except BaselineError as exc:
             raise pytest.UsageError(f"--safeedit-baseline: {exc}") from None
+    index, count = worker_position(config)
+    engine = Engine(settings, worker_index=index, worker_count=count)
+    config.stash[evaluator_key] = Evaluator(engine, SuiteEditors(editor_spec, editor_config), baseline=baseline)
+    config.stash[suite_errors_key] = set()
+    config.stash[suite_gates_key] = {}
     config.addinivalue_line("markers", "safeedit: a SafeEdit probe item")
     for category in CATEGORIES:
         config.addinivalue_line("markers", f"{category_slug(category)}: SafeEdit probes of category '{category}'")
-    config.pluginmanager.register(SafeEditReporter(config), "safeedit-reporter")
+    config.pluginmanager.register(SafeEditAggregator(config), AGGREGATOR)
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     config = parent.config
-    if is_suite_file(file_path, config.stash[settings_key].suite_patterns, _named_paths(config)):
+    patterns = config.stash[settings_key].suite_patterns
+    bases = (config.rootpath, config.invocation_params.dir)
+    if is_suite_file(file_path, bases, patterns, _named_paths(config)):
         return SuiteFile.from_parent(parent, path=file_path)
     return None
 
 
 def _named_paths(config: pytest.Config) -> set[Path]:
     root = config.invocation_params.dir
-    out = set()
-    for arg in config.args:
-        out.add((root / arg.split("::")[0]).resolve())
-    return out
+    return {(root / arg.split("::")[0]).resolve() for arg in config.args}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -76,23 +76,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if drop:
             config.hook.pytest_deselected(items=drop)
             items[:] = keep
-    for item in items:
-        if isinstance(item, ProbeItem):
-            slug = category_slug(item.case.category)
-            config.addinivalue_line("markers", f"{slug}: SafeEdit probes of category '{item.case.category}'")
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     # After every plugin's selection (-k, -m, shards): only the items that will run are batched.
     config = session.config
-    safeedit = config.stash[session_key]
+    evaluator = config.stash[evaluator_key]
     probe_items = [i for i in session.items if isinstance(i, ProbeItem)]
     for item in probe_items:
-        safeedit.register(item.suite, item.case, item.probe.kind)
-    if safeedit.enabled and hasattr(config, "workerinput"):
-        safeedit.upcoming = worker_lookahead(config, session.items)
-    elif safeedit.enabled:
-        safeedit.expect([r for i in probe_items for r in i.requests()])
+        evaluator.selection.register(item.suite, item.case, item.probe.kind)
+    engine = evaluator.engine
+    if engine.enabled and probe_items:
+        if is_worker(config):
+            upcoming = queued_items(config, session.items)
+            engine.upcoming = lambda: (r for i in upcoming() if isinstance(i, ProbeItem) for r in i.requests())
+        else:
+            engine.expect([r for i in probe_items for r in i.requests()])
+    aggregator = config.pluginmanager.get_plugin(AGGREGATOR)
+    assert isinstance(aggregator, SafeEditAggregator)
+    aggregator.collection_finished({i.suite.key for i in probe_items})
 
 
 @pytest.hookimpl(wrapper=True)
@@ -119,12 +121,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 @pytest.fixture(scope="session")
-def safeedit_session(pytestconfig: pytest.Config) -> SafeEditSession:
-    """The run's SafeEdit session: the model, the judge and batched generation for Python tests.
+def safeedit_session(pytestconfig: pytest.Config) -> Engine:
+    """The run's SafeEdit engine: the model, the judge and batched generation for Python tests.
 
     Skips the test when no ``--safeedit-model`` was given.
     """
-    session = pytestconfig.stash[session_key]
-    if not session.enabled:
+    engine = pytestconfig.stash[evaluator_key].engine
+    if not engine.enabled:
         pytest.skip("no model to test: pass --safeedit-model PATH_OR_ID (or 'demo')")
-    return session
+    return engine

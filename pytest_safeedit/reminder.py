@@ -6,10 +6,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from pytest_safeedit.editing import EditDetails, EditorSpec
+from pytest_safeedit.editor import EditDetails, EditorSpec
 
 if TYPE_CHECKING:
-    from pytest_safeedit.model import LoadedModel
+    from pytest_safeedit.hf import LoadedModel
     from pytest_safeedit.suite import Case
 
 REMINDER_SYSTEM = (

@@ -1,12 +1,76 @@
-"""Probe results and pass rates per group (category, probe, ...)."""
+"""Probe and edit results, and pass rates per group (category, probe, ...)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from pytest_safeedit.categories import is_attack_probe
 from pytest_safeedit.judges import LABEL_VALUE, NEUTRAL, Verdict
+from pytest_safeedit.side_effects import KnowledgeRetention
+
+
+@dataclass
+class EditDetails:
+    """What an edit did; filled in while the edit runs, then read by reports."""
+
+    editor: str
+    case_id: str
+    layer: int | None = None
+    module: str | None = None
+    steps: int = 0
+    losses: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    layer_distances: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EditDetails:
+        return cls(**dict(data))
+
+
+@dataclass(frozen=True)
+class SideEffects:
+    """What one edit cost besides the probes: the knowledge answer, and fluency before and after."""
+
+    knowledge: KnowledgeRetention | None = None
+    fluency_before: float | None = None
+    fluency_after: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "knowledge": self.knowledge.to_dict() if self.knowledge else None,
+            "fluency_before": self.fluency_before,
+            "fluency_after": self.fluency_after,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SideEffects:
+        knowledge = data.get("knowledge")
+        return cls(
+            knowledge=KnowledgeRetention.from_dict(knowledge) if knowledge else None,
+            fluency_before=data.get("fluency_before"),
+            fluency_after=data.get("fluency_after"),
+        )
+
+
+@dataclass(frozen=True)
+class BenignUnderEdit:
+    """A benign question's answer under the edit of one attack case."""
+
+    case_id: str
+    response: str
+    verdict: Verdict
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"case_id": self.case_id, "response": self.response, "verdict": self.verdict.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BenignUnderEdit:
+        return cls(str(data["case_id"]), str(data["response"]), Verdict.from_dict(data["verdict"]))
 
 
 @dataclass(frozen=True)
@@ -21,22 +85,33 @@ class ProbeResult:
     response: str
     verdict: Verdict
     nodeid: str = ""
+    #: Names the suite uniquely in the run (its path from the rootdir); the suite's name by default.
+    suite_key: str = ""
     #: With an editor: ``response`` and ``verdict`` are the edited model's, these the unedited model's.
     editor: str | None = None
     before_response: str | None = None
     before_verdict: Verdict | None = None
-    #: The case's edit: located layer, steps, final losses, seconds (see EditDetails).
-    edit: dict[str, Any] | None = None
+    #: The case's edit: located layer, steps, final losses, seconds.
+    edit: EditDetails | None = None
     #: The case's side effects: knowledge retention and fluency before and after.
-    side_effects: dict[str, Any] | None = None
+    side_effects: SideEffects | None = None
     #: For a benign probe under an editor: its answer under each edit of its category.
-    edits: list[dict[str, Any]] | None = None
-    #: Against a baseline: regression, known, improvement, unchanged or new.
+    edits: tuple[BenignUnderEdit, ...] | None = None
+    #: Against a baseline: regression, known, improvement, unchanged or new (see baseline.py).
     baseline: str | None = None
 
     @property
     def passed(self) -> bool:
         return self.verdict.passed
+
+    @property
+    def key(self) -> str:
+        """The probe's identity across runs: suite key, case id and probe kind."""
+        return probe_key(self.suite_key or self.suite, self.case_id, self.probe)
+
+    @property
+    def is_attack(self) -> bool:
+        return is_attack_probe(self.probe)
 
     def before(self) -> ProbeResult:
         """The unedited side of an edited result (the result itself without an editor)."""
@@ -45,27 +120,54 @@ class ProbeResult:
         return replace(self, response=self.before_response, verdict=self.before_verdict, editor=None)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["verdict"] = self.verdict.to_dict()
-        data["before_verdict"] = self.before_verdict.to_dict() if self.before_verdict else None
-        return data
+        return {
+            "suite": self.suite,
+            "suite_key": self.suite_key or self.suite,
+            "case_id": self.case_id,
+            "category": self.category,
+            "probe": self.probe,
+            "input": self.input,
+            "response": self.response,
+            "verdict": self.verdict.to_dict(),
+            "nodeid": self.nodeid,
+            "editor": self.editor,
+            "before_response": self.before_response,
+            "before_verdict": self.before_verdict.to_dict() if self.before_verdict else None,
+            "edit": self.edit.to_dict() if self.edit else None,
+            "side_effects": self.side_effects.to_dict() if self.side_effects else None,
+            "edits": [e.to_dict() for e in self.edits] if self.edits is not None else None,
+            "baseline": self.baseline,
+        }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ProbeResult:
-        fields = {k: data[k] for k in ("suite", "case_id", "category", "probe", "input", "response")}
+    def from_dict(cls, data: Mapping[str, Any]) -> ProbeResult:
+        fields = {k: str(data[k]) for k in ("suite", "case_id", "category", "probe", "input", "response")}
         before = data.get("before_verdict")
+        edit = data.get("edit")
+        side = data.get("side_effects")
+        edits = data.get("edits")
         return cls(
             **fields,
             verdict=Verdict.from_dict(data["verdict"]),
             nodeid=str(data.get("nodeid", "")),
+            suite_key=str(data.get("suite_key") or data["suite"]),
             editor=data.get("editor"),
             before_response=data.get("before_response"),
             before_verdict=Verdict.from_dict(before) if before else None,
-            edit=data.get("edit"),
-            side_effects=data.get("side_effects"),
-            edits=data.get("edits"),
+            edit=EditDetails.from_dict(edit) if edit else None,
+            side_effects=SideEffects.from_dict(side) if side else None,
+            edits=tuple(BenignUnderEdit.from_dict(e) for e in edits) if edits is not None else None,
             baseline=data.get("baseline"),
         )
+
+
+def probe_key(suite_key: str, case_id: str, probe: str) -> str:
+    return f"{suite_key}::{case_id}[{probe}]"
+
+
+def attack_results(results: Iterable[ProbeResult]) -> list[ProbeResult]:
+    """The results of attack probes (benign probes measure over-refusal and stay out of totals)."""
+    return [r for r in results if r.is_attack]
 
 
 @dataclass(frozen=True)

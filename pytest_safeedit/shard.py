@@ -14,12 +14,12 @@ def select_shard(items: Sequence[pytest.Item], index: int, count: int) -> tuple[
     dealt round-robin, starting each category where the previous one stopped, so shard sizes differ by
     at most one case per category. Other tests run in every shard.
     """
-    from pytest_safeedit.collect import ProbeItem
+    from pytest_safeedit.items import ProbeItem
 
     cases: dict[str, list[tuple[str, str]]] = {}
     for item in items:
         if isinstance(item, ProbeItem):
-            key = (item.suite.name, item.case.id)
+            key = (item.suite.key, item.case.id)
             bucket = cases.setdefault(item.case.category, [])
             if key not in bucket:
                 bucket.append(key)
@@ -32,7 +32,7 @@ def select_shard(items: Sequence[pytest.Item], index: int, count: int) -> tuple[
     keep: list[pytest.Item] = []
     drop: list[pytest.Item] = []
     for item in items:
-        if isinstance(item, ProbeItem) and shard_of[(item.suite.name, item.case.id)] != index - 1:
+        if isinstance(item, ProbeItem) and shard_of[(item.suite.key, item.case.id)] != index - 1:
             drop.append(item)
         else:
             keep.append(item)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -71,6 +71,10 @@ class KnowledgeRetention:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "kept": self.kept, "f1": self.f1}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> KnowledgeRetention:
+        return cls(str(data["prompt"]), str(data["before"]), str(data["after"]))
 
 
 def over_refusal_verdict(response: str) -> Verdict:

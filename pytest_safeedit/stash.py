@@ -7,14 +7,15 @@ from typing import Any
 import pytest
 
 from pytest_safeedit.baseline import Baseline
-from pytest_safeedit.options import RunSettings
-from pytest_safeedit.session import SafeEditSession
+from pytest_safeedit.evaluator import Evaluator
+from pytest_safeedit.settings import RunSettings
 
 settings_key = pytest.StashKey[RunSettings]()
-session_key = pytest.StashKey[SafeEditSession]()
+#: The evaluator of this process, with its engine (model, judge, cache) and the suites' editors.
+evaluator_key = pytest.StashKey[Evaluator]()
 #: Node ids of suite files that failed to load.
 suite_errors_key = pytest.StashKey[set[str]]()
 #: The baseline to compare with (absent without --safeedit-baseline, or when updating it).
 baseline_key = pytest.StashKey[Baseline]()
-#: The gate thresholds of each collected suite, by suite name, as plain data.
+#: The gate thresholds of each collected suite, by suite key, as plain data.
 suite_gates_key = pytest.StashKey[dict[str, Any]]()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +13,10 @@ from pytest_safeedit.gate import Gate
 
 QUESTION_SLOT = "{question}"
 
-#: Suite-level defaults a suite may set; command-line options and ini keys override them.
+#: Suite-level generation defaults a suite may set; command-line options and ini keys override them.
 DEFAULT_KEYS: dict[str, type] = {"max_new_tokens": int, "max_input_tokens": int, "batch_size": int}
+#: Every key a suite's ``defaults:`` may hold: the generation defaults and editor hyperparameters.
+DEFAULTS_SECTION_KEYS = (*DEFAULT_KEYS, "editor")
 
 
 class SuiteError(Exception):
@@ -102,6 +104,12 @@ class Suite:
     attacks: Mapping[str, str] = field(default_factory=dict)
     #: The suite's own gate thresholds; options and ini keys override them.
     gate: Gate = field(default_factory=Gate)
+    #: What names the suite uniquely in a run: its file's path from the rootdir when collected (two
+    #: files may share a name); baselines, merges, gates and editor settings are keyed by it.
+    key: str = ""
+
+    def with_key(self, key: str) -> Suite:
+        return replace(self, key=key)
 
 
 def build_probes(question: str, attack: str, other_attack: str | None, other_question: str | None) -> tuple[Probe, ...]:
@@ -120,21 +128,6 @@ def build_probes(question: str, attack: str, other_attack: str | None, other_que
 def fill_template(template: str, question: str) -> str:
     """Put ``question`` into the ``{question}`` slot of an attack template."""
     return template.replace(QUESTION_SLOT, question)
-
-
-def load_suite(path: Path) -> Suite:
-    """Load a YAML suite or a file in the benchmark's official JSON format."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SuiteError(path, f"cannot read the file ({exc}); check that it is a UTF-8 text file") from exc
-    if path.suffix == ".json":
-        from pytest_safeedit.official import load_official
-
-        return load_official(path, text)
-    from pytest_safeedit.yaml_suite import load_yaml_suite
-
-    return load_yaml_suite(path, text)
 
 
 def check_unique_ids(path: Path, cases: Sequence[Case]) -> None:

@@ -9,6 +9,7 @@ from pytest_safeedit.categories import BENIGN_PROBE, CATEGORIES, normalize_categ
 from pytest_safeedit.gate import gate_from_mapping
 from pytest_safeedit.suite import (
     DEFAULT_KEYS,
+    DEFAULTS_SECTION_KEYS,
     QUESTION_SLOT,
     Case,
     Knowledge,
@@ -139,9 +140,15 @@ def _defaults(path: Path, data: LineDict) -> dict[str, Any]:
         raise SuiteError(path, "'defaults' must be a mapping", field="defaults", line=data.line_of("defaults"))
     out: dict[str, Any] = {}
     for key, value in raw.items():
-        expected = key in DEFAULT_KEYS
-        if not expected:
-            # Other sections (editor hyperparameters, gates) read their own keys.
+        if key not in DEFAULTS_SECTION_KEYS:
+            raise SuiteError(
+                path,
+                f"unknown default; the keys of 'defaults:' are {', '.join(DEFAULTS_SECTION_KEYS)}",
+                field=f"defaults.{key}",
+                line=raw.line_of(key),
+            )
+        if key not in DEFAULT_KEYS:
+            # The editor section is checked against the chosen editor's hyperparameters.
             out[key] = value
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:

@@ -12,7 +12,7 @@ SHARED_DATA = ROOT.parent / "shared" / "data" / "safeedit_train_head.json"
 
 
 def sample_corpus() -> list[str]:
-    from pytest_safeedit.suite import load_suite
+    from pytest_safeedit.suite_files import load_suite
 
     suite = load_suite(SAMPLE_SUITE)
     texts = [t for c in suite.cases for t in (c.question, c.safe, c.unsafe, *(p.text for p in c.probes))]

@@ -74,7 +74,7 @@ def test_demo_answers_knowledge_questions(pytester: pytest.Pytester, demo_cache:
         import sys
         sys.path.insert(0, {str(SAMPLE_SUITE.parent.parent / "tests")!r})
         from conftest import SAMPLE_SUITE
-        from pytest_safeedit.suite import load_suite
+        from pytest_safeedit.suite_files import load_suite
 
         def test_knowledge(safeedit_session):
             cases = [c for c in load_suite(SAMPLE_SUITE).cases if c.knowledge]
@@ -89,8 +89,9 @@ def test_demo_answers_knowledge_questions(pytester: pytest.Pytester, demo_cache:
 
 @pytest.mark.slow
 def test_batched_equals_one_at_a_time_on_the_demo(demo_cache: str) -> None:
-    from pytest_safeedit.model import ModelSettings, load_model
-    from pytest_safeedit.suite import load_suite
+    from pytest_safeedit.hf import load_model
+    from pytest_safeedit.settings import ModelSettings
+    from pytest_safeedit.suite_files import load_suite
 
     model = load_model(ModelSettings(str(ensure_demo(demo_cache))))
     texts = [p.text for c in load_suite(SAMPLE_SUITE).cases[::4] for p in c.probes]

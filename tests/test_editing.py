@@ -12,8 +12,9 @@ from conftest import MINI_SUITE
 
 from pytest_safeedit.architecture import ArchitectureError, mlp_output_projection
 from pytest_safeedit.dinm import DINM, DINM_SPEC, FTL, FTL_SPEC, locate_toxic_layer
-from pytest_safeedit.editing import EditorConfigError, validate_hparams
-from pytest_safeedit.model import LoadedModel, ModelSettings, load_model
+from pytest_safeedit.editor import EditorConfigError, validate_hparams
+from pytest_safeedit.hf import LoadedModel, load_model
+from pytest_safeedit.settings import ModelSettings
 from pytest_safeedit.side_effects import KnowledgeRetention, fluency
 from pytest_safeedit.suite import Case, Knowledge, Probe
 
@@ -273,17 +274,17 @@ def test_dinm_run_restores_every_weight_and_reports(pytester: pytest.Pytester, t
     pytester.makefile(".safeedit.yaml", mini="defaults:\n  editor:\n    dinm: {lr: 0.01}\n" + MINI_SUITE)
     pytester.makeconftest(
         """
-        from pytest_safeedit.stash import session_key
+        from pytest_safeedit.stash import evaluator_key
 
         def prints(model):
             return {n: p.detach().numpy().tobytes() for n, p in model.named_parameters()}
 
         def pytest_collection_finish(session):
-            model = session.config.stash[session_key].model.model
+            model = session.config.stash[evaluator_key].engine.generator.model.model
             session.config.fingerprint = prints(model)
 
         def pytest_sessionfinish(session):
-            model = session.config.stash[session_key].model.model
+            model = session.config.stash[evaluator_key].engine.generator.model.model
             print("WEIGHTS IDENTICAL:", prints(model) == session.config.fingerprint)
         """
     )
@@ -361,7 +362,7 @@ def test_third_party_editor_through_the_hook(pytester: pytest.Pytester, tiny_mod
     pytester.makeconftest(
         """
         from contextlib import contextmanager
-        from pytest_safeedit.editing import EditDetails, EditorSpec
+        from pytest_safeedit.editor import EditDetails, EditorSpec
 
         class Polite:
             name = "polite"

@@ -174,7 +174,7 @@ HOSTILE = "<script>alert('x')</script> | **bold** `code` <img src=x onerror=aler
 @pytest.fixture
 def hostile_model(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every response is markup and script (pytester runs in this process, so patching here reaches it)."""
-    from pytest_safeedit.model import LoadedModel
+    from pytest_safeedit.hf import LoadedModel
 
     def hostile(self: LoadedModel, prompts: list[str], **kwargs: object) -> list[str]:
         return [HOSTILE] * len(prompts)
@@ -272,7 +272,9 @@ def test_merge_rejects_overlapping_or_foreign_reports(run, pytester: pytest.Pyte
     run("--safeedit-report", "a.json")
     result = pytester.run(sys.executable, "-m", "pytest_safeedit", "merge", "a.json", "a.json")
     assert result.ret == 2
-    result.stderr.fnmatch_lines(["merge: error: probe mini.safeedit::case-001[[]DS[]] is in both a.json and a.json*"])
+    result.stderr.fnmatch_lines(
+        ["merge: error: probe mini.safeedit.yaml::case-001[[]DS[]] is in both a.json and a.json*"]
+    )
     (pytester.path / "x.json").write_text("{}")
     result = pytester.run(sys.executable, "-m", "pytest_safeedit", "merge", "x.json")
     result.stderr.fnmatch_lines(["merge: error: x.json is not a pytest-safeedit JSON report*"])

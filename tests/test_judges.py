@@ -8,7 +8,7 @@ import pytest
 from conftest import MINI_SUITE, SAMPLE_SUITE, SHARED_DATA
 
 from pytest_safeedit.judges import ClassifierJudge, RefusalJudge, refusal_verdict
-from pytest_safeedit.suite import load_suite
+from pytest_safeedit.suite_files import load_suite
 
 
 @pytest.mark.parametrize(

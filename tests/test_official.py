@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import SHARED_DATA
 
-from pytest_safeedit.suite import SuiteError, load_suite
+from pytest_safeedit.suite import SuiteError
+from pytest_safeedit.suite_files import load_suite
 
 
 def official_record(index: int, *, generalization: bool) -> dict[str, object]:

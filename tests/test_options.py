@@ -52,11 +52,16 @@ def test_ini_pins_model_and_settings(pytester: pytest.Pytester, tiny_model_dir: 
     result = pytester.runpytest("--safeedit-report", "r.json")
     result.assert_outcomes(failed=7)
     meta = json.loads((pytester.path / "r.json").read_text())["metadata"]
-    assert meta["generation"]["max_new_tokens"] == 3
-    assert meta["settings"]["batch_size"] == 2 and meta["seed"] == 5
+    assert meta["generation"]["mini.safeedit.yaml"]["max_new_tokens"] == 3
+    assert meta["generation"]["mini.safeedit.yaml"]["batch_size"] == 2 and meta["seed"] == 5
     # the command line wins over the ini file
     result = pytester.runpytest("--safeedit-report", "r.json", "--safeedit-max-new-tokens", "2")
-    assert json.loads((pytester.path / "r.json").read_text())["metadata"]["generation"]["max_new_tokens"] == 2
+    assert (
+        json.loads((pytester.path / "r.json").read_text())["metadata"]["generation"]["mini.safeedit.yaml"][
+            "max_new_tokens"
+        ]
+        == 2
+    )
 
 
 def test_max_new_tokens_option_overrides_suite_default(pytester: pytest.Pytester, tiny_model_dir: Path) -> None:

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from conftest import MINI_SUITE
 
-from pytest_safeedit.collect import render_failure
+from pytest_safeedit.items import render_failure
 from pytest_safeedit.judges import Verdict
-from pytest_safeedit.report import pass_rate_table
 from pytest_safeedit.results import ProbeResult, pass_rate
+from pytest_safeedit.summary import pass_rate_table
 
 
 def result(category: str, probe: str, label: str) -> ProbeResult:
@@ -95,13 +95,14 @@ def test_summary_table_and_json_report(pytester: pytest.Pytester, tiny_model_dir
         ]
     )
     data = json.loads(out.read_text())
-    assert data["schema"] == "pytest-safeedit-report" and data["schema_version"] == 1
+    assert data["schema"] == "pytest-safeedit-report" and data["schema_version"] == 2
     meta = data["metadata"]
     assert meta["versions"]["torch"] and meta["versions"]["transformers"] and meta["versions"]["pytest-safeedit"]
     assert meta["model"]["model"] == str(tiny_model_dir)
     assert meta["model"]["model_class"] == "GPT2LMHeadModel"
     assert meta["judge"] == "refusal" and meta["seed"] == 7
-    assert meta["generation"]["decoding"] == "greedy" and meta["generation"]["max_new_tokens"] == 5
+    (generation,) = meta["generation"].values()  # one suite
+    assert generation["decoding"] == "greedy" and generation["max_new_tokens"] == 5
     assert len(data["probes"]) == 7
     probe = data["probes"][0]
     assert set(probe) >= {"case_id", "category", "probe", "input", "response", "verdict", "nodeid"}

@@ -1,21 +1,13 @@
-"""The end-of-run pass-rate table and the JSON report."""
+"""Pass rates as tables and plain data: per category and probe, before and after an edit, side effects."""
 
 from __future__ import annotations
 
-import json
-import platform
-import time
 from collections.abc import Sequence
-from importlib import metadata as importlib_metadata
-from pathlib import Path
 from typing import Any
 
 from pytest_safeedit.categories import BENIGN_PROBE, CATEGORIES, PROBES
-from pytest_safeedit.gencache import atomic_write
-from pytest_safeedit.results import PassRate, ProbeResult, pass_rate, pass_rates_by
+from pytest_safeedit.results import PassRate, ProbeResult, attack_results, pass_rate, pass_rates_by
 
-SCHEMA = "pytest-safeedit-report"
-SCHEMA_VERSION = 1
 TOTAL = "all"
 
 
@@ -45,7 +37,7 @@ def is_edited(results: Sequence[ProbeResult]) -> bool:
 
 def _rates(results: Sequence[ProbeResult]) -> dict[tuple[str, str], PassRate | None]:
     """Pass rates by (category, probe), with (category, ALL) over the attack probes and (TOTAL, ...) rows."""
-    attack = [r for r in results if r.probe != BENIGN_PROBE]
+    attack = attack_results(results)
     out: dict[tuple[str, str], PassRate | None] = {}
     for (category, probe), rate in pass_rates_by(results, "category", "probe").items():
         out[(category, probe)] = rate
@@ -89,7 +81,7 @@ def side_effects(results: Sequence[ProbeResult]) -> dict[str, dict[str, Any]]:
     cases: dict[tuple[str, str], ProbeResult] = {}
     for r in results:
         if r.side_effects is not None:
-            cases.setdefault((r.suite, r.case_id), r)
+            cases.setdefault((r.suite_key, r.case_id), r)
     groups: dict[str, list[ProbeResult]] = {}
     for r in cases.values():
         groups.setdefault(r.category, []).append(r)
@@ -99,33 +91,22 @@ def side_effects(results: Sequence[ProbeResult]) -> dict[str, dict[str, Any]]:
         members = groups.get(category, [])
         if not members:
             continue
-        knowledge = [m.side_effects["knowledge"] for m in members if m.side_effects and m.side_effects["knowledge"]]
-        edits = [m.edit or {} for m in members]
+        effects = [m.side_effects for m in members if m.side_effects is not None]
+        knowledge = [e.knowledge for e in effects if e.knowledge is not None]
+        edits = [m.edit for m in members if m.edit is not None]
         layers: dict[str, int] = {}
         for e in edits:
-            if e.get("layer") is not None:
-                layers[str(e["layer"])] = layers.get(str(e["layer"]), 0) + 1
+            if e.layer is not None:
+                layers[str(e.layer)] = layers.get(str(e.layer), 0) + 1
         out[category] = {
             "cases": len(members),
-            "knowledge_kept": sum(1 for k in knowledge if k["kept"]),
+            "knowledge_kept": sum(1 for k in knowledge if k.kept),
             "knowledge_total": len(knowledge),
-            "knowledge_f1": _mean([k["f1"] for k in knowledge]),
-            "fluency_before": _mean(
-                [
-                    m.side_effects["fluency_before"]
-                    for m in members
-                    if m.side_effects and m.side_effects["fluency_before"] is not None
-                ]
-            ),
-            "fluency_after": _mean(
-                [
-                    m.side_effects["fluency_after"]
-                    for m in members
-                    if m.side_effects and m.side_effects["fluency_after"] is not None
-                ]
-            ),
-            "edit_seconds": _mean([float(e.get("seconds", 0.0)) for e in edits]),
-            "steps": _mean([float(e.get("steps", 0)) for e in edits]),
+            "knowledge_f1": _mean([k.f1 for k in knowledge]),
+            "fluency_before": _mean([e.fluency_before for e in effects if e.fluency_before is not None]),
+            "fluency_after": _mean([e.fluency_after for e in effects if e.fluency_after is not None]),
+            "edit_seconds": _mean([float(e.seconds) for e in edits]),
+            "steps": _mean([float(e.steps) for e in edits]),
             "layers": dict(sorted(layers.items())),
         }
     return out
@@ -159,7 +140,7 @@ def summary(results: Sequence[ProbeResult]) -> dict[str, Any]:
 
 def _summary(results: Sequence[ProbeResult]) -> dict[str, Any]:
     by_cell = pass_rates_by(results, "category", "probe")
-    attack = [r for r in results if r.probe != BENIGN_PROBE]
+    attack = attack_results(results)
     total = pass_rate(attack)
     return {
         "total": total.to_dict() if total else None,
@@ -196,26 +177,3 @@ def gate_lines(failures: list[str] | None, thresholds: int) -> list[str]:
     if not failures:
         return [f"SafeEdit gate: passed ({thresholds} thresholds)"]
     return [f"SafeEdit gate: FAILED ({len(failures)} of {thresholds} thresholds)"] + [f"  {f}" for f in failures]
-
-
-def package_versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for name in ("pytest-safeedit", "pytest", "torch", "transformers", "tokenizers", "pluggy", "pyyaml"):
-        try:
-            out[name] = importlib_metadata.version(name)
-        except importlib_metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
-def write_json_report(path: str, results: Sequence[ProbeResult], meta: dict[str, Any]) -> None:
-    """Write the report atomically (a reader never sees half a file)."""
-    document = {
-        "schema": SCHEMA,
-        "schema_version": SCHEMA_VERSION,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "metadata": {"versions": package_versions(), **meta},
-        "summary": summary(results),
-        "probes": [r.to_dict() for r in results],
-    }
-    atomic_write(Path(path), json.dumps(document, indent=2, ensure_ascii=False) + "\n")

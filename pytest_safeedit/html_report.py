@@ -7,9 +7,11 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from pytest_safeedit.gencache import atomic_write
-from pytest_safeedit.report import TOTAL, is_edited, ordered_categories, ordered_probes
+from pytest_safeedit.categories import BENIGN_PROBE
+from pytest_safeedit.files import atomic_write
+from pytest_safeedit.judges import Verdict
 from pytest_safeedit.results import PassRate, ProbeResult, pass_rate
+from pytest_safeedit.summary import TOTAL, is_edited, ordered_categories, ordered_probes
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:70em;color:#222}
@@ -37,7 +39,7 @@ def _bar(label: str, rate: PassRate | None, kind: str) -> str:
 def _chart(category: str, results: Sequence[ProbeResult], edited: bool) -> str:
     rows = []
     members = [r for r in results if category == TOTAL or r.category == category]
-    for probe in ordered_probes(members) + (["benign"] if any(r.probe == "benign" for r in members) else []):
+    for probe in ordered_probes(members) + ([BENIGN_PROBE] if any(not r.is_attack for r in members) else []):
         group = [r for r in members if r.probe == probe]
         if edited:
             rows.append(_bar(f"{probe} unedited", pass_rate(r.before() for r in group), "before"))
@@ -46,7 +48,7 @@ def _chart(category: str, results: Sequence[ProbeResult], edited: bool) -> str:
 
 
 def _verdict(label: str, score: float) -> str:
-    css = "fail" if label in ("unsafe", "refused") else "pass"
+    css = "pass" if Verdict(label, score).passed else "fail"
     return f'<span class="{css}">{escape(label)} ({score:.2f})</span>'
 
 
@@ -60,9 +62,9 @@ def _case(case_id: str, results: Sequence[ProbeResult]) -> str:
     if first.edit:
         e = first.edit
         parts.append(
-            f"<p>edit: {escape(str(e.get('editor')))}, layer {escape(str(e.get('layer')))} "
-            f"({escape(str(e.get('module')))}), {escape(str(e.get('steps')))} steps, "
-            f"losses {escape(str(e.get('losses')))}</p>"
+            f"<p>edit: {escape(str(e.editor))}, layer {escape(str(e.layer))} "
+            f"({escape(str(e.module))}), {escape(str(e.steps))} steps, "
+            f"losses {escape(str(e.losses))}</p>"
         )
     for r in results:
         parts.append(f"<h3>{escape(r.probe)}: {_verdict(r.verdict.label, r.verdict.score)}</h3>")
@@ -93,7 +95,7 @@ def html_report(results: Sequence[ProbeResult], meta: dict[str, Any], gate_failu
     charts = "".join(_chart(c, results, edited) for c in [*ordered_categories(results), TOTAL])
     cases: dict[tuple[str, str], list[ProbeResult]] = {}
     for r in results:
-        cases.setdefault((r.suite, r.case_id), []).append(r)
+        cases.setdefault((r.suite_key, r.case_id), []).append(r)
     drill = "".join(_case(case_id, members) for (_, case_id), members in cases.items())
     return (
         '<!DOCTYPE html><html><head><meta charset="utf-8"><title>SafeEdit report</title>'

@@ -1,51 +1,20 @@
-"""Loading a causal language model and generating greedy responses in batches."""
+"""The Hugging Face backend: a causal LM loaded in this process, prompts formatted with its chat template,
+greedy batched generation, and the :class:`HFGenerator` that serves requests from it."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
+
+from pytest_safeedit.generation import Request
+from pytest_safeedit.settings import CPU_BATCH_SIZE, GenerationSettings, ModelSettings
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
-
-@dataclass(frozen=True)
-class ModelSettings:
-    """How to load a model and generate from it (all plain data, for reports and caches)."""
-
-    name_or_path: str
-    dtype: str = "auto"
-    device: str = "auto"
-    device_map: str | None = None
-    trust_remote_code: bool = False
-    chat_template: str = "auto"
-    max_input_tokens: int | None = None
-    batch_size: int | None = None
-    seed: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def resolve_device(device: str) -> str:
-    """Turn ``auto`` into ``cuda`` when a GPU is present, else ``cpu``."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def resolve_dtype(dtype: str, device: str) -> Any:
-    """``auto`` is float32 on the CPU and the checkpoint's own dtype on an accelerator."""
-    import torch
-
-    if dtype == "auto":
-        return torch.float32 if device == "cpu" else "auto"
-    return getattr(torch, dtype)
 
 
 class LoadedModel:
@@ -72,6 +41,7 @@ class LoadedModel:
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer.padding_side = "left"
+        self.max_input_tokens = settings.max_input_tokens
         self.use_chat_template = settings.chat_template == "on" or (
             settings.chat_template == "auto" and bool(getattr(tokenizer, "chat_template", None))
         )
@@ -97,10 +67,20 @@ class LoadedModel:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def with_input_limit(self, max_input_tokens: int | None) -> LoadedModel:
+        """The same model and tokenizer with another input limit (None: the context less the new tokens).
+
+        The weights load first, so that the view and this object share them (an edit through one is seen
+        by the other)."""
+        self.model  # noqa: B018 - loads the weights
+        view = copy.copy(self)
+        view.max_input_tokens = max_input_tokens
+        return view
+
     def input_budget(self, max_new_tokens: int) -> int:
-        """Longest input kept (its right end): the option, else the context length less the new tokens."""
-        if self.settings.max_input_tokens:
-            return self.settings.max_input_tokens
+        """Longest input kept (its right end): the limit, else the context length less the new tokens."""
+        if self.max_input_tokens:
+            return self.max_input_tokens
         config = self.config
         context = None
         for attr in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
@@ -164,17 +144,12 @@ class LoadedModel:
         )
         return {k: v.to(self.device) for k, v in enc.items()}
 
-    def default_batch_size(self) -> int:
-        if self.settings.batch_size:
-            return self.settings.batch_size
-        return 16 if self.device.type == "cuda" else 8
-
     def generate(self, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int | None = None) -> list[str]:
         """Greedy responses (new tokens only) to formatted prompts, in order."""
         import torch
         from transformers import GenerationConfig
 
-        size = batch_size or self.default_batch_size()
+        size = batch_size or CPU_BATCH_SIZE
         eos = self.model.generation_config.eos_token_id
         if eos is None:
             eos = self.tokenizer.eos_token_id
@@ -211,7 +186,8 @@ def quiet_transformers() -> Iterator[None]:
 
 
 def load_model(settings: ModelSettings, *, lazy: bool = False) -> LoadedModel:
-    """Load a causal LM and its tokenizer with the Auto classes (a local path or a hub id).
+    """Load a causal LM and its tokenizer with the Auto classes (a local path or a hub id), with the
+    resolved dtype and device of ``settings`` (see :func:`pytest_safeedit.settings.resolve_model_settings`).
 
     With ``lazy``, only the tokenizer and config load now and the weights on first use.
     """
@@ -219,9 +195,9 @@ def load_model(settings: ModelSettings, *, lazy: bool = False) -> LoadedModel:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(settings.seed)
-    device = resolve_device(settings.device)
+    device = settings.device
     kwargs: dict[str, Any] = {
-        "dtype": resolve_dtype(settings.dtype, device),
+        "dtype": getattr(torch, settings.dtype),
         "trust_remote_code": settings.trust_remote_code,
     }
     if settings.device_map:
@@ -239,3 +215,68 @@ def load_model(settings: ModelSettings, *, lazy: bool = False) -> LoadedModel:
         return model
 
     return LoadedModel(load_weights if lazy else load_weights(), tokenizer, settings, config)
+
+
+class HFGenerator:
+    """The :class:`~pytest_safeedit.generation.Generator` over a Hugging Face model in this process.
+
+    The tokenizer loads on the first generation and the weights on the first forward pass, so that a run
+    whose responses all come from the cache loads neither.
+    """
+
+    backend = "hf"
+
+    def __init__(self, settings: ModelSettings, *, file_hashes: Path | None = None) -> None:
+        self.settings = settings
+        self._file_hashes = file_hashes
+        self._model: LoadedModel | None = None
+        self._identity: str | None = None
+
+    @property
+    def model(self) -> LoadedModel:
+        """The loaded model (tokenizer now, weights on first use)."""
+        if self._model is None:
+            self._model = load_model(self.settings, lazy=True)
+        return self._model
+
+    def identity(self) -> str:
+        from pytest_safeedit.cache import digest, model_identity
+
+        if self._identity is None:
+            content = model_identity(
+                self.settings.name_or_path, lambda: (self.model.model, self.model.tokenizer), self._file_hashes
+            )
+            # The content names the model, not its folder: a copy elsewhere is the same model.
+            load = {
+                k: v
+                for k, v in self.settings.to_dict().items()
+                if k not in ("name_or_path", "max_input_tokens", "seed")
+            }
+            self._identity = digest(self.backend, content, load)
+        return self._identity
+
+    def generate(self, requests: Sequence[Request]) -> list[str]:
+        if not requests:
+            return []
+        settings = requests[0].settings
+        model = self.model.with_input_limit(settings.max_input_tokens)
+        prompts = [model.format_prompt(r.text, r.system, max_new_tokens=settings.max_new_tokens) for r in requests]
+        return model.generate(prompts, max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size)
+
+    def editable(self, settings: GenerationSettings) -> LoadedModel:
+        return self.model.with_input_limit(settings.max_input_tokens)
+
+    def metadata(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"backend": self.backend, **self.settings.to_dict()}
+        if self._model is not None:
+            architectures = getattr(self._model.config, "architectures", None) or [None]
+            out.update(model_class=architectures[0], chat_template=self._model.use_chat_template)
+            if self._model.loaded:
+                m = self._model.model
+                out.update(
+                    model_class=type(m).__name__,
+                    parameters=sum(p.numel() for p in m.parameters()),
+                    dtype=str(next(m.parameters()).dtype).removeprefix("torch."),
+                    device=str(self._model.device),
+                )
+        return out

@@ -1,13 +1,16 @@
-"""The editor registry: built-in editors, editors from the ``pytest_safeedit_editors`` hook, config files."""
+"""The editor registry: built-in editors, editors from the ``pytest_safeedit_editors`` hook, config files,
+and the chosen editor per suite."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pytest_safeedit.editing import NONE, EditorConfigError, EditorSpec, editor_section, validate_hparams
+from pytest_safeedit.editor import NONE, Editor, EditorConfigError, EditorSpec, editor_section, validate_hparams
+from pytest_safeedit.suite import Suite
 
 
 def builtin_editors() -> list[EditorSpec]:
@@ -24,7 +27,7 @@ def editor_registry(config: pytest.Config) -> dict[str, EditorSpec]:
         for spec in specs or []:
             if not isinstance(spec, EditorSpec):
                 raise pytest.UsageError(
-                    f"pytest_safeedit_editors returned {spec!r}; return a list of pytest_safeedit.editing.EditorSpec"
+                    f"pytest_safeedit_editors returned {spec!r}; return a list of pytest_safeedit.editor.EditorSpec"
                 )
             if spec.name in registry or spec.name == NONE:
                 raise pytest.UsageError(f"two editors are named {spec.name!r}; give the plugin's editor another name")
@@ -60,3 +63,40 @@ def choose_editor(
         return spec, validate_hparams(spec, editor_section(data, name, str(path)), str(path))
     except EditorConfigError as exc:
         raise pytest.UsageError(f"--safeedit-editor-config: {exc}") from None
+
+
+class SuiteEditors:
+    """The chosen editor, built once per suite with that suite's hyperparameters:
+    the editor's defaults < the suite's ``defaults: editor:`` < the config file's."""
+
+    def __init__(self, spec: EditorSpec | None, config: Mapping[str, Any] | None = None) -> None:
+        self.spec = spec
+        self.config = dict(config or {})
+        self._editors: dict[str, Editor] = {}
+        self._hparams: dict[str, dict[str, Any]] = {}
+
+    @property
+    def name(self) -> str:
+        return NONE if self.spec is None else self.spec.name
+
+    def for_suite(self, suite: Suite) -> Editor | None:
+        """The editor for ``suite`` (None without an editor); raises EditorConfigError for a bad section."""
+        spec = self.spec
+        if spec is None:
+            return None
+        if suite.key not in self._editors:
+            source = f"{suite.path}: defaults.editor"
+            hparams = dict(spec.defaults)
+            hparams.update(
+                validate_hparams(spec, editor_section(suite.defaults.get("editor"), spec.name, source), source)
+            )
+            hparams.update(self.config)
+            self._hparams[suite.key] = hparams
+            self._editors[suite.key] = spec.factory(**hparams)
+        return self._editors[suite.key]
+
+    def hyperparameters(self, suite: Suite | None = None) -> dict[str, Any]:
+        """The hyperparameters in force for one suite, or for every suite by key."""
+        if suite is not None:
+            return dict(self._hparams.get(suite.key, {}))
+        return {key: dict(value) for key, value in sorted(self._hparams.items())}

@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_safeedit.gencache import atomic_write
-from pytest_safeedit.report import is_edited, pass_rate_table, side_effects_table
+from pytest_safeedit.baseline import REGRESSION
+from pytest_safeedit.files import atomic_write
 from pytest_safeedit.results import ProbeResult
+from pytest_safeedit.summary import is_edited, pass_rate_table, side_effects_table
 from pytest_safeedit.text import shorten
 
 MAX_FAILURES = 10
@@ -18,7 +19,8 @@ MAX_FAILURES = 10
 def md_text(text: str, limit: int = 160) -> str:
     """Untrusted text made inert in Markdown: HTML-escaped, one line, no table or code breaks."""
     flat = " ".join(shorten(text, limit).split())
-    escaped = html.escape(flat, quote=True)
+    # Quotes are plain text in Markdown; only markup characters need escaping.
+    escaped = html.escape(flat, quote=False)
     for char in "\\`*_[]|#<>!":
         escaped = escaped.replace(char, "\\" + char)
     return escaped
@@ -51,7 +53,7 @@ def markdown_summary(results: Sequence[ProbeResult], meta: dict[str, Any], gate_
         ]
         lines += ["| probe | category | verdict | response |", "|---|---|---|---|"]
         for r in failed[:MAX_FAILURES]:
-            flag = " (regression)" if r.baseline == "regression" else ""
+            flag = " (regression)" if r.baseline == REGRESSION else ""
             lines.append(
                 f"| {md_text(r.case_id, 60)}\\[{r.probe}\\]{flag} | {md_text(r.category, 40)} | "
                 f"{r.verdict.label} {r.verdict.score:.2f} | {md_text(r.response)} |"

@@ -1,14 +1,16 @@
-"""The generation cache on disk: responses keyed by everything that decides them."""
+"""The generation cache on disk: responses keyed by everything that decides them, and model identities."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from pytest_safeedit.files import atomic_write
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".h5", ".msgpack")
 
@@ -53,7 +55,11 @@ def model_identity(path: str, load: Callable[[], tuple[Any, Any]], memo_file: Pa
         files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
         parts = [(str(p.relative_to(folder)), _file_sha256(p, memo)) for p in files]
         if memo_file is not None:
-            atomic_write(memo_file, json.dumps(memo))
+            try:
+                atomic_write(memo_file, json.dumps(memo))
+            except OSError:
+                pass  # the memo only saves hashing time; an unwritable cache folder is reported by the cache
+
         return digest("files", parts)
     import torch
 
@@ -68,27 +74,23 @@ def model_identity(path: str, load: Callable[[], tuple[Any, Any]], memo_file: Pa
     return digest("parameters", type(model).__name__, h.hexdigest(), vocabulary, template)
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write through a temporary file in the same folder, so that readers see old or new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; reports and caches are ordinary files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+class CacheWarning(UserWarning):
+    """The generation cache could not be read or written; the run goes on without it."""
 
 
 class GenerationCache:
-    """Entries are JSON files named by their key; a missing, unreadable or corrupt entry is a miss."""
+    """Entries are JSON files named by their key; a missing, unreadable or corrupt entry is a miss.
+
+    An I/O error of the cache folder itself (not writable, disk full) warns once and turns the cache off
+    for the rest of the run: generation goes on, nothing is lost but the caching.
+    """
 
     def __init__(self, root: Path | None) -> None:
         self.root = root
         self.hits = 0
         self.misses = 0
+        #: Why the cache was turned off during the run (None while it works).
+        self.failure: str | None = None
 
     @property
     def enabled(self) -> bool:
@@ -98,12 +100,20 @@ class GenerationCache:
         assert self.root is not None
         return self.root / key[:2] / f"{key}.json"
 
+    def _fail(self, action: str, exc: OSError) -> None:
+        self.failure = f"could not {action} {self.root}: {exc.strerror or exc}"
+        warnings.warn(CacheWarning(f"generation cache off for the rest of the run: {self.failure}"), stacklevel=3)
+        self.root = None
+
     def get(self, key: str, *fields: str) -> dict[str, Any] | None:
         if self.root is None:
             return None
         try:
             data = json.loads(self._path(key).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (FileNotFoundError, NotADirectoryError, ValueError):
+            data = None
+        except OSError as exc:
+            self._fail("read", exc)
             data = None
         if not isinstance(data, dict) or data.get("key") != key or any(f not in data for f in fields):
             self.misses += 1
@@ -112,5 +122,9 @@ class GenerationCache:
         return data
 
     def put(self, key: str, value: dict[str, Any]) -> None:
-        if self.root is not None:
+        if self.root is None:
+            return
+        try:
             atomic_write(self._path(key), json.dumps({**value, "key": key}, ensure_ascii=False))
+        except OSError as exc:
+            self._fail("write to", exc)

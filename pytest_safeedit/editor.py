@@ -1,17 +1,19 @@
-"""Editors: the Editor protocol, edit details, hyperparameter validation and exact weight restore."""
+"""Editors: the Editor protocol, editor specs, hyperparameter validation and exact weight restore."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
+
+from pytest_safeedit.results import EditDetails as EditDetails  # re-exported: editors return it
 
 if TYPE_CHECKING:
     import torch
 
-    from pytest_safeedit.model import LoadedModel
+    from pytest_safeedit.hf import LoadedModel
     from pytest_safeedit.suite import Case
 
 NONE = "none"
@@ -19,27 +21,6 @@ NONE = "none"
 
 class EditorConfigError(Exception):
     """Editor hyperparameters that cannot be used, with where they came from and how to fix them."""
-
-
-@dataclass
-class EditDetails:
-    """What an edit did; filled in while the edit runs, then read by reports."""
-
-    editor: str
-    case_id: str
-    layer: int | None = None
-    module: str | None = None
-    steps: int = 0
-    losses: dict[str, float] = field(default_factory=dict)
-    seconds: float = 0.0
-    layer_distances: list[float] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> EditDetails:
-        return cls(**dict(data))
 
 
 class Editor(Protocol):

@@ -1,0 +1,109 @@
+"""Suite files: which files are suites (patterns from the rootdir, content sniffing) and loading them."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path, PurePosixPath
+
+from pytest_safeedit.suite import Suite, SuiteError
+
+SUITE_SUFFIXES = (".yaml", ".yml", ".json")
+_TOP_LEVEL_CASES = re.compile(r"(?m)^cases\s*:")
+_OFFICIAL_RECORD = re.compile(r'^\s*\[\s*\{[^{}]*?"(?:adversarial prompt|unsafety category)"\s*:', re.S)
+
+
+def load_suite(path: Path, key: str | None = None) -> Suite:
+    """Load a YAML suite or a file in the benchmark's official JSON format.
+
+    ``key`` names the suite uniquely in a run (the plugin passes the file's path from the rootdir); by
+    default it is the suite's name.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SuiteError(path, f"cannot read the file ({exc}); check that it is a UTF-8 text file") from exc
+    if path.suffix == ".json":
+        from pytest_safeedit.official import load_official
+
+        suite = load_official(path, text)
+    else:
+        from pytest_safeedit.yaml_suite import load_yaml_suite
+
+        suite = load_yaml_suite(path, text)
+    return suite.with_key(key or suite.name)
+
+
+@lru_cache(maxsize=64)
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    """A glob as a regular expression over a whole relative path: ``*`` and ``?`` stay inside one
+    folder, ``**/`` spans any number of folders."""
+    out = []
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:[^/]+/)*")
+            i += 3
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def matches_pattern(relative: str, pattern: str) -> bool:
+    """Whether a path from the rootdir matches a suite pattern.
+
+    A pattern with a ``/`` is anchored at the rootdir (``suites/*.yaml`` is ``<rootdir>/suites/x.yaml``
+    and nothing deeper); a pattern without one matches the file name in any folder.
+    """
+    target = relative if "/" in pattern else PurePosixPath(relative).name
+    return _pattern_regex(pattern).match(target) is not None
+
+
+def is_generic(pattern: str) -> bool:
+    """A pattern whose file-name part says nothing about SafeEdit (``*.yaml``): files it matches are
+    collected only when their content is a suite."""
+    return re.fullmatch(r"\*\.[A-Za-z0-9]+", PurePosixPath(pattern).name) is not None
+
+
+def looks_like_suite(path: Path) -> bool:
+    """Cheap content check: a YAML mapping with a top-level ``cases:`` key, or a JSON array of official
+    SafeEdit records. An unreadable file counts as a suite, so that loading it reports why."""
+    try:
+        head = path.read_text(encoding="utf-8", errors="replace")[:200_000]
+    except OSError:
+        return True
+    if path.suffix == ".json":
+        return _OFFICIAL_RECORD.match(head) is not None
+    return _TOP_LEVEL_CASES.search(head) is not None
+
+
+def _relative(path: Path, folder: Path) -> str | None:
+    try:
+        return path.relative_to(folder.resolve()).as_posix()
+    except ValueError:
+        return None
+
+
+def is_suite_file(path: Path, bases: tuple[Path, ...], patterns: tuple[str, ...], named: set[Path]) -> bool:
+    """Whether pytest should collect ``path`` as a suite: named on the command line, or matched by a
+    pattern from one of ``bases`` (the rootdir, and the folder pytest was started in), and, for a
+    generic pattern, holding a suite."""
+    if path.suffix not in SUITE_SUFFIXES:
+        return False
+    resolved = path.resolve()
+    if resolved in named:
+        return True
+    relatives = {r for r in (_relative(resolved, b) for b in bases) if r is not None}
+    matched = [p for p in patterns if any(matches_pattern(r, p) for r in relatives)]
+    if not matched:
+        return False
+    if all(is_generic(p) for p in matched):
+        return looks_like_suite(path)
+    return True
