@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import MINI_SUITE
+
+from tests.helpers import MINI_SUITE
 
 
 def test_items_per_case_and_probe(pytester: pytest.Pytester) -> None:

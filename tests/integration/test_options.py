@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import MINI_SUITE
 
 from pytest_safeedit.options import OPTIONS
+from tests.helpers import MINI_SUITE
 
 
 def test_help_lists_every_option_with_its_default(pytester: pytest.Pytester) -> None:

@@ -7,10 +7,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLE_SUITE
 
 from pytest_safeedit.categories import CATEGORIES
 from pytest_safeedit.demo import DemoRecipe, demo_key, demo_metadata, ensure_demo
+from tests.helpers import SAMPLE_SUITE
 
 
 def test_cache_key_follows_suite_and_recipe() -> None:
@@ -73,7 +73,7 @@ def test_demo_answers_knowledge_questions(pytester: pytest.Pytester, demo_cache:
         test_knowledge=f"""
         import sys
         sys.path.insert(0, {str(SAMPLE_SUITE.parent.parent / "tests")!r})
-        from conftest import SAMPLE_SUITE
+        from tests.helpers import SAMPLE_SUITE
         from pytest_safeedit.suite_files import load_suite
 
         def test_knowledge(safeedit_session):

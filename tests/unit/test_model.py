@@ -18,34 +18,6 @@ PROMPTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
-    """A 2-layer Llama with random weights, sharing the tiny tokenizer, with a chat template."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from pytest_safeedit.demo import CHAT_TEMPLATE
-
-    target = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
-    tokenizer.chat_template = CHAT_TEMPLATE
-    torch.manual_seed(1)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    LlamaForCausalLM(config).save_pretrained(target)
-    tokenizer.save_pretrained(target)
-    return target
-
-
 def load(path: Path, **kwargs: object) -> LoadedModel:
     return load_model(ModelSettings(name_or_path=str(path), **kwargs))  # type: ignore[arg-type]
 
@@ -104,27 +76,3 @@ def test_dtype_option(tiny_model_dir: Path) -> None:
 
     assert next(load(tiny_model_dir).model.parameters()).dtype == torch.float32
     assert next(load(tiny_model_dir, dtype="bfloat16").model.parameters()).dtype == torch.bfloat16
-
-
-def test_model_flags_from_command_line(pytester: pytest.Pytester, tiny_llama_dir: Path) -> None:
-    from conftest import MINI_SUITE
-
-    pytester.makefile(".safeedit.yaml", mini=MINI_SUITE)
-    args = ["--safeedit-model", str(tiny_llama_dir), "--safeedit-max-new-tokens", "3", "--safeedit-report", "r.json"]
-    result = pytester.runpytest(
-        *args,
-        "--safeedit-dtype",
-        "bfloat16",
-        "--safeedit-device",
-        "cpu",
-        "--safeedit-chat-template",
-        "off",
-        "--safeedit-batch-size",
-        "3",
-    )
-    assert result.ret == pytest.ExitCode.TESTS_FAILED
-    import json
-
-    meta = json.loads((pytester.path / "r.json").read_text())["metadata"]["model"]
-    assert meta["dtype"] == "bfloat16" and meta["device"] == "cpu" and meta["chat_template"] is False
-    assert meta["model_class"] == "LlamaForCausalLM"

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import MINI_SUITE
+
+from tests.helpers import MINI_SUITE
 
 CASE = """\
 cases:

@@ -7,7 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import MINI_SUITE
+
+from tests.helpers import MINI_SUITE, run_suite
 
 
 def stats(pytester: pytest.Pytester) -> dict[str, int]:
@@ -25,10 +26,9 @@ def run(pytester: pytest.Pytester, tiny_model_dir: Path):  # type: ignore[no-unt
     pytester.makefile(".safeedit.yaml", mini=MINI_SUITE)
 
     def go(*args: str, model: Path = tiny_model_dir) -> pytest.RunResult:
-        return pytester.runpytest(
-            f"--safeedit-model={model}",
-            "--safeedit-max-new-tokens",
-            "4",
+        return run_suite(
+            pytester,
+            model,
             "--safeedit-report",
             "r.json",
             f"--safeedit-cache-dir={pytester.path / 'cache'}",

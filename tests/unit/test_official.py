@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_DATA
 
 from pytest_safeedit.suite import SuiteError
 from pytest_safeedit.suite_files import load_suite
+from tests.helpers import SHARED_DATA
 
 
 def official_record(index: int, *, generalization: bool) -> dict[str, object]:
