@@ -15,8 +15,8 @@ from pathlib import Path
 
 from pytest_safeedit.dinm import DINM, DINM_SPEC
 from pytest_safeedit.editor import validate_hparams
-from pytest_safeedit.judges import RefusalJudge
 from pytest_safeedit.hf import load_model
+from pytest_safeedit.judges import RefusalJudge
 from pytest_safeedit.settings import ModelSettings
 from pytest_safeedit.suite_files import load_suite
 

@@ -72,23 +72,13 @@ def pytest_cmd(model: str, cache: Path, report: Path, *extra: str) -> list[str]:
 
 
 def build_large(target: Path, demo: Path) -> None:
-    import torch
-    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+    """A GPT-2-small-size model (12 blocks, 768 wide) with random weights and the demo's tokenizer."""
+    from transformers import AutoTokenizer
+
+    from pytest_safeedit.tiny import build_tiny_model
 
     tokenizer = AutoTokenizer.from_pretrained(str(demo))
-    torch.manual_seed(0)
-    config = GPT2Config(
-        vocab_size=len(tokenizer),
-        n_positions=512,
-        n_embd=768,
-        n_layer=12,
-        n_head=12,
-        bos_token_id=tokenizer.eos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    GPT2LMHeadModel(config).save_pretrained(target)
-    tokenizer.save_pretrained(target)
+    build_tiny_model(target, "gpt2", tokenizer, n_positions=512, n_embd=768, n_layer=12, n_head=12)
 
 
 def verdicts_of(report: Path) -> dict[str, list[str]]:
