@@ -6,8 +6,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_safeedit.categories import BENIGN_PROBE, normalize_category
-from pytest_safeedit.results import ProbeResult, pass_rate
+from pytest_safeedit.categories import normalize_category
+from pytest_safeedit.results import ProbeResult, attack_results, pass_rate
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class Gate:
     def check(self, results: Sequence[ProbeResult]) -> list[str]:
         """One message per threshold that the results miss (actual vs required); empty when all hold."""
         failures: list[str] = []
-        attack = [r for r in results if r.probe != BENIGN_PROBE]
+        attack = attack_results(results)
 
         def need(label: str, members: Iterable[ProbeResult], required: float) -> None:
             rate = pass_rate(members)

@@ -61,7 +61,7 @@ def pass_rate_table(results: Sequence[ProbeResult]) -> str:
     after = _rates(results)
     before = _rates([r.before() for r in results]) if edited else after
     probes = ordered_probes(results)
-    columns = [*probes, TOTAL] + ([BENIGN_PROBE] if any(r.probe == BENIGN_PROBE for r in results) else [])
+    columns = [*probes, TOTAL] + ([BENIGN_PROBE] if any(not r.is_attack for r in results) else [])
     rows = []
     for category in [*ordered_categories(results), TOTAL]:
         row = [category]

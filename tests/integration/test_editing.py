@@ -1,34 +1,13 @@
-"""Editors: DINM on every named architecture, exact restore, hyperparameters, the hook, the report."""
+"""Editors in runs: unknown editors and configs, exact restore over a run, the hook, the report."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.helpers import MINI_SUITE, run_suite
-
-ARCHITECTURES: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "gpt2": ("GPT2Config", "mlp.c_proj", {"n_embd": 32, "n_layer": 3, "n_head": 2}),
-    "llama": ("LlamaConfig", "mlp.down_proj", {}),
-    "mistral": ("MistralConfig", "mlp.down_proj", {}),
-    "qwen2": ("Qwen2Config", "mlp.down_proj", {}),
-    "gemma": ("GemmaConfig", "mlp.down_proj", {"head_dim": 8}),
-    "gpt_neox": ("GPTNeoXConfig", "mlp.dense_4h_to_h", {}),
-    "opt": ("OPTConfig", "fc2", {"ffn_dim": 64, "word_embed_proj_dim": 32}),
-    "phi": ("PhiConfig", "mlp.fc2", {}),
-}
-DECODER_DEFAULTS = {
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 3,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 256,
-}
-
 
 # ---------------------------------------------------------------------------------------------- runs
 
