@@ -8,9 +8,9 @@ verdicts, and the plugin tells it which requests are coming so that it can batch
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from importlib import metadata as importlib_metadata
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from pytest_safeedit.cache import GenerationCache, cache_root, digest
 from pytest_safeedit.editor import EditDetails, Editor
@@ -27,9 +27,6 @@ from pytest_safeedit.settings import (
     resolve_model_settings,
 )
 from pytest_safeedit.suite import Case, Suite
-
-if TYPE_CHECKING:
-    from pytest_safeedit.hf import HFGenerator
 
 T = TypeVar("T")
 
@@ -67,8 +64,10 @@ class Engine:
 
     Args:
         settings: the run's options.
-        generator: the model to answer from; by default a Hugging Face model in this process, built
-            from ``settings`` on first use (tests pass a fake).
+        generator: the model to answer from; by default the one ``make_generator`` returns for the
+            resolved model settings, else a Hugging Face model in this process, built on first use.
+        make_generator: a factory of generators (the plugin asks the ``pytest_safeedit_generator``
+            hook); None or a None result means the Hugging Face backend.
         judge: the judge of responses; by default the one ``settings`` names.
         worker_index, worker_count: the xdist worker this process is, to pick its GPU or CPU share.
     """
@@ -78,6 +77,7 @@ class Engine:
         settings: RunSettings,
         *,
         generator: Generator | None = None,
+        make_generator: Callable[[ModelSettings], Generator | None] | None = None,
         judge: Judge | None = None,
         worker_index: int | None = None,
         worker_count: int | None = None,
@@ -93,6 +93,7 @@ class Engine:
         self.generated = 0
         self.edits_run = 0
         self._generator = generator
+        self._make_generator = make_generator
         self._judge = judge
         self._failure: str | None = None
         self._device: str | None = None
@@ -170,10 +171,13 @@ class Engine:
             self._failure = f"could not load the {what}: {type(exc).__name__}: {exc}"
             raise ModelUnavailable(self._failure) from exc
 
-    def _build_generator(self) -> HFGenerator:
+    def _build_generator(self) -> Generator:
         from pytest_safeedit.hf import HFGenerator
 
         settings = self.model_settings
+        custom = None if self._make_generator is None else self._make_generator(settings)
+        if custom is not None:
+            return custom
         threads = cpu_threads_per_worker(self.worker_count)
         if threads is not None and settings.device == "cpu":
             import torch
@@ -229,7 +233,7 @@ class Engine:
 
     def generate(self, texts: Sequence[str], *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> list[str]:
         """Greedy responses to raw user texts (formatted like probes), batched; for Python tests."""
-        run = resolve_generation(self.settings, {"max_new_tokens": max_new_tokens}, self.device)
+        run = replace(resolve_generation(self.settings, {}, self.device), max_new_tokens=max_new_tokens)
         requests = [Request(t, None, run) for t in texts]
         missing = list(dict.fromkeys(r for r in requests if r not in self._responses))
         for start in range(0, len(missing), run.batch_size):

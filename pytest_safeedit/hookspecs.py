@@ -8,6 +8,8 @@ import pytest
 
 if TYPE_CHECKING:
     from pytest_safeedit.editor import EditorSpec
+    from pytest_safeedit.generation import Generator
+    from pytest_safeedit.settings import ModelSettings
 
 
 def pytest_safeedit_editors(config: pytest.Config) -> list[EditorSpec]:
@@ -21,3 +23,19 @@ def pytest_safeedit_editors(config: pytest.Config) -> list[EditorSpec]:
             return [EditorSpec("my-editor", MyEditor, defaults={"lr": 1e-4})]
     """
     return []
+
+
+@pytest.hookspec(firstresult=True)
+def pytest_safeedit_generator(config: pytest.Config, settings: ModelSettings) -> Generator | None:
+    """Called once per process when the first response is needed: return a generator to answer
+    requests with (any object of the :class:`pytest_safeedit.generation.Generator` protocol), or None
+    for the built-in Hugging Face backend. ``settings`` are the resolved load settings of
+    ``--safeedit-model``.
+
+    Example (in a plugin or conftest.py)::
+
+        def pytest_safeedit_generator(config, settings):
+            if settings.name_or_path == "echo":
+                return EchoGenerator()
+    """
+    return None

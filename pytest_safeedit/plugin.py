@@ -45,7 +45,12 @@ def pytest_configure(config: pytest.Config) -> None:
         except BaselineError as exc:
             raise pytest.UsageError(f"--safeedit-baseline: {exc}") from None
     index, count = worker_position(config)
-    engine = Engine(settings, worker_index=index, worker_count=count)
+    engine = Engine(
+        settings,
+        make_generator=lambda model: config.hook.pytest_safeedit_generator(config=config, settings=model),
+        worker_index=index,
+        worker_count=count,
+    )
     config.stash[evaluator_key] = Evaluator(engine, SuiteEditors(editor_spec, editor_config), baseline=baseline)
     config.stash[suite_errors_key] = set()
     config.stash[suite_gates_key] = {}

@@ -171,14 +171,16 @@ HOSTILE = "<script>alert('x')</script> | **bold** `code` <img src=x onerror=aler
 
 
 @pytest.fixture
-def hostile_model(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every response is markup and script (pytester runs in this process, so patching here reaches it)."""
-    from pytest_safeedit.hf import LoadedModel
+def hostile_model(pytester: pytest.Pytester) -> None:
+    """Every response is markup and script: a generator handed to the engine through the hook."""
+    pytester.makeconftest(
+        f"""
+        from tests.helpers import FakeGenerator
 
-    def hostile(self: LoadedModel, prompts: list[str], **kwargs: object) -> list[str]:
-        return [HOSTILE] * len(prompts)
-
-    monkeypatch.setattr(LoadedModel, "generate", hostile)
+        def pytest_safeedit_generator(config, settings):
+            return FakeGenerator(lambda text, system: {HOSTILE!r})
+        """
+    )
 
 
 def test_markdown_and_html_escape_model_output(run, pytester: pytest.Pytester, hostile_model: None) -> None:  # type: ignore[no-untyped-def]
