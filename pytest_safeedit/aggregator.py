@@ -210,9 +210,9 @@ class SafeEditAggregator:
                     write(f"{label}: {path}")
         elif self.gate_failures:
             terminalreporter.section("SafeEdit pass rates", sep="=")
-        cache = self.evaluator.engine.cache
-        if cache.failure is not None:
-            write(f"SafeEdit generation cache turned off during the run: {cache.failure}")
+        failure = (self.worker_model.get("cache") or {}).get("failure") or self.evaluator.engine.cache.failure
+        if failure:
+            write(f"SafeEdit generation cache turned off during the run: {failure}")
         for line in gate_lines(self.gate_failures, self.gate().thresholds()):
             write(line)
         if self.gate_failures is not None and self.other_failures:

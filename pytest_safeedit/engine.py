@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, replace
+from functools import lru_cache
 from importlib import metadata as importlib_metadata
 from typing import Any, TypeVar
 
@@ -39,6 +40,7 @@ class EditFailed(Exception):
     """The edit of a case raised; the case's probes report it, the weights are restored."""
 
 
+@lru_cache(maxsize=1)
 def library_versions() -> dict[str, str]:
     """Versions of the libraries that compute responses (part of every cache key)."""
     out = {}

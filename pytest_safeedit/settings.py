@@ -8,6 +8,7 @@ the report metadata, so that all three always agree.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -113,16 +114,30 @@ def resolve_device(device: str, worker_index: int | None = None, device_map: str
     """``auto`` becomes ``cuda`` (``cuda:N`` for xdist worker N on a machine with several GPUs) when a GPU
     is present, else ``cpu``. With a device map the weights are spread by transformers; the inputs go
     to the first GPU."""
-    import torch
-
     if device != "auto":
         return device
+    if not gpu_possible():
+        return "cpu"  # decided without importing torch, so that a fully cached run stays fast
+    import torch
+
     if not torch.cuda.is_available():
         return "cpu"
     count = torch.cuda.device_count()
     if device_map is None and worker_index is not None and count > 1:
         return f"cuda:{worker_index % count}"
     return "cuda"
+
+
+#: Device nodes of the GPU drivers torch's CUDA (and ROCm) builds use on Linux.
+GPU_DEVICE_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
+
+
+def gpu_possible() -> bool:
+    """False when this machine certainly has no GPU torch could use (Linux without a GPU driver's device
+    nodes); True when it may have one, and torch must be asked."""
+    if not sys.platform.startswith("linux"):
+        return True
+    return any(os.path.exists(node) for node in GPU_DEVICE_NODES)
 
 
 def checkpoint_dtype(name_or_path: str, trust_remote_code: bool) -> str:

@@ -47,6 +47,25 @@ def test_rerun_generates_nothing(run, pytester: pytest.Pytester) -> None:  # typ
     assert responses(pytester) == first
 
 
+def test_fully_cached_run_imports_neither_torch_nor_transformers(
+    pytester: pytest.Pytester, tiny_model_dir: Path
+) -> None:
+    pytester.makefile(".safeedit.yaml", mini=MINI_SUITE)
+    pytester.makeconftest(
+        """
+        import sys
+        def pytest_sessionfinish(session):
+            print("LOADED:", sorted(m for m in ("torch", "transformers") if m in sys.modules))
+        """
+    )
+    args = [f"--safeedit-model={tiny_model_dir}", f"--safeedit-cache-dir={pytester.path / 'cache'}", "-s"]
+    cold = pytester.runpytest_subprocess(*args)
+    assert "LOADED: ['torch', 'transformers']" in cold.stdout.str()
+    warm = pytester.runpytest_subprocess(*args)
+    warm.assert_outcomes(failed=7)
+    assert "LOADED: []" in warm.stdout.str()
+
+
 def test_no_cache_option(run, pytester: pytest.Pytester) -> None:  # type: ignore[no-untyped-def]
     run()
     run("--safeedit-no-cache")

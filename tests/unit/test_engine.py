@@ -104,6 +104,7 @@ def test_suite_defaults_are_read_and_options_win(tmp_path: Path, suite: Suite) -
 def test_device_auto_on_a_gpu_gives_the_gpu_batch_size(monkeypatch: pytest.MonkeyPatch, suite: Suite) -> None:
     import torch
 
+    monkeypatch.setattr("pytest_safeedit.settings.gpu_possible", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     engine = Engine(RunSettings(model="some/model", device="auto"))
@@ -121,6 +122,7 @@ def test_auto_dtype_and_device_are_resolved_before_they_reach_the_key(
 
     on_cpu = resolve_model_settings(RunSettings(), str(tiny_model_dir))
     assert (on_cpu.dtype, on_cpu.device) == ("float32", "cpu")
+    monkeypatch.setattr("pytest_safeedit.settings.gpu_possible", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     on_gpu = resolve_model_settings(RunSettings(), str(tiny_model_dir), worker_index=3)
