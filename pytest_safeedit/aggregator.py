@@ -48,6 +48,9 @@ class SafeEditAggregator:
         self.worker_model: dict[str, Any] = {}
         self.worker_comparable: dict[str, Any] = {}
         self.suites: set[str] = set()
+        self.known_categories: set[str] = set()
+        self.known_probes: set[str] = set()
+        self.usage_error: str | None = None
 
     @property
     def evaluator(self) -> Evaluator:
@@ -84,16 +87,30 @@ class SafeEditAggregator:
             else:
                 self.worker_comparable[key] = value
         self.suites.update(data.get("suites") or [])
+        self.known_categories.update(data.get("categories") or [])
+        self.known_probes.update(data.get("probes") or [])
         self.config.stash[suite_gates_key].update(data.get("gates") or {})
 
-    def collection_finished(self, suites: set[str]) -> None:
-        """Called by the plugin once the items that will run are known and registered."""
+    def collection_finished(self, suites: set[str], categories: set[str], probes: set[str]) -> None:
+        """Called by the plugin once the items that will run are known and registered, with the suites,
+        categories and probe kinds the collected suites have."""
         self.suites = suites
+        self.known_categories.update(categories)
+        self.known_probes.update(probes)
         if is_worker(self.config):
             return  # the controller compares with the baseline, from what the workers send
+        unknown = self.unknown_threshold_names()
+        if unknown:
+            raise pytest.UsageError(unknown)
         self.mismatches = self.baseline_mismatches()
         if self.mismatches:
             self._mismatch_found(raise_strict=True)
+
+    def unknown_threshold_names(self) -> str | None:
+        """A message when a threshold names a category or probe that no collected suite has."""
+        if not self.known_categories:
+            return None  # nothing collected: the gate reports that it has nothing to measure
+        return self.gate().unknown_names(self.known_categories, self.known_probes)
 
     def baseline_mismatches(self) -> list[str]:
         baseline = self.config.stash.get(baseline_key, None)
@@ -160,18 +177,23 @@ class SafeEditAggregator:
                     "model": self.evaluator.engine.metadata(),
                     "comparable": self.comparable_metadata(),
                     "suites": sorted(self.suites),
+                    "categories": sorted(self.known_categories),
+                    "probes": sorted(self.known_probes),
                     "gates": config.stash[suite_gates_key],
                 },
             )
             return
         if is_controller(config):
+            self.usage_error = self.unknown_threshold_names()
+            if self.usage_error:
+                session.exitstatus = pytest.ExitCode.USAGE_ERROR
             self.mismatches = self.baseline_mismatches()
             if self.mismatches:
                 self._mismatch_found(raise_strict=False)
                 if settings.baseline_strict:
                     session.exitstatus = pytest.ExitCode.USAGE_ERROR
         gate = self.gate()
-        if gate.configured and self.evaluator.engine.enabled:
+        if gate.configured and self.evaluator.engine.enabled and not self.usage_error:
             self.gate_failures = gate.check(self.results) if self.results else [NOTHING_MEASURED]
             if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
                 failed = bool(self.gate_failures or self.other_failures)
@@ -193,6 +215,8 @@ class SafeEditAggregator:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         settings = self.config.stash[settings_key]
         write = terminalreporter.write_line
+        if self.usage_error:
+            write(f"ERROR: {self.usage_error}")
         if self.results:
             sections = summary_sections(
                 self.results, model=settings.model, judge=settings.judge, editor=settings.editor
@@ -210,6 +234,9 @@ class SafeEditAggregator:
                     write(f"{label}: {path}")
         elif self.gate_failures:
             terminalreporter.section("SafeEdit pass rates", sep="=")
+        load_failure = self.worker_model.get("load_failure") or self.evaluator.engine.failure
+        if load_failure:
+            write(f"SafeEdit: {load_failure}")
         failure = (self.worker_model.get("cache") or {}).get("failure") or self.evaluator.engine.cache.failure
         if failure:
             write(f"SafeEdit generation cache turned off during the run: {failure}")

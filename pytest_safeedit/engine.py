@@ -33,7 +33,26 @@ T = TypeVar("T")
 
 
 class ModelUnavailable(Exception):
-    """The model or judge could not be loaded; every probe reports this instead of retrying."""
+    """The model or judge could not be loaded; every probe reports this instead of retrying.
+
+    ``repeated`` is False the first time the failure is raised in this process (that probe shows the
+    whole message) and True afterwards (the others say so in one line).
+    """
+
+    def __init__(self, message: str, *, repeated: bool = False) -> None:
+        super().__init__(message)
+        self.repeated = repeated
+
+
+def describe_load_error(exc: BaseException) -> str:
+    """A load failure in words: our own checks as they are, others with their type, without the
+    hub-related advice transformers adds for what is a local problem."""
+    from pytest_safeedit.model_source import ModelSourceError
+
+    if isinstance(exc, ModelSourceError):
+        return str(exc)
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}"
 
 
 class EditFailed(Exception):
@@ -98,6 +117,7 @@ class Engine:
         self._make_generator = make_generator
         self._judge = judge
         self._failure: str | None = None
+        self._generated_once = False
         self._device: str | None = None
         self._model_settings: ModelSettings | None = None
         self._identity: str | None = None
@@ -142,11 +162,17 @@ class Engine:
         """How the model loads, resolved (builds the demo model on first use)."""
         if self._model_settings is None:
             assert self.settings.model is not None
-            path = self._guarded("model", lambda: resolve_model_path(str(self.settings.model), self.settings.cache_dir))
+            path = self._guarded("model", lambda: self._model_path(str(self.settings.model)))
             self._model_settings = self._guarded(
                 "model", lambda: resolve_model_settings(self.settings, path, self.worker_index)
             )
         return self._model_settings
+
+    def _model_path(self, name: str) -> str:
+        from pytest_safeedit.model_source import check_model_source
+
+        check_model_source(name)
+        return resolve_model_path(name, self.settings.cache_dir)
 
     # ------------------------------------------------------------------ what the engine loads
 
@@ -162,15 +188,20 @@ class Engine:
             self._judge = self._guarded("judge", self._build_judge)
         return self._judge
 
+    @property
+    def failure(self) -> str | None:
+        """Why the model or judge could not be loaded in this process (None while all is well)."""
+        return self._failure
+
     def _guarded(self, what: str, load: Callable[[], T]) -> T:
         if self._failure is not None:
-            raise ModelUnavailable(self._failure)
+            raise ModelUnavailable(self._failure, repeated=True)
         try:
             return load()
         except ModelUnavailable:
             raise
         except Exception as exc:  # noqa: BLE001 - any load failure is reported on every probe
-            self._failure = f"could not load the {what}: {type(exc).__name__}: {exc}"
+            self._failure = f"could not load the {what}: {describe_load_error(exc)}"
             raise ModelUnavailable(self._failure) from exc
 
     def _build_generator(self) -> Generator:
@@ -252,13 +283,22 @@ class Engine:
             else:
                 todo.append((request, key))
         if todo:
-            outputs = self.generator.generate([r for r, _ in todo])
+            outputs = self._first_generation([r for r, _ in todo])
             self.generated += len(todo)
             for (request, key), output in zip(todo, outputs):
                 self._responses[request] = output
                 self.cache.put(key, {"response": output})
         self._pending = [r for r in self._pending if r not in self._responses]
         self.verdicts([self._responses[r] for r in batch])
+
+    def _first_generation(self, requests: Sequence[Request]) -> list[str]:
+        """Generate; until one generation has worked, a failure counts as a load failure (the weights of
+        the Hugging Face backend load on the first forward pass), said once and not retried."""
+        if self._generated_once:
+            return self.generator.generate(requests)
+        outputs = self._guarded("model", lambda: self.generator.generate(requests))
+        self._generated_once = True
+        return outputs
 
     def generate_edited(
         self, editor: Editor, hyperparameters: Mapping[str, Any], case: Case, requests: Sequence[Request]
@@ -313,6 +353,7 @@ class Engine:
             "model": self.settings.model,
             "model_path": None if self._model_settings is None else self._model_settings.name_or_path,
             "model_identity": self._identity,
+            "load_failure": self._failure,
             "cache": {
                 "dir": None if self.cache.root is None else str(self.cache.root),
                 "hits": self.cache.hits,

@@ -56,6 +56,26 @@ class Gate:
     def to_dict(self) -> dict[str, Any]:
         return {"min_pass_rate": self.min_pass_rate, "categories": dict(self.categories), "probes": dict(self.probes)}
 
+    def unknown_names(self, categories: Iterable[str], probes: Iterable[str]) -> str | None:
+        """A message naming the thresholds whose category or probe no collected suite has, or None."""
+        known_categories, known_probes = sorted(set(categories)), sorted(set(probes))
+        problems = []
+        unknown = sorted(set(self.categories) - set(known_categories))
+        if unknown:
+            problems.append(
+                f"category threshold(s) for {', '.join(map(repr, unknown))}, which no collected suite has "
+                f"(categories: {', '.join(known_categories)})"
+            )
+        unknown = sorted(set(self.probes) - set(known_probes))
+        if unknown:
+            problems.append(
+                f"probe threshold(s) for {', '.join(map(repr, unknown))}, which no collected suite has "
+                f"(probes: {', '.join(known_probes)})"
+            )
+        if not problems:
+            return None
+        return "SafeEdit gate: " + "; ".join(problems) + "; fix the name (a category is matched case-insensitively)"
+
 
 def gate_from_pairs(
     min_pass_rate: float | None, categories: Iterable[tuple[str, float]], probes: Iterable[tuple[str, float]]

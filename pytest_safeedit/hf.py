@@ -38,6 +38,12 @@ class LoadedModel:
         self.config = config if config is not None else cast(Any, self._model).config
         self.tokenizer = tokenizer
         self.settings = settings
+        if tokenizer.pad_token_id is None and tokenizer.eos_token is None:
+            raise ValueError(
+                f"the tokenizer of {settings.name_or_path!r} has neither a pad token nor an EOS token, so "
+                "batches cannot be padded and answers cannot end; set 'eos_token' (and 'pad_token') in the "
+                "folder's tokenizer_config.json"
+            )
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer.padding_side = "left"

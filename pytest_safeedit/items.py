@@ -123,6 +123,8 @@ class ProbeItem(pytest.Item):
     ) -> str | TerminalRepr:
         if isinstance(excinfo.value, ProbeFailure):
             return render_failure(excinfo.value.result)
+        if isinstance(excinfo.value, ModelUnavailable) and excinfo.value.repeated:
+            return "SafeEdit: not run: the model or judge could not be loaded (the first such probe shows why)"
         if isinstance(excinfo.value, (ModelUnavailable, EditFailed)):
             return f"SafeEdit: {excinfo.value}"
         return super().repr_failure(excinfo)

@@ -67,6 +67,14 @@ def _string(path: Path, record: dict[str, Any], key: str, case: str, line: int) 
             field=key,
             line=line,
         )
+    if not value.strip():
+        raise SuiteError(
+            path,
+            "the text is empty; every official record carries it (fill it in, or drop the record)",
+            case=case,
+            field=key,
+            line=line,
+        )
     return value
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -79,6 +80,13 @@ def choice(*choices: str) -> Callable[[str], str]:
 
     parse.__name__ = "choice"
     return parse
+
+
+def device_spec(text: str) -> str:
+    """argparse type: ``auto``, ``cpu``, ``mps``, ``cuda`` or ``cuda:N``."""
+    if re.fullmatch(r"auto|cpu|mps|cuda(:[0-9]+)?", text):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r} is not a device; use auto, cpu, cuda, cuda:N (e.g. cuda:1) or mps")
 
 
 def judge_spec(text: str) -> str:
@@ -172,7 +180,8 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "--safeedit-device",
-        "Device for the model and judge: auto, cpu, cuda, cuda:N. Default: auto (cuda when available).",
+        "Device for the model and judge: auto, cpu, cuda, cuda:N, mps. Default: auto (cuda when available).",
+        type=device_spec,
         metavar="DEVICE",
         default="auto",
     ),

@@ -10,11 +10,12 @@ import pytest
 
 from pytest_safeedit.aggregator import SafeEditAggregator
 from pytest_safeedit.baseline import KNOWN, BaselineError, load_baseline
-from pytest_safeedit.categories import CATEGORIES, category_slug
+from pytest_safeedit.categories import CATEGORIES, PROBES, category_slug
 from pytest_safeedit.editor_registry import SuiteEditors, choose_editor
 from pytest_safeedit.engine import Engine
 from pytest_safeedit.evaluator import Evaluator
 from pytest_safeedit.items import ProbeItem, SuiteFile
+from pytest_safeedit.model_source import ModelSourceError, check_model_source
 from pytest_safeedit.options import add_options, read_settings
 from pytest_safeedit.shard import select_shard
 from pytest_safeedit.stash import baseline_key, evaluator_key, settings_key, suite_errors_key, suite_gates_key
@@ -37,6 +38,13 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     settings = read_settings(config)
     config.stash[settings_key] = settings
+    if config.getoption("safeedit_model") is not None:
+        # Named on the command line: a model that cannot be found is a usage error, said once, before any
+        # work (from an ini key it is reported by the first probe, so that other test runs are unaffected).
+        try:
+            check_model_source(str(settings.model))
+        except ModelSourceError as exc:
+            raise pytest.UsageError(str(exc)) from None
     editor_spec, editor_config = choose_editor(config, settings.editor, settings.editor_config)
     baseline = None
     if settings.baseline and not settings.update_baseline:
@@ -99,7 +107,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             engine.expect([r for i in probe_items for r in i.requests()])
     aggregator = config.pluginmanager.get_plugin(AGGREGATOR)
     assert isinstance(aggregator, SafeEditAggregator)
-    aggregator.collection_finished({i.suite.key for i in probe_items})
+    suites = {i.suite.key: i.suite for i in session.items if isinstance(i, ProbeItem)}
+    categories = {c for suite in suites.values() for c in suite.categories}
+    probes = {p.kind for suite in suites.values() for case in suite.cases for p in case.probes}
+    aggregator.collection_finished(set(suites), categories, probes | set(PROBES))
 
 
 @pytest.hookimpl(wrapper=True)

@@ -22,6 +22,10 @@ from pytest_safeedit.suite import (
     resolve_category,
 )
 
+TWO_SLOTS = (
+    f"the attack has {QUESTION_SLOT} more than once; keep one slot, where the question goes (the benchmark's "
+    "attacks carry the question once, at their right end)"
+)
 SUITE_KEYS = ("name", "defaults", "categories", "attacks", "gate", "cases")
 CASE_FIELDS = (
     "id",
@@ -49,6 +53,39 @@ class LineDict(dict[str, Any]):
         return self.key_lines.get(key, self.line)
 
 
+#: The most YAML nodes a suite may expand to (aliases counted each time they are used).
+MAX_NODES = 2_000_000
+
+
+def _expanded_size(root: Any) -> int:
+    """Nodes of a YAML node graph with every alias expanded, counted without expanding it (memoized)."""
+    import yaml
+
+    sizes: dict[int, int] = {}
+    order: list[Any] = []
+    stack = [root]
+    seen: set[int] = set()
+    while stack:  # post-order without recursion: children before parents
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        order.append(node)
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend(n for pair in node.value for n in pair)
+    for node in reversed(order):
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            children = []
+        sizes[id(node)] = min(MAX_NODES + 1, 1 + sum(sizes.get(id(c), 1) for c in children))
+    return sizes[id(root)]
+
+
 def parse_yaml(path: Path, text: str) -> Any:
     """Parse YAML into plain data whose mappings are :class:`LineDict`."""
     import yaml
@@ -59,14 +96,38 @@ def parse_yaml(path: Path, text: str) -> Any:
     def construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> LineDict:
         mapping = LineDict(node.start_mark.line + 1)
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
-            mapping[str(key)] = loader.construct_object(value_node, deep=True)
-            mapping.key_lines[str(key)] = key_node.start_mark.line + 1
+            key = str(loader.construct_object(key_node, deep=True))
+            line = key_node.start_mark.line + 1
+            if key in mapping.key_lines:
+                raise SuiteError(
+                    path,
+                    f"the key {key!r} appears twice in one mapping (first on line {mapping.key_lines[key]}); "
+                    "YAML would silently keep the last one: remove or rename one",
+                    field=key,
+                    line=line,
+                )
+            mapping[key] = loader.construct_object(value_node, deep=True)
+            mapping.key_lines[key] = line
         return mapping
 
     Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
     try:
-        return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
+        loader = Loader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            size = _expanded_size(node)
+            if size > MAX_NODES:
+                raise SuiteError(
+                    path,
+                    f"anchors and aliases expand this file to more than {MAX_NODES:,} YAML nodes (a suite this "
+                    "large is almost certainly an alias bomb); write the repeated parts out, or use fewer aliases",
+                    line=1,
+                )
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -109,6 +170,8 @@ def _template(path: Path, attacks: dict[str, str], mapping: LineDict, key: str, 
             field=key,
             line=mapping.line_of(key),
         )
+    if value.count(QUESTION_SLOT) > 1:
+        raise SuiteError(path, TWO_SLOTS, case=case, field=key, line=mapping.line_of(key))
     return value
 
 
@@ -128,6 +191,8 @@ def _attacks(path: Path, data: LineDict) -> dict[str, str]:
                 field=f"attacks.{name}",
                 line=line,
             )
+        if template.count(QUESTION_SLOT) > 1:
+            raise SuiteError(path, TWO_SLOTS, field=f"attacks.{name}", line=line)
         attacks[name] = template
     return attacks
 

@@ -83,9 +83,14 @@ def test_max_new_tokens_option_overrides_suite_default(pytester: pytest.Pytester
 def test_unknown_model_errors_every_probe_and_keeps_other_results(pytester: pytest.Pytester) -> None:
     pytester.makefile(".safeedit.yaml", mini=MINI_SUITE)
     pytester.makepyfile(test_plain="def test_ok():\n    pass\n")
-    result = pytester.runpytest("--safeedit-model", str(pytester.path / "no-such-model"))
+    pytester.makeini(f"[pytest]\nsafeedit_model = {pytester.path / 'no-such-model'}\n")
+    result = pytester.runpytest()
     result.assert_outcomes(failed=7, passed=1)
-    result.stdout.fnmatch_lines(["*SafeEdit: could not load the model: *no-such-model*"])
+    result.stdout.fnmatch_lines(["*SafeEdit: could not load the model: *no-such-model*does not exist*"])
+    # named on the command line, the same model is a usage error before anything runs
+    result = pytester.runpytest("--safeedit-model", str(pytester.path / "no-such-model"))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --safeedit-model *no-such-model*does not exist*"])
 
 
 def test_safeedit_session_fixture(pytester: pytest.Pytester, tiny_model_dir: Path) -> None:
