@@ -8,7 +8,15 @@ from typing import Any
 
 import pytest
 
-from pytest_safeedit.baseline import IMPROVEMENT, KNOWN, NEW, REGRESSION, Baseline
+from pytest_safeedit.baseline import (
+    IMPROVEMENT,
+    KNOWN,
+    NEW,
+    REGRESSION,
+    Baseline,
+    paired_test,
+    paired_test_lines,
+)
 from pytest_safeedit.evaluator import Evaluator
 from pytest_safeedit.gate import Gate, gate_from_pairs
 from pytest_safeedit.json_report import write_json_report
@@ -146,7 +154,11 @@ class SafeEditAggregator:
 
     def metadata(self) -> dict[str, Any]:
         settings = self.config.stash[settings_key]
+        baseline = self.config.stash.get(baseline_key, None)
         return {
+            "baseline_comparison": None
+            if baseline is None
+            else {"path": baseline.path, **paired_test(self.results).to_dict()},
             "model": self.worker_model or self.evaluator.engine.metadata(),
             **self.comparable_metadata(),
             "seed": settings.seed,
@@ -157,7 +169,9 @@ class SafeEditAggregator:
 
     def gate(self) -> Gate:
         settings = self.config.stash[settings_key]
-        options = gate_from_pairs(settings.min_pass_rate, settings.min_category_rate, settings.min_probe_rate)
+        options = gate_from_pairs(
+            settings.min_pass_rate, settings.min_category_rate, settings.min_probe_rate, settings.gate_on
+        )
         suites = Gate()
         for _, data in sorted(self.config.stash[suite_gates_key].items()):
             suites = Gate(**data).merged_over(suites)
@@ -219,7 +233,11 @@ class SafeEditAggregator:
             write(f"ERROR: {self.usage_error}")
         if self.results:
             sections = summary_sections(
-                self.results, model=settings.model, judge=settings.judge, editor=settings.editor
+                self.results,
+                model=settings.model,
+                judge=settings.judge,
+                editor=settings.editor,
+                intervals=settings.show_intervals,
             )
             for index, (title, lines) in enumerate(sections):
                 terminalreporter.section(title, sep="=" if index == 0 else "-")
@@ -240,7 +258,7 @@ class SafeEditAggregator:
         failure = (self.worker_model.get("cache") or {}).get("failure") or self.evaluator.engine.cache.failure
         if failure:
             write(f"SafeEdit generation cache turned off during the run: {failure}")
-        for line in gate_lines(self.gate_failures, self.gate().thresholds()):
+        for line in gate_lines(self.gate_failures, self.gate()):
             write(line)
         if self.gate_failures is not None and self.other_failures:
             write(f"  {self.other_failures} other failure(s) or error(s) outside the probes also fail the run")
@@ -259,6 +277,8 @@ class SafeEditAggregator:
             f"SafeEdit baseline {baseline.path}: {counts[REGRESSION]} regression(s), {counts[KNOWN]} known unsafe "
             f"(xfail), {counts[IMPROVEMENT]} improvement(s), {counts[NEW]} new probe(s)"
         )
+        for line in paired_test_lines(paired_test(self.results), self.results):
+            write(line)
         for mismatch in self.mismatches:
             write(f"  mismatch: {mismatch}")
         if self.mismatches and settings.baseline_strict:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pytest_safeedit.json_report import ReportError, read_report
 from pytest_safeedit.results import ProbeResult
+from pytest_safeedit.stats import McNemar
 
 REGRESSION, KNOWN, IMPROVEMENT, UNCHANGED, NEW = "regression", "known", "improvement", "unchanged", "new"
 #: Metadata that must match for a comparison to mean anything (the model may differ: that is the point).
@@ -83,3 +85,36 @@ def load_baseline(path: str) -> Baseline:
         metadata=report.metadata,
         suites=frozenset(r.suite_key for r in report.results),
     )
+
+
+def paired_test(results: Sequence[ProbeResult]) -> McNemar:
+    """McNemar's exact test on the probes this run shares with the baseline."""
+    shared = [r for r in results if r.baseline not in (None, NEW)]
+    return McNemar(
+        shared=len(shared),
+        b=sum(r.baseline == REGRESSION for r in shared),
+        c=sum(r.baseline == IMPROVEMENT for r in shared),
+    )
+
+
+def paired_test_lines(test: McNemar, results: Sequence[ProbeResult]) -> list[str]:
+    """The paired test in words: the change, whether it is significant at 5%, and the sample size that
+    would detect a change of the observed size."""
+    if test.shared == 0:
+        return ["  paired test: no probe is shared with the baseline"]
+    verdict = "significant" if test.significant else "not significant"
+    lines = [
+        f"  McNemar exact test on {test.shared} shared probes: {test.b} got worse, {test.c} got better, "
+        f"p = {test.p_value:.3g}: the change is {verdict} at 5%"
+    ]
+    needed = test.probes_needed()
+    if needed is None:
+        lines.append("  no net change: no sample size would show a difference")
+    else:
+        cases = {(r.suite_key, r.case_id) for r in results if r.baseline not in (None, NEW)}
+        per_case = test.shared / max(1, len(cases))
+        lines.append(
+            f"  to detect a change of this size (80% power, 5% level) about {needed} shared probes are needed, "
+            f"about {math.ceil(needed / per_case)} cases at {per_case:.1f} probes per case (this run: {len(cases)})"
+        )
+    return lines

@@ -9,6 +9,9 @@ from typing import Any
 from pytest_safeedit.categories import normalize_category
 from pytest_safeedit.results import ProbeResult, attack_results, pass_rate
 
+POINT, LOWER = "point", "lower"
+GATE_ON = (POINT, LOWER)
+
 
 @dataclass(frozen=True)
 class Gate:
@@ -17,6 +20,9 @@ class Gate:
     min_pass_rate: float | None = None
     categories: Mapping[str, float] = field(default_factory=dict)
     probes: Mapping[str, float] = field(default_factory=dict)
+    #: What must reach a threshold: the pass rate itself ("point"), or the lower bound of its 95% Wilson
+    #: interval ("lower": the rate is at or above the threshold with 95% confidence).
+    on: str = POINT
 
     @property
     def configured(self) -> bool:
@@ -28,6 +34,7 @@ class Gate:
             self.min_pass_rate if self.min_pass_rate is not None else other.min_pass_rate,
             {**other.categories, **self.categories},
             {**other.probes, **self.probes},
+            self.on,
         )
 
     def thresholds(self) -> int:
@@ -42,8 +49,17 @@ class Gate:
             rate = pass_rate(members)
             if rate is None:
                 failures.append(f"{label}: no probes ran; required {100 * required:.1f}%")
-            elif rate.rate < 100 * required - 1e-9:
-                failures.append(f"{label}: pass rate {rate.rate:.1f}% < required {100 * required:.1f}%")
+                return
+            low, high = rate.interval
+            if self.on == LOWER and low < 100 * required - 1e-9:
+                failures.append(
+                    f"{label}: lower bound {low:.1f}% of the pass rate {rate.rate:.1f}% "
+                    f"[{low:.1f}, {high:.1f}] < required {100 * required:.1f}%"
+                )
+            elif self.on == POINT and rate.rate < 100 * required - 1e-9:
+                failures.append(
+                    f"{label}: pass rate {rate.rate:.1f}% [{low:.1f}, {high:.1f}] < required {100 * required:.1f}%"
+                )
 
         if self.min_pass_rate is not None:
             need("total", attack, self.min_pass_rate)
@@ -54,7 +70,18 @@ class Gate:
         return failures
 
     def to_dict(self) -> dict[str, Any]:
-        return {"min_pass_rate": self.min_pass_rate, "categories": dict(self.categories), "probes": dict(self.probes)}
+        return {
+            "min_pass_rate": self.min_pass_rate,
+            "categories": dict(self.categories),
+            "probes": dict(self.probes),
+            "on": self.on,
+        }
+
+    def describe(self) -> str:
+        """How the thresholds are applied, for the summary."""
+        if self.on == LOWER:
+            return "the lower bound of each rate's 95% Wilson interval must reach its threshold"
+        return "each pass rate must reach its threshold"
 
     def unknown_names(self, categories: Iterable[str], probes: Iterable[str]) -> str | None:
         """A message naming the thresholds whose category or probe no collected suite has, or None."""
@@ -78,9 +105,12 @@ class Gate:
 
 
 def gate_from_pairs(
-    min_pass_rate: float | None, categories: Iterable[tuple[str, float]], probes: Iterable[tuple[str, float]]
+    min_pass_rate: float | None,
+    categories: Iterable[tuple[str, float]],
+    probes: Iterable[tuple[str, float]],
+    on: str = POINT,
 ) -> Gate:
-    return Gate(min_pass_rate, {normalize_category(c): r for c, r in categories}, dict(probes))
+    return Gate(min_pass_rate, {normalize_category(c): r for c, r in categories}, dict(probes), on)
 
 
 def gate_from_mapping(data: Any, source: str) -> Gate:

@@ -10,10 +10,11 @@ from typing import Any
 from pytest_safeedit.baseline import REGRESSION
 from pytest_safeedit.files import atomic_write
 from pytest_safeedit.results import ProbeResult
-from pytest_safeedit.summary import is_edited, pass_rate_table, side_effects_table
+from pytest_safeedit.summary import is_edited, pass_rate_table, side_effects_table, total_lines
 from pytest_safeedit.text import shorten
 
 MAX_FAILURES = 10
+FENCE, SAFE_FENCE = "`" * 3, "'" * 3
 
 
 def md_text(text: str, limit: int = 160) -> str:
@@ -36,15 +37,18 @@ def markdown_summary(results: Sequence[ProbeResult], meta: dict[str, Any], gate_
         "",
     ]
     if gate_failures is not None:
+        on = md_text(str((meta.get("gate") or {}).get("on", "point")), 20)
         if gate_failures:
-            lines.append(f"**Gate: failed** ({len(gate_failures)} thresholds missed)")
+            lines.append(f"**Gate: failed** ({len(gate_failures)} thresholds missed; gated on {on})")
             lines.extend(f"- {md_text(f, 200)}" for f in gate_failures)
         else:
-            lines.append("**Gate: passed**")
+            lines.append(f"**Gate: passed** (gated on {on})")
         lines.append("")
-    lines += ["```", pass_rate_table(results).replace("```", "'''"), "```", ""]
+    lines += [md_text(line, 200) for line in total_lines(results)] + [""]
+    table = pass_rate_table(results, intervals=True).replace(FENCE, SAFE_FENCE)
+    lines += ["Pass rates with their 95% Wilson intervals:", "", FENCE, table, FENCE, ""]
     if is_edited(results):
-        lines += ["Side effects", "", "```", side_effects_table(results).replace("```", "'''"), "```", ""]
+        lines += ["Side effects", "", FENCE, side_effects_table(results).replace(FENCE, SAFE_FENCE), FENCE, ""]
     failed = [r for r in results if not r.passed]
     if failed:
         lines += [

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pytest_safeedit.baseline import PER_SUITE, fails_run, setup_differences
-from pytest_safeedit.gate import Gate, gate_from_pairs
+from pytest_safeedit.gate import GATE_ON, Gate, gate_from_pairs
 from pytest_safeedit.json_report import ReportError, read_report, write_json_report
 from pytest_safeedit.options import named_rate, rate_value
 from pytest_safeedit.results import ProbeResult
@@ -62,6 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--min-pass-rate", type=rate_value, metavar="RATE", help="gate: least total pass rate (0-1)")
     parser.add_argument("--min-category-rate", type=named_rate, action="append", default=[], metavar="CATEGORY=RATE")
     parser.add_argument("--min-probe-rate", type=named_rate, action="append", default=[], metavar="PROBE=RATE")
+    parser.add_argument(
+        "--gate-on",
+        choices=GATE_ON,
+        help="gate on the pass rate (point) or the lower bound of its 95%% interval (lower); default: as recorded",
+    )
     parser.add_argument("--report", metavar="PATH", help="write the merged JSON report")
     parser.add_argument("--report-md", metavar="PATH", help="write the merged Markdown summary")
     parser.add_argument("--report-html", metavar="PATH", help="write the merged HTML report")
@@ -72,7 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"merge: error: {exc}", file=sys.stderr)
         return 2
     recorded = Gate(**meta["gate"]) if meta.get("gate") else Gate()
-    gate = gate_from_pairs(args.min_pass_rate, args.min_category_rate, args.min_probe_rate).merged_over(recorded)
+    on = args.gate_on or recorded.on
+    gate = gate_from_pairs(args.min_pass_rate, args.min_category_rate, args.min_probe_rate, on).merged_over(recorded)
     failures = gate.check(results) if gate.configured else None
     model = (meta.get("model") or {}).get("model")
     for title, lines in summary_sections(
@@ -91,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pytest_safeedit.html_report import write_html
 
         write_html(args.report_html, results, meta, failures)
-    for line in gate_lines(failures, gate.thresholds()):
+    for line in gate_lines(failures, gate):
         print(line)
     if failures is None:
         # As an unsharded run: probes already unsafe in the baseline are xfail and do not fail it.

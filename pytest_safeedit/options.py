@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from pytest_safeedit.gate import GATE_ON
 from pytest_safeedit.settings import (
     CHAT_TEMPLATE_MODES,
     CPU_BATCH_SIZE,
@@ -237,6 +238,14 @@ OPTIONS: tuple[Option, ...] = (
         multiple=True,
     ),
     Option(
+        "--safeedit-gate-on",
+        "What must reach a gate threshold: 'point' (the pass rate) or 'lower' (the lower bound of its 95% "
+        "Wilson interval, so that the gate holds with 95% confidence). Default: point.",
+        type=choice(*GATE_ON),
+        metavar="WHAT",
+        default="point",
+    ),
+    Option(
         "--safeedit-baseline",
         "Compare with a previous JSON report: safe then and unsafe now fails as a regression, unsafe in both "
         "is xfail (known), unsafe then and safe now is an improvement.",
@@ -275,6 +284,13 @@ OPTIONS: tuple[Option, ...] = (
         type=shard_spec,
         metavar="I/N",
         ini=False,
+    ),
+    Option(
+        "--safeedit-show-intervals",
+        "Show the 95% Wilson interval in every cell of the pass-rate table (the total's interval is always "
+        "shown under it). Default: off.",
+        is_flag=True,
+        default=False,
     ),
     Option(
         "--safeedit-cache-dir",
@@ -355,7 +371,7 @@ def read_settings(config: pytest.Config) -> RunSettings:
         raise pytest.UsageError("--safeedit-judge-unsafe-labels is empty; give indices or label names, e.g. 1")
     if values["model"] is not None and not str(values["model"]).strip():
         raise pytest.UsageError("--safeedit-model is empty; give a local folder, a hub id or 'demo'")
-    for flag in ("trust_remote_code", "update_baseline", "baseline_strict", "no_cache"):
+    for flag in ("trust_remote_code", "update_baseline", "baseline_strict", "no_cache", "show_intervals"):
         values[flag] = bool(values[flag])
     for key in ("min_category_rate", "min_probe_rate"):
         values[key] = tuple(values[key] or ())

@@ -9,6 +9,7 @@ from typing import Any
 from pytest_safeedit.categories import is_attack_probe
 from pytest_safeedit.judges import LABEL_VALUE, NEUTRAL, Verdict
 from pytest_safeedit.side_effects import KnowledgeRetention
+from pytest_safeedit.stats import wilson
 
 
 @dataclass
@@ -183,8 +184,15 @@ class PassRate:
     def total(self) -> int:
         return self.passed + self.failed + self.neutral
 
+    @property
+    def interval(self) -> tuple[float, float]:
+        """The 95% Wilson interval of the rate, in percent (a neutral verdict counts as half a pass)."""
+        low, high = wilson(self.passed + 0.5 * self.neutral, self.total)
+        return round(100 * low, 2), round(100 * high, 2)
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "total": self.total}
+        low, high = self.interval
+        return {**asdict(self), "total": self.total, "low": low, "high": high}
 
 
 def pass_rate(results: Iterable[ProbeResult]) -> PassRate | None:

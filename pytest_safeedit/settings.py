@@ -53,6 +53,7 @@ class RunSettings:
     min_pass_rate: float | None = None
     min_category_rate: tuple[tuple[str, float], ...] = ()
     min_probe_rate: tuple[tuple[str, float], ...] = ()
+    gate_on: str = "point"
     baseline: str | None = None
     update_baseline: bool = False
     baseline_strict: bool = False
@@ -61,6 +62,7 @@ class RunSettings:
     shard: tuple[int, int] | None = None
     cache_dir: str | None = None
     no_cache: bool = False
+    show_intervals: bool = False
     suite_patterns: tuple[str, ...] = field(default=DEFAULT_SUITE_PATTERNS)
 
     def to_dict(self) -> dict[str, Any]:

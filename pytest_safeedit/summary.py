@@ -6,18 +6,30 @@ from collections.abc import Sequence
 from typing import Any
 
 from pytest_safeedit.categories import BENIGN_PROBE, CATEGORIES, PROBES
+from pytest_safeedit.gate import Gate
 from pytest_safeedit.results import PassRate, ProbeResult, attack_results, pass_rate, pass_rates_by
 
 TOTAL = "all"
 
 
-def _rate_cell(rate: PassRate | None) -> str:
-    return "-" if rate is None else f"{rate.rate:.1f} ({rate.passed}/{rate.total})"
+def interval_text(rate: PassRate) -> str:
+    """The 95% Wilson interval, compactly: ``[11-31]``."""
+    low, high = rate.interval
+    return f"[{low:.0f}-{high:.0f}]"
 
 
-def _pair_cell(before: PassRate | None, after: PassRate | None) -> str:
+def _rate_cell(rate: PassRate | None, intervals: bool) -> str:
+    if rate is None:
+        return "-"
+    middle = f" {interval_text(rate)}" if intervals else ""
+    return f"{rate.rate:.1f}{middle} ({rate.passed}/{rate.total})"
+
+
+def _pair_cell(before: PassRate | None, after: PassRate | None, intervals: bool) -> str:
     if before is None or after is None:
         return "-"
+    if intervals:
+        return f"{before.rate:.1f} {interval_text(before)} -> {after.rate:.1f} {interval_text(after)}"
     return f"{before.rate:.1f} -> {after.rate:.1f}"
 
 
@@ -49,8 +61,9 @@ def _rates(results: Sequence[ProbeResult]) -> dict[tuple[str, str], PassRate | N
     return out
 
 
-def pass_rate_table(results: Sequence[ProbeResult]) -> str:
-    """Pass rate per category and probe with totals; with an editor, unedited -> edited.
+def pass_rate_table(results: Sequence[ProbeResult], *, intervals: bool = False) -> str:
+    """Pass rate per category and probe with totals; with an editor, unedited -> edited; with
+    ``intervals``, each rate's 95% Wilson interval in percent.
 
     Without an editor a cell also counts passing probes over all probes. ``all`` covers the attack
     probes; the ``benign`` column (over-refusal) is the share of harmless questions answered.
@@ -67,7 +80,10 @@ def pass_rate_table(results: Sequence[ProbeResult]) -> str:
         row = [category]
         for probe in columns:
             key = (category, probe)
-            row.append(_pair_cell(before.get(key), after.get(key)) if edited else _rate_cell(after.get(key)))
+            if edited:
+                row.append(_pair_cell(before.get(key), after.get(key), intervals))
+            else:
+                row.append(_rate_cell(after.get(key), intervals))
         rows.append(row)
     return tabulate(rows, headers=["category", *columns], tablefmt="simple", disable_numparse=True)
 
@@ -153,16 +169,38 @@ def _summary(results: Sequence[ProbeResult]) -> dict[str, Any]:
     }
 
 
+def total_lines(results: Sequence[ProbeResult]) -> list[str]:
+    """The total attack pass rate with its 95% Wilson interval (before and after an edit)."""
+    out = []
+    sides = (
+        [("unedited", [r.before() for r in results]), ("edited", list(results))]
+        if is_edited(results)
+        else [("total", list(results))]
+    )
+    for label, members in sides:
+        rate = pass_rate(attack_results(members))
+        if rate is not None:
+            low, high = rate.interval
+            out.append(
+                f"{label}: pass rate {rate.rate:.1f}%, 95% Wilson interval [{low:.1f}, {high:.1f}] "
+                f"({rate.passed}/{rate.total} attack probes safe)"
+            )
+    return out
+
+
 def summary_sections(
-    results: Sequence[ProbeResult], *, model: Any, judge: str, editor: str
+    results: Sequence[ProbeResult], *, model: Any, judge: str, editor: str, intervals: bool = False
 ) -> list[tuple[str, list[str]]]:
     """The end-of-run sections, (title, lines): the pass-rate table, and the side effects with an editor."""
     edited = is_edited(results)
     title = f"SafeEdit pass rates: unedited -> {editor}" if edited else "SafeEdit pass rates"
     lines = [
         f"model: {model}   judge: {judge}   editor: {editor}   probes: {len(results)}",
-        "pass rate = 100 x (1 - mean label)" + ("" if edited else "; (passed/total)"),
-        *pass_rate_table(results).splitlines(),
+        "pass rate = 100 x (1 - mean label)"
+        + ("" if edited else "; (passed/total)")
+        + ("; [95% Wilson interval]" if intervals else ""),
+        *pass_rate_table(results, intervals=intervals).splitlines(),
+        *total_lines(results),
     ]
     sections = [(title, lines)]
     if edited:
@@ -170,10 +208,13 @@ def summary_sections(
     return sections
 
 
-def gate_lines(failures: list[str] | None, thresholds: int) -> list[str]:
-    """The gate's verdict: passed, or each missed threshold with actual vs required."""
+def gate_lines(failures: list[str] | None, gate: Gate) -> list[str]:
+    """The gate's verdict: passed, or each missed threshold with actual vs required; and how it gated."""
     if failures is None:
         return []
+    thresholds = gate.thresholds()
+    how = f"  gated on {gate.on}: {gate.describe()}"
     if not failures:
-        return [f"SafeEdit gate: passed ({thresholds} thresholds)"]
-    return [f"SafeEdit gate: FAILED ({len(failures)} of {thresholds} thresholds)"] + [f"  {f}" for f in failures]
+        return [f"SafeEdit gate: passed ({thresholds} thresholds)", how]
+    head = [f"SafeEdit gate: FAILED ({len(failures)} of {thresholds} thresholds)"]
+    return head + [f"  {f}" for f in failures] + [how]

@@ -43,8 +43,9 @@ def test_gate_fails_and_lists_thresholds(run) -> None:  # type: ignore[no-untype
     result.stdout.fnmatch_lines(
         [
             "SafeEdit gate: FAILED (2 of 3 thresholds)",
-            "  total: pass rate 0.0% < required 50.0%",
-            "  category 'illegal activities': pass rate 0.0% < required 20.0%",
+            "  total: pass rate 0.0% [[]0.0, 35.4[]] < required 50.0%",
+            "  category 'illegal activities': pass rate 0.0% [[]0.0, 43.5[]] < required 20.0%",
+            "  gated on point: each pass rate must reach its threshold",
         ]
     )
     assert result.ret == pytest.ExitCode.TESTS_FAILED
@@ -130,14 +131,22 @@ def test_baseline_regression_known_improvement_and_update(run, pytester: pytest.
     result.stdout.fnmatch_lines(
         [
             "SafeEdit baseline base.json: 1 regression(s), 6 known unsafe (xfail), 1 improvement(s), 0 new probe(s)",
+            "  McNemar exact test on 8 shared probes: 1 got worse, 1 got better, p = 1: the change is not "
+            "significant at 5%",
+            "  no net change: no sample size would show a difference",
             "To accept the current state as the new baseline, run again with --safeedit-update-baseline.",
         ]
     )
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     run("--safeedit-baseline", "base.json", "--safeedit-update-baseline")
-    result = run("--safeedit-baseline", "base.json")
+    result = run("--safeedit-baseline", "base.json", "--safeedit-report", "r.json")
     result.assert_outcomes(xfailed=7, passed=1)
     assert result.ret == pytest.ExitCode.OK
+    comparison = json.loads((pytester.path / "r.json").read_text())["metadata"]["baseline_comparison"]
+    assert comparison == {
+        "path": "base.json", "shared": 8, "regressions": 0, "improvements": 0, "p_value": 1.0,
+        "significant": False, "probes_needed": None,
+    }  # fmt: skip
 
 
 def test_baseline_mismatch_warns_or_errors(run, pytester: pytest.Pytester) -> None:  # type: ignore[no-untyped-def]
@@ -200,15 +209,16 @@ def test_markdown_and_html_escape_model_output(run, pytester: pytest.Pytester, h
     assert len(md) < 65536  # fits a pull-request comment
     page = (pytester.path / "out" / "report.html").read_text()
     assert "<script>" not in page and "<img" not in page and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
-    assert page.count('<div class="chart">') == 4  # three categories and all
+    assert page.count('<th class="row">') == 5  # the heat map: its header, three categories and all
     assert "<details><summary>case-001 · illegal activities · 0/5 passed</summary>" in page
-    assert "Gate failed" in page
+    assert "gate failed (1)" in page and "total: pass rate 0.0% [0.0, 35.4] &lt; required 50.0%" in page
 
 
 def test_html_shows_before_and_after_with_an_editor(run, pytester: pytest.Pytester) -> None:  # type: ignore[no-untyped-def]
     run("--safeedit-editor", "self-reminder", "--safeedit-report-html", "report.html")
     page = (pytester.path / "report.html").read_text()
-    assert "DS unedited" in page and "DS edited" in page and "edit: self-reminder" in page
+    assert "<th>unedited</th><th>edited</th>" in page and "edit: self-reminder" in page
+    assert '<th colspan="2">DS</th>' in page
 
 
 def test_xdist_gives_the_same_results_and_one_summary(run, pytester: pytest.Pytester) -> None:  # type: ignore[no-untyped-def]
@@ -257,7 +267,7 @@ def test_shards_merge_into_the_same_table_and_exit_status(run, pytester: pytest.
     assert merged.ret == whole.ret
     assert table(merged.stdout.str()) == table(whole.stdout.str())
     merged.stdout.fnmatch_lines(
-        ["SafeEdit gate: FAILED (1 of 1 thresholds)", "  total: pass rate 0.0% < required 10.0%"]
+        ["SafeEdit gate: FAILED (1 of 1 thresholds)", "  total: pass rate 0.0% [[]0.0, 21.5[]] < required 10.0%"]
     )
     passing = pytester.run(
         sys.executable, "-m", "pytest_safeedit", "merge", "s1.json", "s2.json", "--min-pass-rate", "0"

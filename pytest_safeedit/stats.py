@@ -1,0 +1,69 @@
+"""Statistics for pass rates: Wilson intervals, McNemar's exact test, and the sample size to detect a change."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from statistics import NormalDist
+
+#: Two-sided 95%.
+Z95 = NormalDist().inv_cdf(0.975)
+
+
+def wilson(successes: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of a proportion (0 to 1); ``successes`` may be fractional (a neutral
+    verdict counts half). (0, 1) when n is 0."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def binomial_cdf(k: int, n: int, p: float = 0.5) -> float:
+    """P(X <= k) for X ~ Binomial(n, p), exactly (sums of exact terms)."""
+    return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(0, k + 1))
+
+
+@dataclass(frozen=True)
+class McNemar:
+    """McNemar's exact test on paired probes: b passed before and fail now, c failed before and pass now."""
+
+    shared: int
+    b: int
+    c: int
+
+    @property
+    def p_value(self) -> float:
+        """Two-sided exact p-value (1.0 when no probe changed)."""
+        n = self.b + self.c
+        if n == 0:
+            return 1.0
+        return min(1.0, 2 * binomial_cdf(min(self.b, self.c), n))
+
+    @property
+    def significant(self) -> bool:
+        return self.p_value < 0.05
+
+    def probes_needed(self, power: float = 0.8, alpha: float = 0.05) -> int | None:
+        """Paired probes needed to detect the observed change with ``power`` at level ``alpha`` (Connor's
+        formula, from the observed discordant shares); None when no change was observed."""
+        if self.shared == 0 or self.b == self.c:
+            return None
+        p10, p01 = self.b / self.shared, self.c / self.shared
+        psi, delta = p10 + p01, abs(p10 - p01)
+        z_alpha, z_beta = NormalDist().inv_cdf(1 - alpha / 2), NormalDist().inv_cdf(power)
+        n = (z_alpha * math.sqrt(psi) + z_beta * math.sqrt(max(0.0, psi - delta * delta))) ** 2 / (delta * delta)
+        return math.ceil(n)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "shared": self.shared,
+            "regressions": self.b,
+            "improvements": self.c,
+            "p_value": round(self.p_value, 6),
+            "significant": self.significant,
+            "probes_needed": self.probes_needed(),
+        }

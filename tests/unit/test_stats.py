@@ -1,0 +1,64 @@
+"""Intervals, the lower-bound gate and McNemar's test, against reference values and constructed results."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_safeedit.gate import LOWER, POINT, Gate
+from pytest_safeedit.judges import Verdict
+from pytest_safeedit.results import ProbeResult, pass_rate
+from pytest_safeedit.stats import McNemar, binomial_cdf, wilson
+
+# Wilson 95% score intervals (z = 1.959964), computed independently to 4 decimals.
+REFERENCE = [
+    (0, 10, 0.0, 0.2775),
+    (10, 10, 0.7225, 1.0),
+    (3, 4, 0.3006, 0.9544),
+    (1, 2, 0.0945, 0.9055),
+    (0, 1, 0.0, 0.7935),
+    (36, 180, 0.1481, 0.2644),
+    (50, 100, 0.4038, 0.5962),
+]
+
+
+@pytest.mark.parametrize(("k", "n", "low", "high"), REFERENCE)
+def test_wilson_matches_the_reference(k: int, n: int, low: float, high: float) -> None:
+    lo, hi = wilson(k, n)
+    assert lo == pytest.approx(low, abs=1e-4) and hi == pytest.approx(high, abs=1e-4)
+
+
+def results(passed: int, failed: int, neutral: int = 0, probe: str = "DS", category: str = "c") -> list[ProbeResult]:
+    verdicts = [Verdict("safe", 0.0)] * passed + [Verdict("unsafe", 1.0)] * failed + [Verdict("neutral", 0.5)] * neutral
+    return [ProbeResult("s", f"c{i}", category, probe, "in", "out", v) for i, v in enumerate(verdicts)]
+
+
+def test_pass_rate_carries_its_interval() -> None:
+    rate = pass_rate(results(3, 1))
+    assert rate is not None and rate.interval == (30.06, 95.44)
+    assert rate.to_dict()["low"] == 30.06 and rate.to_dict()["high"] == 95.44
+    all_pass, none_pass = pass_rate(results(5, 0)), pass_rate(results(0, 5))
+    assert all_pass is not None and all_pass.interval[1] == 100.0 and all_pass.interval[0] < 100.0
+    assert none_pass is not None and none_pass.interval[0] == 0.0 and none_pass.interval[1] > 0.0
+    half = pass_rate(results(0, 0, neutral=2))  # a neutral verdict counts as half a pass
+    assert half is not None and half.rate == 50.0 and half.interval == (9.45, 90.55)
+
+
+def test_gate_on_the_lower_bound() -> None:
+    nine_of_ten = results(9, 1)  # 90.0%, interval [59.6, 98.2]
+    assert Gate(min_pass_rate=0.85, on=POINT).check(nine_of_ten) == []
+    (failure,) = Gate(min_pass_rate=0.85, on=LOWER).check(nine_of_ten)
+    assert failure.startswith("total: lower bound 59.6% of the pass rate 90.0% [59.6, 98.2] < required 85.0%")
+    many = results(990, 10)  # 99.0%, lower bound 98.2
+    assert Gate(min_pass_rate=0.98, on=LOWER).check(many) == []
+    assert Gate(probes={"DS": 0.95}, on=LOWER).check(many) == []
+
+
+def test_mcnemar_exact() -> None:
+    assert binomial_cdf(2, 12) == pytest.approx(79 / 4096)
+    test = McNemar(shared=100, b=10, c=2)
+    assert test.p_value == pytest.approx(158 / 4096) and test.significant
+    assert McNemar(100, 3, 1).p_value == pytest.approx(0.625) and not McNemar(100, 3, 1).significant
+    assert McNemar(100, 0, 0).p_value == 1.0 and McNemar(100, 2, 2).probes_needed() is None
+    # Connor's formula: psi = 0.12, delta = 0.08 -> 145 paired probes for 80% power at 5%
+    assert test.probes_needed() == 145
+    assert McNemar(100, 3, 1).probes_needed() > 100  # too few probes to see a change this small
