@@ -71,6 +71,12 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+def sample_part(request: Request) -> tuple[int, ...]:
+    """What a request adds to its cache key beyond its text: the sample index, with sampled decoding
+    (greedy keys stay as they were)."""
+    return (request.sample,) if request.settings.sampled else ()
+
+
 def resolve_model_path(model: str, cache_dir: str | None) -> str:
     """The model's folder or hub id (``demo`` builds the demo model first)."""
     if model == "demo":
@@ -276,7 +282,7 @@ class Engine:
     def _generate(self, batch: Sequence[Request]) -> None:
         todo = []
         for request in batch:
-            key = self._key("generate", request.settings, request.text, request.system)
+            key = self._key("generate", request.settings, request.text, request.system, *sample_part(request))
             cached = self.cache.get(key, "response")
             if cached is not None and isinstance(cached["response"], str):
                 self._responses[request] = cached["response"]
@@ -311,7 +317,7 @@ class Engine:
         if not requests:
             raise ValueError("an edit needs at least one request to answer")
         settings = requests[0].settings
-        inputs = [(r.text, r.system) for r in requests]
+        inputs = [(r.text, r.system, *sample_part(r)) for r in requests]
         key = self._key("edit", settings, editor.name, dict(hyperparameters), asdict(case), inputs)
         cached = self.cache.get(key, "details", "outputs")
         if cached is not None:

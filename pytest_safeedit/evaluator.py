@@ -3,7 +3,7 @@ with side effects and the baseline's status)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from pytest_safeedit.baseline import Baseline
@@ -11,8 +11,7 @@ from pytest_safeedit.editor import EditDetails, Editor
 from pytest_safeedit.editor_registry import SuiteEditors
 from pytest_safeedit.engine import EditFailed, Engine
 from pytest_safeedit.generation import Request
-from pytest_safeedit.judges import Verdict
-from pytest_safeedit.results import BenignUnderEdit, ProbeResult, SideEffects
+from pytest_safeedit.results import BenignUnderEdit, ProbeResult, SampleOutcome, SideEffects
 from pytest_safeedit.side_effects import KnowledgeRetention, mean_fluency, over_refusal_verdict
 from pytest_safeedit.suite import Case, Probe, Suite
 
@@ -52,10 +51,10 @@ class CaseEdit:
     """Everything one edit of one case gave: the edited responses and verdicts, and its side effects."""
 
     details: EditDetails
-    responses: Mapping[str, str]
-    verdicts: Mapping[str, Verdict]
-    #: benign case id -> (response, verdict) under this edit
-    benign: Mapping[str, tuple[str, Verdict]] = field(default_factory=dict)
+    #: probe kind -> the edited model's responses and verdicts (one per sample)
+    outcomes: Mapping[str, tuple[SampleOutcome, ...]]
+    #: benign case id -> its answers under this edit
+    benign: Mapping[str, tuple[SampleOutcome, ...]] = field(default_factory=dict)
     side_effects: SideEffects = field(default_factory=SideEffects)
 
 
@@ -78,24 +77,27 @@ class Evaluator:
 
     # ------------------------------------------------------------------ requests
 
-    def probe_request(self, suite: Suite, text: str) -> Request:
-        """The unedited generation of a probe text."""
-        return Request(text, None, self.engine.generation_settings(suite))
+    def probe_requests(self, suite: Suite, text: str, system: str | None = None) -> list[Request]:
+        """The generations of a probe text: one, or one per sample with sampled decoding."""
+        settings = self.engine.generation_settings(suite)
+        count = settings.samples if settings.sampled else 1
+        return [Request(text, system, settings, sample=k) for k in range(count)]
 
     def knowledge_request(self, suite: Suite, case: Case) -> Request | None:
-        """With an editor, the unedited answer to the knowledge prompt, prompted as the edited model is."""
+        """With an editor, the unedited answer to the knowledge prompt, prompted as the edited model is
+        (with sampled decoding, its first sample)."""
         editor = self.editors.for_suite(suite)
         if editor is None or case.knowledge is None or case.benign:
             return None
-        return self.edited_request(suite, editor, case.knowledge.prompt)
+        return self.edited_requests(suite, editor, case.knowledge.prompt)[0]
 
-    def edited_request(self, suite: Suite, editor: Editor, text: str) -> Request:
+    def edited_requests(self, suite: Suite, editor: Editor, text: str) -> list[Request]:
         user, system = editor.prompt(text)
-        return Request(user, system, self.engine.generation_settings(suite))
+        return self.probe_requests(suite, user, system)
 
     def requests(self, suite: Suite, case: Case, probe: Probe) -> list[Request]:
         """The unedited generations a probe needs, for batching across cases."""
-        out = [self.probe_request(suite, probe.text)]
+        out = self.probe_requests(suite, probe.text)
         knowledge = self.knowledge_request(suite, case)
         return out if knowledge is None else out + [knowledge]
 
@@ -104,7 +106,9 @@ class Evaluator:
     def evaluate(self, suite: Suite, case: Case, probe: Probe, nodeid: str = "") -> ProbeResult:
         """The probe's result: unedited without an editor, else after the case's edit (a benign probe:
         under every selected edit of its category); with the baseline's status when there is one."""
-        response = self.engine.respond(self.probe_request(suite, probe.text))
+        responses = [self.engine.respond(r) for r in self.probe_requests(suite, probe.text)]
+        outcomes = self._outcomes(case, responses)
+        shown = worst(outcomes)
         result = ProbeResult(
             suite=suite.name,
             suite_key=suite.key,
@@ -112,22 +116,27 @@ class Evaluator:
             category=case.category,
             probe=probe.kind,
             input=probe.text,
-            response=response,
-            verdict=self._verdict(case, response),
+            response=shown.response,
+            verdict=shown.verdict,
             nodeid=nodeid,
+            samples=outcomes if len(outcomes) > 1 else None,
         )
         editor = self.editors.for_suite(suite)
         if editor is not None and case.benign:
             result = self._benign_under_edits(suite, case, result, editor.name)
         elif editor is not None:
             edit = self.case_edit(suite, case)
+            after = edit.outcomes[probe.kind]
+            shown = worst(after)
             result = replace(
                 result,
-                response=edit.responses[probe.kind],
-                verdict=edit.verdicts[probe.kind],
+                response=shown.response,
+                verdict=shown.verdict,
+                samples=after if len(after) > 1 else None,
                 editor=editor.name,
                 before_response=result.response,
                 before_verdict=result.verdict,
+                before_samples=result.samples,
                 edit=edit.details,
                 side_effects=edit.side_effects,
             )
@@ -135,18 +144,19 @@ class Evaluator:
             result = replace(result, baseline=self.baseline.status(result.key, result.passed))
         return result
 
-    def _verdict(self, case: Case, response: str) -> Verdict:
+    def _outcomes(self, case: Case, responses: Sequence[str]) -> tuple[SampleOutcome, ...]:
         if case.benign:
-            return over_refusal_verdict(response)
-        (verdict,) = self.engine.verdicts([response])
-        return verdict
+            verdicts = [over_refusal_verdict(r) for r in responses]
+        else:
+            verdicts = self.engine.verdicts(responses)
+        return tuple(SampleOutcome(r, v) for r, v in zip(responses, verdicts))
 
     def _benign_under_edits(self, suite: Suite, case: Case, base: ProbeResult, editor: str) -> ProbeResult:
         """A benign probe fails if any selected edit of its category makes the model refuse it."""
         edits = []
         for attack in self.selection.attack_cases(suite, case.category):
-            response, verdict = self.case_edit(suite, attack).benign[case.id]
-            edits.append(BenignUnderEdit(attack.id, response, verdict))
+            answer = worst(self.case_edit(suite, attack).benign[case.id])
+            edits.append(BenignUnderEdit(attack.id, answer.response, answer.verdict))
         if not edits:
             return base
         shown = next((e for e in edits if not e.verdict.passed), edits[0])
@@ -154,9 +164,11 @@ class Evaluator:
             base,
             response=shown.response,
             verdict=shown.verdict,
+            samples=None,
             editor=editor,
             before_response=base.response,
             before_verdict=base.verdict,
+            before_samples=base.samples,
             edits=tuple(edits),
         )
 
@@ -180,25 +192,36 @@ class Evaluator:
         assert editor is not None
         engine = self.engine
         probes = self.selection.probes(suite, case)
-        benign = [c for c in self.selection.benign_cases(suite, case.category)]
-        before = [engine.respond(self.probe_request(suite, p.text)) for p in probes]
+        benign = self.selection.benign_cases(suite, case.category)
+        before = [engine.respond(r) for p in probes for r in self.probe_requests(suite, p.text)]
         knowledge_request = self.knowledge_request(suite, case)
         knowledge_before = None if knowledge_request is None else engine.respond(knowledge_request)
-        texts = [p.text for p in probes] + [b.question for b in benign]
-        if case.knowledge is not None:
-            texts.append(case.knowledge.prompt)
-        requests = [self.edited_request(suite, editor, t) for t in texts]
+        groups = [
+            self.edited_requests(suite, editor, t) for t in [p.text for p in probes] + [b.question for b in benign]
+        ]
+        requests = [r for group in groups for r in group]
+        if knowledge_request is not None:
+            requests.append(knowledge_request)
         details, outputs = engine.generate_edited(editor, self.editors.hyperparameters(suite), case, requests)
-        answers = outputs[: len(probes)]
-        verdicts = engine.verdicts(answers)
-        benign_out = outputs[len(probes) : len(probes) + len(benign)]
+        answers: list[list[str]] = []
+        position = 0
+        for group in groups:
+            answers.append(outputs[position : position + len(group)])
+            position += len(group)
+        probe_answers = answers[: len(probes)]
         knowledge = None
         if case.knowledge is not None and knowledge_before is not None:
             knowledge = KnowledgeRetention(case.knowledge.prompt, knowledge_before, outputs[-1])
         return CaseEdit(
             details=details,
-            responses={p.kind: r for p, r in zip(probes, answers)},
-            verdicts={p.kind: v for p, v in zip(probes, verdicts)},
-            benign={b.id: (r, over_refusal_verdict(r)) for b, r in zip(benign, benign_out)},
-            side_effects=SideEffects(knowledge, mean_fluency(before), mean_fluency(answers)),
+            outcomes={p.kind: self._outcomes(case, a) for p, a in zip(probes, probe_answers)},
+            benign={b.id: self._outcomes(b, a) for b, a in zip(benign, answers[len(probes) :])},
+            side_effects=SideEffects(
+                knowledge, mean_fluency(before), mean_fluency([x for a in probe_answers for x in a])
+            ),
         )
+
+
+def worst(outcomes: Sequence[SampleOutcome]) -> SampleOutcome:
+    """The sample a probe is shown and judged by: the first that fails, else the first."""
+    return next((o for o in outcomes if not o.verdict.passed), outcomes[0])

@@ -15,11 +15,13 @@ from pytest_safeedit.settings import GenerationSettings
 
 @dataclass(frozen=True)
 class Request:
-    """One generation: the user text, the system prompt (an editor's, or None) and the suite's settings."""
+    """One generation: the user text, the system prompt (an editor's, or None), the suite's settings,
+    and, with sampled decoding, which of the probe's samples it is."""
 
     text: str
     system: str | None
     settings: GenerationSettings
+    sample: int = 0
 
 
 class GeneratorUnavailable(Exception):

@@ -4,6 +4,7 @@ greedy batched generation, and the :class:`HFGenerator` that serves requests fro
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -150,22 +151,44 @@ class LoadedModel:
         )
         return {k: v.to(self.device) for k, v in enc.items()}
 
-    def generate(self, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int | None = None) -> list[str]:
-        """Greedy responses (new tokens only) to formatted prompts, in order."""
-        import torch
+    def _generation_config(self, max_new_tokens: int, **sampling: Any) -> Any:
         from transformers import GenerationConfig
 
-        size = batch_size or CPU_BATCH_SIZE
         eos = self.model.generation_config.eos_token_id
         if eos is None:
             eos = self.tokenizer.eos_token_id
-        config = GenerationConfig(
-            do_sample=False,
+        return GenerationConfig(
+            do_sample=bool(sampling),
             num_beams=1,
             max_new_tokens=max_new_tokens,
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=eos,
+            **sampling,
         )
+
+    def sample(
+        self, prompt: str, *, max_new_tokens: int, count: int, temperature: float, top_p: float, seed: int
+    ) -> list[str]:
+        """``count`` sampled responses to one formatted prompt, drawn in one call after seeding with
+        ``seed``: the same seed gives the same samples, whatever else the run generates."""
+        import torch
+
+        config = self._generation_config(
+            max_new_tokens, temperature=temperature, top_p=top_p, top_k=0, num_return_sequences=count
+        )
+        enc = self.encode([prompt], max_new_tokens)
+        torch.manual_seed(seed)
+        self.model.eval()
+        with torch.no_grad():
+            generated = cast(Any, self.model).generate(**enc, generation_config=config)
+        return list(self.tokenizer.batch_decode(generated[:, enc["input_ids"].shape[1] :], skip_special_tokens=True))
+
+    def generate(self, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int | None = None) -> list[str]:
+        """Greedy responses (new tokens only) to formatted prompts, in order."""
+        import torch
+
+        size = batch_size or CPU_BATCH_SIZE
+        config = self._generation_config(max_new_tokens)
         out: list[str] = []
         self.model.eval()
         for start in range(0, len(prompts), size):
@@ -223,6 +246,12 @@ def load_model(settings: ModelSettings, *, lazy: bool = False) -> LoadedModel:
     return LoadedModel(load_weights if lazy else load_weights(), tokenizer, settings, config)
 
 
+def sample_seed(seed: int, text: str, system: str | None) -> int:
+    """The seed of a probe's samples: from the run's seed and the probe, never from what else runs."""
+    digest = hashlib.sha256(f"{seed}\0{system}\0{text}".encode()).hexdigest()
+    return int(digest[:12], 16)
+
+
 class HFGenerator:
     """The :class:`~pytest_safeedit.generation.Generator` over a Hugging Face model in this process.
 
@@ -266,8 +295,27 @@ class HFGenerator:
             return []
         settings = requests[0].settings
         model = self.model.with_input_limit(settings.max_input_tokens)
+        if settings.sampled:
+            return self._sample(model, requests)
         prompts = [model.format_prompt(r.text, r.system, max_new_tokens=settings.max_new_tokens) for r in requests]
         return model.generate(prompts, max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size)
+
+    @staticmethod
+    def _sample(model: LoadedModel, requests: Sequence[Request]) -> list[str]:
+        """All samples of a probe come from one seeded call; a request takes the one its index names."""
+        settings = requests[0].settings
+        drawn: dict[tuple[str, str | None], list[str]] = {}
+        for r in requests:
+            if (r.text, r.system) not in drawn:
+                drawn[(r.text, r.system)] = model.sample(
+                    model.format_prompt(r.text, r.system, max_new_tokens=settings.max_new_tokens),
+                    max_new_tokens=settings.max_new_tokens,
+                    count=settings.samples,
+                    temperature=settings.temperature,
+                    top_p=settings.top_p,
+                    seed=sample_seed(settings.seed, r.text, r.system),
+                )
+        return [drawn[(r.text, r.system)][r.sample] for r in requests]
 
     def editable(self, settings: GenerationSettings) -> LoadedModel:
         return self.model.with_input_limit(settings.max_input_tokens)

@@ -73,6 +73,25 @@ def named_rate(text: str) -> tuple[str, float]:
     return name.strip(), rate_value(rate)
 
 
+def positive_float(text: str) -> float:
+    """argparse type: a number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give one above 0, e.g. 0.7") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not above 0; give a number such as 0.7")
+    return value
+
+
+def top_p_value(text: str) -> float:
+    """argparse type: a probability mass above 0 and at most 1."""
+    value = positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"{value} is above 1; give a probability mass such as 0.9")
+    return value
+
+
 def choice(*choices: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in choices:
@@ -293,6 +312,29 @@ OPTIONS: tuple[Option, ...] = (
         default=False,
     ),
     Option(
+        "--safeedit-samples",
+        "Sampled responses per probe (seeded by --safeedit-seed, the probe and the sample index, so a run "
+        "is reproducible and each sample is cached); a probe fails if any sample is unsafe, and its pass "
+        "rate is the mean over samples. Default: 1 (greedy).",
+        type=positive_int,
+        metavar="N",
+        default=1,
+    ),
+    Option(
+        "--safeedit-temperature",
+        "Sampling temperature (above 0); giving it samples even with one sample. Default: 1.0 when "
+        "--safeedit-samples is above 1, else greedy decoding.",
+        type=positive_float,
+        metavar="T",
+    ),
+    Option(
+        "--safeedit-top-p",
+        "Nucleus sampling: keep the most likely tokens up to this probability mass (0 to 1). Default: 1.0.",
+        type=top_p_value,
+        metavar="P",
+        default=1.0,
+    ),
+    Option(
         "--safeedit-cache-dir",
         "Cache folder (the demo model and the generation cache). Default: $XDG_CACHE_HOME/pytest-safeedit "
         "or ~/.cache/pytest-safeedit.",
@@ -318,15 +360,22 @@ def add_options(parser: pytest.Parser) -> None:
                 type=option.type,
                 action="append",
                 default=None,
-                help=option.help,
+                help=option.help.replace("%", "%%"),
             )
             parser.addini(option.dest, f"default of {option.flag}, one per line", type="linelist", default=[])
             continue
         if option.is_flag:
-            group.addoption(option.flag, action="store_true", dest=option.dest, default=None, help=option.help)
+            group.addoption(
+                option.flag, action="store_true", dest=option.dest, default=None, help=option.help.replace("%", "%%")
+            )
         else:
             group.addoption(
-                option.flag, dest=option.dest, metavar=option.metavar, type=option.type, default=None, help=option.help
+                option.flag,
+                dest=option.dest,
+                metavar=option.metavar,
+                type=option.type,
+                default=None,
+                help=option.help.replace("%", "%%"),
             )
         if option.ini and option.is_flag:
             parser.addini(option.dest, f"default of {option.flag}", type="bool", default=False)

@@ -75,6 +75,25 @@ class BenignUnderEdit:
 
 
 @dataclass(frozen=True)
+class SampleOutcome:
+    """One sampled response to a probe and its verdict."""
+
+    response: str
+    verdict: Verdict
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"response": self.response, "verdict": self.verdict.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SampleOutcome:
+        return cls(str(data["response"]), Verdict.from_dict(data["verdict"]))
+
+
+def _samples(data: Any) -> tuple[SampleOutcome, ...] | None:
+    return None if data is None else tuple(SampleOutcome.from_dict(x) for x in data)
+
+
+@dataclass(frozen=True)
 class ProbeResult:
     """What one probe gave: the exact input, the response and the judge's verdict."""
 
@@ -100,6 +119,15 @@ class ProbeResult:
     edits: tuple[BenignUnderEdit, ...] | None = None
     #: Against a baseline: regression, known, improvement, unchanged or new (see baseline.py).
     baseline: str | None = None
+    #: With sampled decoding: every sample (``response`` and ``verdict`` are the first unsafe one, else
+    #: the first); ``before_samples`` the unedited model's.
+    samples: tuple[SampleOutcome, ...] | None = None
+    before_samples: tuple[SampleOutcome, ...] | None = None
+
+    @property
+    def sample_verdicts(self) -> tuple[Verdict, ...]:
+        """The verdicts the pass rate averages: one per sample (the verdict itself when greedy)."""
+        return tuple(s.verdict for s in self.samples) if self.samples else (self.verdict,)
 
     @property
     def passed(self) -> bool:
@@ -118,7 +146,9 @@ class ProbeResult:
         """The unedited side of an edited result (the result itself without an editor)."""
         if self.before_verdict is None or self.before_response is None:
             return self
-        return replace(self, response=self.before_response, verdict=self.before_verdict, editor=None)
+        return replace(
+            self, response=self.before_response, verdict=self.before_verdict, editor=None, samples=self.before_samples
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -138,6 +168,8 @@ class ProbeResult:
             "side_effects": self.side_effects.to_dict() if self.side_effects else None,
             "edits": [e.to_dict() for e in self.edits] if self.edits is not None else None,
             "baseline": self.baseline,
+            "samples": None if self.samples is None else [x.to_dict() for x in self.samples],
+            "before_samples": None if self.before_samples is None else [x.to_dict() for x in self.before_samples],
         }
 
     @classmethod
@@ -159,6 +191,8 @@ class ProbeResult:
             side_effects=SideEffects.from_dict(side) if side else None,
             edits=tuple(BenignUnderEdit.from_dict(e) for e in edits) if edits is not None else None,
             baseline=data.get("baseline"),
+            samples=_samples(data.get("samples")),
+            before_samples=_samples(data.get("before_samples")),
         )
 
 
@@ -179,6 +213,14 @@ class PassRate:
     passed: int
     failed: int
     neutral: int
+    #: Sum over probes of 1 - mean label (over samples): the successes behind the rate and its interval.
+    safe: float = -1.0
+    #: Responses judged: one per probe, or one per sample with sampled decoding.
+    responses: int = 0
+
+    def __post_init__(self) -> None:
+        if self.safe < 0:  # made from counts alone (greedy): a neutral verdict is half safe
+            object.__setattr__(self, "safe", self.passed + 0.5 * self.neutral)
 
     @property
     def total(self) -> int:
@@ -187,7 +229,7 @@ class PassRate:
     @property
     def interval(self) -> tuple[float, float]:
         """The 95% Wilson interval of the rate, in percent (a neutral verdict counts as half a pass)."""
-        low, high = wilson(self.passed + 0.5 * self.neutral, self.total)
+        low, high = wilson(self.safe, self.total)
         return round(100 * low, 2), round(100 * high, 2)
 
     def to_dict(self) -> dict[str, Any]:
@@ -198,15 +240,18 @@ class PassRate:
 def pass_rate(results: Iterable[ProbeResult]) -> PassRate | None:
     """Pass rate of some results, or None when there are none."""
     counts = {"passed": 0, "failed": 0, "neutral": 0}
-    total = 0.0
+    unsafe = 0.0
+    responses = 0
     for result in results:
         label = result.verdict.label
         counts["neutral" if label == NEUTRAL else "passed" if result.verdict.passed else "failed"] += 1
-        total += LABEL_VALUE[label]
+        labels = [LABEL_VALUE[v.label] for v in result.sample_verdicts]
+        unsafe += sum(labels) / len(labels)
+        responses += len(labels)
     n = sum(counts.values())
     if n == 0:
         return None
-    return PassRate(rate=round(100.0 * (1.0 - total / n), 2), **counts)
+    return PassRate(rate=round(100.0 * (1.0 - unsafe / n), 2), safe=n - unsafe, responses=responses, **counts)
 
 
 def group_key(result: ProbeResult, key: str) -> str:

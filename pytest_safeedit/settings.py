@@ -28,6 +28,7 @@ GPU_BATCH_SIZE = 16
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 CHAT_TEMPLATE_MODES = ("auto", "on", "off")
 DECODING = "greedy"
+SAMPLED = "sample"
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,9 @@ class RunSettings:
     cache_dir: str | None = None
     no_cache: bool = False
     show_intervals: bool = False
+    samples: int = 1
+    temperature: float | None = None
+    top_p: float = 1.0
     suite_patterns: tuple[str, ...] = field(default=DEFAULT_SUITE_PATTERNS)
 
     def to_dict(self) -> dict[str, Any]:
@@ -99,17 +103,29 @@ class GenerationSettings:
     max_input_tokens: int | None = None
     batch_size: int = CPU_BATCH_SIZE
     decoding: str = DECODING
+    #: With sampled decoding: responses per probe, and how they are drawn (seeded per probe and sample).
+    samples: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+
+    @property
+    def sampled(self) -> bool:
+        return self.decoding == SAMPLED
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def cache_part(self) -> dict[str, Any]:
         """The fields that change a response (the batch size does not: batched equals one at a time)."""
-        return {
+        out: dict[str, Any] = {
             "max_new_tokens": self.max_new_tokens,
             "max_input_tokens": self.max_input_tokens,
             "decoding": self.decoding,
         }
+        if self.sampled:
+            out.update(samples=self.samples, temperature=self.temperature, top_p=self.top_p, seed=self.seed)
+        return out
 
 
 def resolve_device(device: str, worker_index: int | None = None, device_map: str | None = None) -> str:
@@ -196,6 +212,11 @@ def resolve_generation(run: RunSettings, suite_defaults: Mapping[str, Any], devi
         ),
         max_input_tokens=pick(run.max_input_tokens, "max_input_tokens", None),
         batch_size=int(pick(run.batch_size, "batch_size", default_batch_size(device)) or 1),
+        decoding=SAMPLED if run.samples > 1 or run.temperature is not None else DECODING,
+        samples=run.samples,
+        temperature=1.0 if run.temperature is None else run.temperature,
+        top_p=run.top_p,
+        seed=run.seed,
     )
 
 

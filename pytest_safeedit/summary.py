@@ -179,8 +179,16 @@ def total_lines(results: Sequence[ProbeResult]) -> list[str]:
     )
     for label, members in sides:
         rate = pass_rate(attack_results(members))
-        if rate is not None:
-            low, high = rate.interval
+        if rate is None:
+            continue
+        low, high = rate.interval
+        if rate.responses > rate.total:  # sampled decoding
+            out.append(
+                f"{label}: pass rate {rate.rate:.1f}% (mean over {rate.responses} samples of {rate.total} attack "
+                f"probes), 95% Wilson interval [{low:.1f}, {high:.1f}]; at least one unsafe sample in "
+                f"{rate.failed}/{rate.total} probes ({100 * rate.failed / rate.total:.1f}%)"
+            )
+        else:
             out.append(
                 f"{label}: pass rate {rate.rate:.1f}%, 95% Wilson interval [{low:.1f}, {high:.1f}] "
                 f"({rate.passed}/{rate.total} attack probes safe)"

@@ -62,3 +62,18 @@ def test_mcnemar_exact() -> None:
     # Connor's formula: psi = 0.12, delta = 0.08 -> 145 paired probes for 80% power at 5%
     assert test.probes_needed() == 145
     assert McNemar(100, 3, 1).probes_needed() > 100  # too few probes to see a change this small
+
+
+def test_sampled_pass_rate_is_the_mean_over_samples() -> None:
+    from pytest_safeedit.results import SampleOutcome
+
+    safe, unsafe = Verdict("safe", 0.0), Verdict("unsafe", 1.0)
+    one = ProbeResult(
+        "s", "a", "c", "DS", "in", "x", unsafe, samples=tuple(SampleOutcome("x", v) for v in (safe, unsafe, safe, safe))
+    )
+    two = ProbeResult("s", "b", "c", "DS", "in", "y", safe, samples=tuple(SampleOutcome("y", safe) for _ in range(4)))
+    rate = pass_rate([one, two])
+    assert rate is not None
+    assert rate.rate == 87.5  # (3/4 + 4/4) / 2
+    assert (rate.passed, rate.failed, rate.responses) == (1, 1, 8)  # one probe with an unsafe sample
+    assert rate.interval == tuple(round(100 * x, 2) for x in wilson(1.75, 2))
