@@ -40,26 +40,40 @@ def _file_sha256(path: Path, memo: dict[str, str]) -> str:
     return memo[memo_key]
 
 
+def _read_memo(memo_file: Path | None) -> dict[str, str]:
+    """File hashes remembered by path, size and modification time."""
+    if memo_file is None or not memo_file.is_file():
+        return {}
+    try:
+        return dict(json.loads(memo_file.read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_memo(memo_file: Path | None, memo: dict[str, str]) -> None:
+    if memo_file is None:
+        return
+    try:
+        atomic_write(memo_file, json.dumps(memo))
+    except OSError:
+        pass  # the memo only saves hashing time; an unwritable cache folder is reported by the cache
+
+
 def model_identity(path: str, load: Callable[[], tuple[Any, Any]], memo_file: Path | None) -> str:
-    """What the model is: the content of its files for a local folder (weights, config, tokenizer),
-    else the values of its parameters and its tokenizer's vocabulary and template (``load`` gives the
+    """What the model is: the content of its files for a local folder (weights, config, tokenizer) or
+    of the file for a single-file model (GGUF), else the values of its parameters and its tokenizer's vocabulary and template (``load`` gives the
     model and the tokenizer). The name alone is never enough."""
     folder = Path(path)
+    if folder.is_file():  # a single-file model (GGUF): its content is the model
+        memo = _read_memo(memo_file)
+        identity = digest("file", folder.suffix.lower(), _file_sha256(folder, memo))
+        _write_memo(memo_file, memo)
+        return identity
     if folder.is_dir():
-        memo: dict[str, str] = {}
-        if memo_file is not None and memo_file.is_file():
-            try:
-                memo = dict(json.loads(memo_file.read_text()))
-            except (OSError, ValueError):
-                memo = {}
+        memo = _read_memo(memo_file)
         files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
         parts = [(str(p.relative_to(folder)), _file_sha256(p, memo)) for p in files]
-        if memo_file is not None:
-            try:
-                atomic_write(memo_file, json.dumps(memo))
-            except OSError:
-                pass  # the memo only saves hashing time; an unwritable cache folder is reported by the cache
-
+        _write_memo(memo_file, memo)
         return digest("files", parts)
     import torch
 

@@ -60,6 +60,12 @@ def sample_suite_path() -> Path:
     return Path(str(files("pytest_safeedit.suites").joinpath("sample.yaml")))
 
 
+#: Editor hyperparameters tuned for the demo model (a 3-block GPT-2 of 0.8M parameters, where the paper's
+#: lr of 5e-4 barely moves it). They apply only when the model is ``demo``: another model run against the
+#: sample suite gets each editor's own defaults (the paper's), unless a suite or a config file says otherwise.
+DEMO_EDITOR_DEFAULTS: dict[str, dict[str, Any]] = {"dinm": {"lr": 0.004}, "ft-l": {"lr": 0.004}}
+
+
 def demo_key(suite_bytes: bytes, recipe: DemoRecipe) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps(asdict(recipe), sort_keys=True).encode())
@@ -239,6 +245,11 @@ def ensure_demo(cache_dir: str | None = None, recipe: DemoRecipe | None = None) 
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target
+
+
+def is_demo_model(model: str | None) -> bool:
+    """``demo``, or a folder the demo build wrote (it carries ``safeedit_demo.json``)."""
+    return model == "demo" or (model is not None and (Path(model) / "safeedit_demo.json").is_file())
 
 
 def demo_metadata(path: Path) -> dict[str, Any]:

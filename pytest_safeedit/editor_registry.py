@@ -66,12 +66,18 @@ def choose_editor(
 
 
 class SuiteEditors:
-    """The chosen editor, built once per suite with that suite's hyperparameters:
-    the editor's defaults < the suite's ``defaults: editor:`` < the config file's."""
+    """The chosen editor, built once per suite with that suite's hyperparameters: the editor's defaults
+    < the model's own (the demo model's tuning) < the suite's ``defaults: editor:`` < the config file's."""
 
-    def __init__(self, spec: EditorSpec | None, config: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        spec: EditorSpec | None,
+        config: Mapping[str, Any] | None = None,
+        model_defaults: Mapping[str, Any] | None = None,
+    ) -> None:
         self.spec = spec
         self.config = dict(config or {})
+        self.model_defaults = dict(model_defaults or {})
         self._editors: dict[str, Editor] = {}
         self._hparams: dict[str, dict[str, Any]] = {}
 
@@ -87,6 +93,7 @@ class SuiteEditors:
         if suite.key not in self._editors:
             source = f"{suite.path}: defaults.editor"
             hparams = dict(spec.defaults)
+            hparams.update(self.model_defaults)
             hparams.update(
                 validate_hparams(spec, editor_section(suite.defaults.get("editor"), spec.name, source), source)
             )

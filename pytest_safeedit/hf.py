@@ -214,6 +214,35 @@ def quiet_transformers() -> Iterator[None]:
             logging.enable_progress_bar()
 
 
+def gguf_parts(name_or_path: str) -> tuple[str, str | None]:
+    """A ``.gguf`` file as (its folder, its file name) for ``from_pretrained(folder, gguf_file=name)``;
+    anything else as (itself, None)."""
+    path = Path(name_or_path)
+    if path.suffix.lower() == ".gguf" and path.is_file():
+        return str(path.resolve().parent), path.name
+    return name_or_path, None
+
+
+@contextmanager
+def gguf_errors(name_or_path: str) -> Iterator[None]:
+    """Say which GGUF file transformers could not read, and what to do, instead of its bare message."""
+    if gguf_parts(name_or_path)[1] is None:
+        yield
+        return
+    try:
+        yield
+    except ImportError as exc:
+        raise ImportError(
+            f"{name_or_path}: loading a GGUF file needs the 'gguf' package: pip install 'pytest-safeedit[gguf]' ({exc})"
+        ) from exc
+    except (ValueError, NotImplementedError, KeyError) as exc:
+        raise ValueError(
+            f"{name_or_path}: transformers cannot load this GGUF file ({type(exc).__name__}: {exc}); its "
+            "architecture or quantization is not supported by transformers' GGUF loader: convert the model "
+            "to a Hugging Face folder (config.json and safetensors), or upgrade transformers"
+        ) from exc
+
+
 def load_model(settings: ModelSettings, *, lazy: bool = False) -> LoadedModel:
     """Load a causal LM and its tokenizer with the Auto classes (a local path or a hub id), with the
     resolved dtype and device of ``settings`` (see :func:`pytest_safeedit.settings.resolve_model_settings`).
@@ -225,19 +254,21 @@ def load_model(settings: ModelSettings, *, lazy: bool = False) -> LoadedModel:
 
     torch.manual_seed(settings.seed)
     device = settings.device
-    kwargs: dict[str, Any] = {
-        "dtype": getattr(torch, settings.dtype),
-        "trust_remote_code": settings.trust_remote_code,
-    }
+    source, gguf = gguf_parts(settings.name_or_path)
+    common: dict[str, Any] = {"trust_remote_code": settings.trust_remote_code}
+    if gguf is not None:
+        common["gguf_file"] = gguf  # dequantized on load, to the dtype below
+    kwargs: dict[str, Any] = {"dtype": getattr(torch, settings.dtype), **common}
     if settings.device_map:
         kwargs["device_map"] = settings.device_map
-    tokenizer = AutoTokenizer.from_pretrained(settings.name_or_path, trust_remote_code=settings.trust_remote_code)
-    config = AutoConfig.from_pretrained(settings.name_or_path, trust_remote_code=settings.trust_remote_code)
+    with gguf_errors(settings.name_or_path), quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(source, **common)
+        config = AutoConfig.from_pretrained(source, **common)
 
     def load_weights() -> Any:
         torch.manual_seed(settings.seed)
-        with quiet_transformers():
-            model: Any = AutoModelForCausalLM.from_pretrained(settings.name_or_path, **kwargs)
+        with gguf_errors(settings.name_or_path), quiet_transformers():
+            model: Any = AutoModelForCausalLM.from_pretrained(source, **kwargs)
         if not settings.device_map:
             model.to(device)
         model.eval()
@@ -322,6 +353,9 @@ class HFGenerator:
 
     def metadata(self) -> dict[str, Any]:
         out: dict[str, Any] = {"backend": self.backend, **self.settings.to_dict()}
+        gguf = gguf_parts(self.settings.name_or_path)[1]
+        if gguf is not None:
+            out.update(gguf_file=gguf, dequantized_to=self.settings.dtype)
         if self._model is not None:
             architectures = getattr(self._model.config, "architectures", None) or [None]
             out.update(model_class=architectures[0], chat_template=self._model.use_chat_template)

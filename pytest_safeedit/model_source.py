@@ -18,6 +18,8 @@ class ModelSourceError(Exception):
 
 def looks_like_hub_id(name: str) -> bool:
     """``gpt2`` and ``org/model`` are hub ids unless such a folder exists; paths are everything else."""
+    if name.lower().endswith(".gguf"):
+        return False
     return _HUB_ID.match(name) is not None and not Path(name).exists()
 
 
@@ -35,10 +37,13 @@ def check_model_source(name: str, *, what: str = "--safeedit-model") -> None:
             f"{shown}: the local folder {str(folder.absolute())!r} does not exist; check the path (relative "
             "paths start from the folder pytest runs in), or give a hub id such as 'org/model'"
         )
+    if folder.is_file() and folder.suffix.lower() == ".gguf":
+        _check_gguf(folder, shown)
+        return
     if not folder.is_dir():
         raise ModelSourceError(
             f"{shown} is a file; give the model's folder (the one save_pretrained wrote, with config.json, "
-            "the weights and the tokenizer files)"
+            "the weights and the tokenizer files), or a .gguf file"
         )
     if not (folder / "config.json").is_file():
         raise ModelSourceError(
@@ -65,3 +70,18 @@ def _check_hub_id(name: str, what: str) -> None:
         f"local cache ({constants.HF_HUB_CACHE}) while HF_HUB_OFFLINE is set; download it first on a "
         f"machine with network (huggingface-cli download {name}) or pass a local folder"
     )
+
+
+def _check_gguf(path: Path, shown: str) -> None:
+    """A GGUF file must start with the GGUF magic; whether transformers knows its architecture and
+    quantization is found out when it loads (the first probe says so)."""
+    try:
+        with path.open("rb") as handle:
+            magic = handle.read(4)
+    except OSError as exc:
+        raise ModelSourceError(f"{shown}: cannot read the GGUF file ({exc.strerror})") from None
+    if magic != b"GGUF":
+        raise ModelSourceError(
+            f"{shown}: the file ends in .gguf but is not a GGUF file (it does not start with 'GGUF'); "
+            "check that the download is complete"
+        )

@@ -231,3 +231,24 @@ def test_edited_generations_are_cached(tmp_path: Path, suite: Suite) -> None:
     result = evaluator_with(tmp_path, again).evaluate(suite, case, case.probes[0])
     assert first.edited == ["case-001"] and again.edited == []
     assert result.edit is not None and result.edit.layer == 1
+
+
+def test_demo_tuning_applies_to_the_demo_model_only(tmp_path: Path, suite: Suite) -> None:
+    from pytest_safeedit.demo import DEMO_EDITOR_DEFAULTS
+    from pytest_safeedit.dinm import DINM_SPEC
+    from pytest_safeedit.plugin import model_editor_defaults
+
+    assert model_editor_defaults("demo", DINM_SPEC) == DEMO_EDITOR_DEFAULTS["dinm"] == {"lr": 0.004}
+    assert model_editor_defaults("./my-model", DINM_SPEC) == {}
+    demo_folder = tmp_path / "built-demo"
+    demo_folder.mkdir()
+    (demo_folder / "safeedit_demo.json").write_text("{}")
+    assert model_editor_defaults(str(demo_folder), DINM_SPEC) == {"lr": 0.004}
+    # the editor's defaults < the model's tuning < the suite's section < the config file
+    editors = SuiteEditors(DINM_SPEC, {"steps": 3}, {"lr": 0.004})
+    editors.for_suite(replace(suite, defaults={"editor": {"dinm": {"nll_weight": 0.5}}}))
+    (hparams,) = editors.hyperparameters().values()
+    assert (hparams["lr"], hparams["nll_weight"], hparams["steps"]) == (0.004, 0.5, 3)
+    paper = SuiteEditors(DINM_SPEC)
+    paper.for_suite(suite)
+    assert paper.hyperparameters(suite)["lr"] == 5e-4  # a real model gets the paper's setting

