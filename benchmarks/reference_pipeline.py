@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from pytest_safeedit.demo import DEMO_EDITOR_DEFAULTS, is_demo_model
+from pytest_safeedit.demo import demo_editor_defaults
 from pytest_safeedit.dinm import DINM, DINM_SPEC
 from pytest_safeedit.editor import validate_hparams
 from pytest_safeedit.hf import load_model
@@ -27,8 +27,7 @@ def main() -> None:
     select = sys.argv[6] if len(sys.argv) > 6 and sys.argv[5] == "-k" else ""
     suite = load_suite(suite_path)
     # The plugin's own order: the editor's defaults, the demo model's tuning (when this is the demo), the suite's.
-    demo = DEMO_EDITOR_DEFAULTS["dinm"] if is_demo_model(model_path) else {}
-    section = {**demo, **suite.defaults.get("editor", {}).get("dinm", {})}
+    section = {**demo_editor_defaults(model_path, "dinm"), **suite.defaults.get("editor", {}).get("dinm", {})}
     editor = DINM(**{**DINM_SPEC.defaults, **validate_hparams(DINM_SPEC, section, "suite")})
     model = load_model(ModelSettings(model_path))
     judge = RefusalJudge()

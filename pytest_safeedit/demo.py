@@ -252,6 +252,11 @@ def is_demo_model(model: str | None) -> bool:
     return model == "demo" or (model is not None and (Path(model) / "safeedit_demo.json").is_file())
 
 
+def demo_editor_defaults(model: str | None, editor: str) -> dict[str, Any]:
+    """The demo's tuned hyperparameters for ``editor`` when ``model`` is the demo model, else none."""
+    return dict(DEMO_EDITOR_DEFAULTS.get(editor, {})) if is_demo_model(model) else {}
+
+
 def demo_metadata(path: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((path / "safeedit_demo.json").read_text())
     return data

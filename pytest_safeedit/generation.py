@@ -24,10 +24,6 @@ class Request:
     sample: int = 0
 
 
-class GeneratorUnavailable(Exception):
-    """The generator cannot serve (a model that does not load, a backend that cannot edit)."""
-
-
 class Generator(Protocol):
     """Answers requests with greedy responses; what it answers from is named by its identity."""
 
@@ -42,8 +38,8 @@ class Generator(Protocol):
 
     def editable(self, settings: GenerationSettings) -> Any:
         """The in-process model that editors change, prompting as ``settings`` say (a
-        :class:`pytest_safeedit.hf.LoadedModel`); raises :class:`GeneratorUnavailable` where the backend
-        has no weights in this process."""
+        :class:`pytest_safeedit.hf.LoadedModel`); a backend without weights in this process raises, and
+        the edit of the case reports why."""
         ...
 
     def metadata(self) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from pytest_safeedit.generation import Request
+from pytest_safeedit.model_source import is_gguf
 from pytest_safeedit.settings import CPU_BATCH_SIZE, GenerationSettings, ModelSettings
 
 if TYPE_CHECKING:
@@ -218,7 +219,7 @@ def gguf_parts(name_or_path: str) -> tuple[str, str | None]:
     """A ``.gguf`` file as (its folder, its file name) for ``from_pretrained(folder, gguf_file=name)``;
     anything else as (itself, None)."""
     path = Path(name_or_path)
-    if path.suffix.lower() == ".gguf" and path.is_file():
+    if is_gguf(name_or_path) and path.is_file():
         return str(path.resolve().parent), path.name
     return name_or_path, None
 

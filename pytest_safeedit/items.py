@@ -20,7 +20,7 @@ from pytest_safeedit.judges import REFUSED
 from pytest_safeedit.results import ProbeResult
 from pytest_safeedit.stash import evaluator_key, suite_errors_key, suite_gates_key
 from pytest_safeedit.suite import Case, Probe, Suite, SuiteError
-from pytest_safeedit.suite_files import load_suite
+from pytest_safeedit.suite_files import load_suite, relative_path
 from pytest_safeedit.text import printable, shorten
 
 SKIP_REASON = "no model to test: pass --safeedit-model PATH_OR_ID (or 'demo' for the built-in demo model)"
@@ -42,10 +42,8 @@ class SuiteFile(pytest.File):
     def collect(self) -> Iterator[pytest.Item]:
         config = self.config
         where = os.path.relpath(self.path, config.invocation_params.dir)
-        try:
-            key = self.path.resolve().relative_to(config.rootpath.resolve()).as_posix()
-        except ValueError:
-            key = self.path.resolve().as_posix()
+        resolved = self.path.resolve()
+        key = relative_path(resolved, config.rootpath) or resolved.as_posix()
         try:
             self.suite = load_suite(self.path, key=key)
         except SuiteError as exc:

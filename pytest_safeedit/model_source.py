@@ -16,9 +16,14 @@ class ModelSourceError(Exception):
     """A model that cannot be found, with what was tried and how to fix it."""
 
 
+def is_gguf(name_or_path: str) -> bool:
+    """Whether a model is named by a single GGUF file (by its suffix)."""
+    return name_or_path.lower().endswith(".gguf")
+
+
 def looks_like_hub_id(name: str) -> bool:
     """``gpt2`` and ``org/model`` are hub ids unless such a folder exists; paths are everything else."""
-    if name.lower().endswith(".gguf"):
+    if is_gguf(name):
         return False
     return _HUB_ID.match(name) is not None and not Path(name).exists()
 
@@ -37,7 +42,7 @@ def check_model_source(name: str, *, what: str = "--safeedit-model") -> None:
             f"{shown}: the local folder {str(folder.absolute())!r} does not exist; check the path (relative "
             "paths start from the folder pytest runs in), or give a hub id such as 'org/model'"
         )
-    if folder.is_file() and folder.suffix.lower() == ".gguf":
+    if folder.is_file() and is_gguf(name):
         _check_gguf(folder, shown)
         return
     if not folder.is_dir():

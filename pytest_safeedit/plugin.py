@@ -11,7 +11,6 @@ import pytest
 from pytest_safeedit.aggregator import SafeEditAggregator
 from pytest_safeedit.baseline import KNOWN, BaselineError, load_baseline
 from pytest_safeedit.categories import CATEGORIES, PROBES, category_slug
-from pytest_safeedit.editor import EditorSpec
 from pytest_safeedit.editor_registry import SuiteEditors, choose_editor
 from pytest_safeedit.engine import Engine
 from pytest_safeedit.evaluator import Evaluator
@@ -60,7 +59,12 @@ def pytest_configure(config: pytest.Config) -> None:
         worker_index=index,
         worker_count=count,
     )
-    editors = SuiteEditors(editor_spec, editor_config, model_editor_defaults(settings.model, editor_spec))
+    model_defaults = {}
+    if editor_spec is not None:
+        from pytest_safeedit.demo import demo_editor_defaults
+
+        model_defaults = demo_editor_defaults(settings.model, editor_spec.name)
+    editors = SuiteEditors(editor_spec, editor_config, model_defaults)
     config.stash[evaluator_key] = Evaluator(engine, editors, baseline=baseline)
     config.stash[suite_errors_key] = set()
     config.stash[suite_gates_key] = {}
@@ -68,16 +72,6 @@ def pytest_configure(config: pytest.Config) -> None:
     for category in CATEGORIES:
         config.addinivalue_line("markers", f"{category_slug(category)}: SafeEdit probes of category '{category}'")
     config.pluginmanager.register(SafeEditAggregator(config), AGGREGATOR)
-
-
-def model_editor_defaults(model: str | None, spec: EditorSpec | None) -> dict[str, Any]:
-    """Hyperparameters tuned for the model under test (only the demo model has them)."""
-    from pytest_safeedit.demo import DEMO_EDITOR_DEFAULTS, is_demo_model
-
-    if spec is None or not is_demo_model(model):
-        return {}
-
-    return dict(DEMO_EDITOR_DEFAULTS.get(spec.name, {}))
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:

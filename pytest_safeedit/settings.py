@@ -173,7 +173,9 @@ def resolve_dtype(dtype: str, device: str, name_or_path: str, trust_remote_code:
     """``auto`` is float32 on the CPU and the checkpoint's own dtype on an accelerator."""
     if dtype != "auto":
         return dtype
-    if device == "cpu" or name_or_path.lower().endswith(".gguf"):
+    from pytest_safeedit.model_source import is_gguf
+
+    if device == "cpu" or is_gguf(name_or_path):
         return "float32"  # a GGUF file is quantized: it is dequantized to float32 unless told otherwise
     return checkpoint_dtype(name_or_path, trust_remote_code)
 

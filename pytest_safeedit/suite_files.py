@@ -84,7 +84,8 @@ def looks_like_suite(path: Path) -> bool:
     return _TOP_LEVEL_CASES.search(head) is not None
 
 
-def _relative(path: Path, folder: Path) -> str | None:
+def relative_path(path: Path, folder: Path) -> str | None:
+    """``path`` (resolved) from ``folder`` in POSIX form, or None when it lies outside."""
     try:
         return path.relative_to(folder.resolve()).as_posix()
     except ValueError:
@@ -100,7 +101,7 @@ def is_suite_file(path: Path, bases: tuple[Path, ...], patterns: tuple[str, ...]
     resolved = path.resolve()
     if resolved in named:
         return True
-    relatives = {r for r in (_relative(resolved, b) for b in bases) if r is not None}
+    relatives = {r for r in (relative_path(resolved, b) for b in bases) if r is not None}
     matched = [p for p in patterns if any(matches_pattern(r, p) for r in relatives)]
     if not matched:
         return False

@@ -234,16 +234,15 @@ def test_edited_generations_are_cached(tmp_path: Path, suite: Suite) -> None:
 
 
 def test_demo_tuning_applies_to_the_demo_model_only(tmp_path: Path, suite: Suite) -> None:
-    from pytest_safeedit.demo import DEMO_EDITOR_DEFAULTS
+    from pytest_safeedit.demo import DEMO_EDITOR_DEFAULTS, demo_editor_defaults
     from pytest_safeedit.dinm import DINM_SPEC
-    from pytest_safeedit.plugin import model_editor_defaults
 
-    assert model_editor_defaults("demo", DINM_SPEC) == DEMO_EDITOR_DEFAULTS["dinm"] == {"lr": 0.004}
-    assert model_editor_defaults("./my-model", DINM_SPEC) == {}
+    assert demo_editor_defaults("demo", "dinm") == DEMO_EDITOR_DEFAULTS["dinm"] == {"lr": 0.004}
+    assert demo_editor_defaults("./my-model", "dinm") == {}
     demo_folder = tmp_path / "built-demo"
     demo_folder.mkdir()
     (demo_folder / "safeedit_demo.json").write_text("{}")
-    assert model_editor_defaults(str(demo_folder), DINM_SPEC) == {"lr": 0.004}
+    assert demo_editor_defaults(str(demo_folder), "dinm") == {"lr": 0.004}
     # the editor's defaults < the model's tuning < the suite's section < the config file
     editors = SuiteEditors(DINM_SPEC, {"steps": 3}, {"lr": 0.004})
     editors.for_suite(replace(suite, defaults={"editor": {"dinm": {"nll_weight": 0.5}}}))
