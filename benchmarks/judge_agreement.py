@@ -1,8 +1,10 @@
 """Agreement of the refusal judge with the hand-labelled outputs in labels/ (see labels/README.md).
 
-    python benchmarks/judge_agreement.py [labels/smollm2_sample_suite.jsonl]
+    python benchmarks/judge_agreement.py [LABELS.jsonl ...]
 
-Prints accuracy, precision and recall for unsafe, and the confusion matrix, per split.
+Prints accuracy, precision and recall for unsafe, and the confusion matrix, per file and split (by
+default for labels/smollm2_sample_suite.jsonl and labels/demo_sample_suite.jsonl). Each response is
+judged with the probe's input as its prompt, as in a run.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ def agreement(records: list[dict[str, str]]) -> dict[str, float | int | None]:
     """Accuracy, precision and recall for unsafe, and the confusion counts, of the refusal judge."""
     tp = fp = fn = tn = 0
     for record in records:
-        judged_unsafe = refusal_verdict(record["response"]).label == UNSAFE
+        judged_unsafe = refusal_verdict(record["response"], record["input"]).label == UNSAFE
         labelled_unsafe = record["label"] == "unsafe"
         tp += judged_unsafe and labelled_unsafe
         fp += judged_unsafe and not labelled_unsafe
@@ -43,16 +45,21 @@ def load(path: Path) -> list[dict[str, str]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+DEFAULT_FILES = ("smollm2_sample_suite.jsonl", "demo_sample_suite.jsonl")
+
+
 def main() -> None:
-    path = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "labels" / "smollm2_sample_suite.jsonl"
-    records = load(path)
-    print("split    n    accuracy  precision(unsafe)  recall(unsafe)  TP  FP  FN  TN")
-    for split in ("tune", "holdout", "all"):
-        a = agreement([r for r in records if split == "all" or r["split"] == split])
-        print(
-            f"{split:<8} {a['n']:<4} {a['accuracy']!s:<9} {a['precision']!s:<18} {a['recall']!s:<15} "
-            f"{a['tp']:<3} {a['fp']:<3} {a['fn']:<3} {a['tn']}"
-        )
+    paths = [Path(a) for a in sys.argv[1:]] or [ROOT / "labels" / name for name in DEFAULT_FILES]
+    print("labels                      split    n    accuracy  precision(unsafe)  recall(unsafe)  TP  FP  FN  TN")
+    for path in paths:
+        records = load(path)
+        splits = sorted({r["split"] for r in records}, key=("tune", "holdout").index)
+        for split in splits + (["all"] if len(splits) > 1 else []):
+            a = agreement([r for r in records if split == "all" or r["split"] == split])
+            print(
+                f"{path.name:<27} {split:<8} {a['n']:<4} {a['accuracy']!s:<9} {a['precision']!s:<18} "
+                f"{a['recall']!s:<15} {a['tp']:<3} {a['fp']:<3} {a['fn']:<3} {a['tn']}"
+            )
 
 
 if __name__ == "__main__":

@@ -258,6 +258,9 @@ class SafeEditAggregator:
         failure = (self.worker_model.get("cache") or {}).get("failure") or self.evaluator.engine.cache.failure
         if failure:
             write(f"SafeEdit generation cache turned off during the run: {failure}")
+        off = (self.worker_model.get("cache") or {}).get("off_reason") or self.evaluator.engine.cache.off_reason
+        if off:
+            write(f"SafeEdit generation cache off for this run: {off}")
         for line in gate_lines(self.gate_failures, self.gate()):
             write(line)
         if self.gate_failures is not None and self.other_failures:

@@ -105,6 +105,8 @@ class GenerationCache:
         self.misses = 0
         #: Why the cache was turned off during the run (None while it works).
         self.failure: str | None = None
+        #: Why the cache is off for this run by design (a served model without a revision), or None.
+        self.off_reason: str | None = None
 
     @property
     def enabled(self) -> bool:
@@ -113,6 +115,11 @@ class GenerationCache:
     def _path(self, key: str) -> Path:
         assert self.root is not None
         return self.root / key[:2] / f"{key}.json"
+
+    def turn_off(self, reason: str) -> None:
+        """No reading or writing for the rest of the run, for ``reason`` (said in the summary)."""
+        self.off_reason = reason
+        self.root = None
 
     def _fail(self, action: str, exc: OSError) -> None:
         self.failure = f"could not {action} {self.root}: {exc.strerror or exc}"

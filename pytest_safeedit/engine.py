@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from pytest_safeedit.cache import GenerationCache, cache_root, digest
 from pytest_safeedit.editor import EditDetails, Editor
-from pytest_safeedit.generation import Generator, Request
+from pytest_safeedit.generation import GenerationError, Generator, Request
 from pytest_safeedit.judges import ClassifierJudge, Judge, RefusalJudge, Verdict
 from pytest_safeedit.settings import (
     DEFAULT_MAX_NEW_TOKENS,
@@ -48,11 +48,17 @@ def describe_load_error(exc: BaseException) -> str:
     """A load failure in words: our own checks as they are, others with their type, without the
     hub-related advice transformers adds for what is a local problem."""
     from pytest_safeedit.model_source import ModelSourceError
+    from pytest_safeedit.openai_backend import EndpointError
 
-    if isinstance(exc, ModelSourceError):
+    if isinstance(exc, (ModelSourceError, EndpointError)):
         return str(exc)
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text}"
+
+
+class ProbeUnanswered(Exception):
+    """The generator could not answer a request (a server failed it for good); the probe reports why,
+    the other probes go on, and a re-run generates only what is missing."""
 
 
 class EditFailed(Exception):
@@ -129,7 +135,7 @@ class Engine:
         self._identity: str | None = None
         self._generation: dict[str, GenerationSettings] = {}
         self._responses: dict[Request, str] = {}
-        self._verdicts: dict[str, Verdict] = {}
+        self._verdicts: dict[tuple[str, str], Verdict] = {}
         self._pending: list[Request] = []
 
     @property
@@ -144,6 +150,8 @@ class Engine:
         if self._device is None:
             if self._model_settings is not None:
                 self._device = self._model_settings.device
+            elif self.settings.backend == "openai":
+                self._device = resolve_device(self.settings.device, self.worker_index)
             elif self._generator is not None and self.settings.model is None:
                 self._device = "cpu" if self.settings.device == "auto" else self.settings.device
             else:
@@ -204,8 +212,8 @@ class Engine:
             raise ModelUnavailable(self._failure, repeated=True)
         try:
             return load()
-        except ModelUnavailable:
-            raise
+        except (ModelUnavailable, GenerationError):
+            raise  # a server that failed some requests is not a model that could not load
         except Exception as exc:  # noqa: BLE001 - any load failure is reported on every probe
             self._failure = f"could not load the {what}: {describe_load_error(exc)}"
             raise ModelUnavailable(self._failure) from exc
@@ -213,7 +221,17 @@ class Engine:
     def _build_generator(self) -> Generator:
         from pytest_safeedit.hf import HFGenerator
 
+        if self.settings.backend == "openai":
+            return self._served_generator()
         settings = self.model_settings
+        if self.settings.backend == "vllm":
+            from pytest_safeedit.vllm_backend import VLLMGenerator
+
+            return VLLMGenerator(
+                settings,
+                tensor_parallel_size=self.settings.tensor_parallel_size,
+                gpu_memory_utilization=self.settings.gpu_memory_utilization,
+            )
         custom = None if self._make_generator is None else self._make_generator(settings)
         if custom is not None:
             return custom
@@ -226,10 +244,26 @@ class Engine:
         memo = None if self.cache.root is None else self.cache.root / "file-hashes.json"
         return HFGenerator(settings, file_hashes=memo)
 
+    def _served_generator(self) -> Generator:
+        from pytest_safeedit.openai_backend import EndpointSettings, OpenAIGenerator
+
+        run = self.settings
+        assert run.endpoint is not None and run.model is not None
+        endpoint = EndpointSettings(
+            url=run.endpoint,
+            model=run.model,
+            revision=run.model_revision,
+            concurrency=run.concurrency,
+            timeout=run.request_timeout,
+            retries=run.retries,
+            api_key_env=run.api_key_env,
+        )
+        return OpenAIGenerator(endpoint, seed=run.seed)
+
     def _build_judge(self) -> Judge:
         spec = self.settings.judge
-        if spec == "refusal":
-            return RefusalJudge()
+        if spec in ("refusal", "refusal-strict"):
+            return RefusalJudge(name=spec, strict=spec == "refusal-strict")
         return ClassifierJudge(
             spec.split(":", 1)[1],
             unsafe_labels=self.settings.judge_unsafe_labels,
@@ -248,7 +282,13 @@ class Engine:
         files of the model (in the identity). So a fully cached run needs neither tokenizer nor weights.
         """
         if self._identity is None:
-            self._identity = self._guarded("model", lambda: self.generator.identity())
+            identity = self._guarded("model", lambda: self.generator.identity())
+            if identity is None:
+                self.cache.turn_off(
+                    "the generator cannot name what answers (a served model without --safeedit-model-revision), "
+                    "so responses are neither read from nor written to the cache"
+                )
+            self._identity = identity or ""
         return digest(kind, self._identity, library_versions(), settings.cache_part(), *parts)
 
     # ------------------------------------------------------------------ generation
@@ -267,7 +307,11 @@ class Engine:
                     break
                 if other.settings == request.settings and other not in self._responses and other not in batch:
                     batch.append(other)
-            self._generate(batch)
+            try:
+                self._generate(batch)
+            except GenerationError as exc:
+                if request not in self._responses:
+                    raise ProbeUnanswered(f"no response: {exc}") from None
         return self._responses[request]
 
     def generate(self, texts: Sequence[str], *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> list[str]:
@@ -276,7 +320,10 @@ class Engine:
         requests = [Request(t, None, run) for t in texts]
         missing = list(dict.fromkeys(r for r in requests if r not in self._responses))
         for start in range(0, len(missing), run.batch_size):
-            self._generate(missing[start : start + run.batch_size])
+            try:
+                self._generate(missing[start : start + run.batch_size])
+            except GenerationError as exc:
+                raise ProbeUnanswered(f"no response: {exc}") from None
         return [self._responses[r] for r in requests]
 
     def _generate(self, batch: Sequence[Request]) -> None:
@@ -288,14 +335,24 @@ class Engine:
                 self._responses[request] = cached["response"]
             else:
                 todo.append((request, key))
+        failure: GenerationError | None = None
         if todo:
-            outputs = self._first_generation([r for r, _ in todo])
-            self.generated += len(todo)
+            try:
+                outputs: Sequence[str | None] = self._first_generation([r for r, _ in todo])
+            except GenerationError as exc:
+                # A server failed part of the batch: keep (and cache) what came back, report the rest.
+                outputs, failure = exc.partial, exc
             for (request, key), output in zip(todo, outputs):
+                if output is None:
+                    continue
+                self.generated += 1
                 self._responses[request] = output
                 self.cache.put(key, {"response": output})
         self._pending = [r for r in self._pending if r not in self._responses]
-        self.verdicts([self._responses[r] for r in batch])
+        done = [r for r in batch if r in self._responses]
+        self.verdicts([self._responses[r] for r in done], [r.text for r in done])
+        if failure is not None:
+            raise failure
 
     def _first_generation(self, requests: Sequence[Request]) -> list[str]:
         """Generate; until one generation has worked, a failure counts as a load failure (the weights of
@@ -343,13 +400,15 @@ class Engine:
 
     # ------------------------------------------------------------------ judging
 
-    def verdicts(self, responses: Sequence[str]) -> list[Verdict]:
-        """The judge's verdicts on responses (each distinct response is judged once)."""
-        todo = list(dict.fromkeys(r for r in responses if r not in self._verdicts))
+    def verdicts(self, responses: Sequence[str], prompts: Sequence[str] | None = None) -> list[Verdict]:
+        """The judge's verdicts on responses to prompts (none: judged without them); each distinct
+        pair is judged once."""
+        pairs = list(zip([""] * len(responses) if prompts is None else prompts, responses, strict=True))
+        todo = list(dict.fromkeys(p for p in pairs if p not in self._verdicts))
         if todo:
-            for response, verdict in zip(todo, self.judge.judge(todo)):
-                self._verdicts[response] = verdict
-        return [self._verdicts[r] for r in responses]
+            verdicts = self.judge.judge([r for _, r in todo], [p for p, _ in todo])
+            self._verdicts.update(zip(todo, verdicts))
+        return [self._verdicts[p] for p in pairs]
 
     # ------------------------------------------------------------------ reports
 
@@ -358,7 +417,7 @@ class Engine:
         out: dict[str, Any] = {
             "model": self.settings.model,
             "model_path": None if self._model_settings is None else self._model_settings.name_or_path,
-            "model_identity": self._identity,
+            "model_identity": self._identity or None,
             "load_failure": self._failure,
             "cache": {
                 "dir": None if self.cache.root is None else str(self.cache.root),
@@ -367,6 +426,7 @@ class Engine:
                 "generated": self.generated,
                 "edits_run": self.edits_run,
                 "failure": self.cache.failure,
+                "off_reason": self.cache.off_reason,
             },
         }
         if self._generator is not None:

@@ -107,7 +107,7 @@ class Evaluator:
         """The probe's result: unedited without an editor, else after the case's edit (a benign probe:
         under every selected edit of its category); with the baseline's status when there is one."""
         responses = [self.engine.respond(r) for r in self.probe_requests(suite, probe.text)]
-        outcomes = self._outcomes(case, responses)
+        outcomes = self._outcomes(case, probe.text, responses)
         shown = worst(outcomes)
         result = ProbeResult(
             suite=suite.name,
@@ -144,11 +144,11 @@ class Evaluator:
             result = replace(result, baseline=self.baseline.status(result.key, result.passed))
         return result
 
-    def _outcomes(self, case: Case, responses: Sequence[str]) -> tuple[SampleOutcome, ...]:
+    def _outcomes(self, case: Case, prompt: str, responses: Sequence[str]) -> tuple[SampleOutcome, ...]:
         if case.benign:
             verdicts = [over_refusal_verdict(r) for r in responses]
         else:
-            verdicts = self.engine.verdicts(responses)
+            verdicts = self.engine.verdicts(responses, [prompt] * len(responses))
         return tuple(SampleOutcome(r, v) for r, v in zip(responses, verdicts))
 
     def _benign_under_edits(self, suite: Suite, case: Case, base: ProbeResult, editor: str) -> ProbeResult:
@@ -214,8 +214,8 @@ class Evaluator:
             knowledge = KnowledgeRetention(case.knowledge.prompt, knowledge_before, outputs[-1])
         return CaseEdit(
             details=details,
-            outcomes={p.kind: self._outcomes(case, a) for p, a in zip(probes, probe_answers)},
-            benign={b.id: self._outcomes(b, a) for b, a in zip(benign, answers[len(probes) :])},
+            outcomes={p.kind: self._outcomes(case, g[0].text, a) for p, g, a in zip(probes, groups, probe_answers)},
+            benign={b.id: self._outcomes(b, b.question, a) for b, a in zip(benign, answers[len(probes) :])},
             side_effects=SideEffects(
                 knowledge, mean_fluency(before), mean_fluency([x for a in probe_answers for x in a])
             ),

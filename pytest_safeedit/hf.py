@@ -4,13 +4,12 @@ greedy batched generation, and the :class:`HFGenerator` that serves requests fro
 from __future__ import annotations
 
 import copy
-import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from pytest_safeedit.generation import Request
+from pytest_safeedit.generation import Request, sample_seed
 from pytest_safeedit.model_source import is_gguf
 from pytest_safeedit.settings import CPU_BATCH_SIZE, GenerationSettings, ModelSettings
 
@@ -276,12 +275,6 @@ def load_model(settings: ModelSettings, *, lazy: bool = False) -> LoadedModel:
         return model
 
     return LoadedModel(load_weights if lazy else load_weights(), tokenizer, settings, config)
-
-
-def sample_seed(seed: int, text: str, system: str | None) -> int:
-    """The seed of a probe's samples: from the run's seed and the probe, never from what else runs."""
-    digest = hashlib.sha256(f"{seed}\0{system}\0{text}".encode()).hexdigest()
-    return int(digest[:12], 16)
 
 
 class HFGenerator:

@@ -13,7 +13,7 @@ from _pytest._code.code import ExceptionInfo, TerminalRepr
 from pytest_safeedit.baseline import REGRESSION
 from pytest_safeedit.categories import category_slug
 from pytest_safeedit.editor import EditorConfigError
-from pytest_safeedit.engine import EditFailed, ModelUnavailable
+from pytest_safeedit.engine import EditFailed, ModelUnavailable, ProbeUnanswered
 from pytest_safeedit.evaluator import Evaluator
 from pytest_safeedit.generation import Request
 from pytest_safeedit.judges import REFUSED
@@ -123,7 +123,7 @@ class ProbeItem(pytest.Item):
             return render_failure(excinfo.value.result)
         if isinstance(excinfo.value, ModelUnavailable) and excinfo.value.repeated:
             return "SafeEdit: not run: the model or judge could not be loaded (the first such probe shows why)"
-        if isinstance(excinfo.value, (ModelUnavailable, EditFailed)):
+        if isinstance(excinfo.value, (ModelUnavailable, EditFailed, ProbeUnanswered)):
             return f"SafeEdit: {excinfo.value}"
         return super().repr_failure(excinfo)
 

@@ -12,6 +12,7 @@ import pytest
 
 from pytest_safeedit.gate import GATE_ON
 from pytest_safeedit.settings import (
+    BACKENDS,
     CHAT_TEMPLATE_MODES,
     CPU_BATCH_SIZE,
     DEFAULT_MAX_NEW_TOKENS,
@@ -92,6 +93,16 @@ def top_p_value(text: str) -> float:
     return value
 
 
+def endpoint_url(text: str) -> str:
+    """argparse type: an http(s) URL with a host."""
+    from pytest_safeedit.openai_backend import check_endpoint_url
+
+    try:
+        return check_endpoint_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def choice(*choices: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in choices:
@@ -110,11 +121,12 @@ def device_spec(text: str) -> str:
 
 
 def judge_spec(text: str) -> str:
-    """argparse type: ``refusal`` or ``classifier:PATH_OR_ID``."""
-    if text == "refusal" or (text.startswith("classifier:") and len(text) > len("classifier:")):
+    """argparse type: ``refusal``, ``refusal-strict`` or ``classifier:PATH_OR_ID``."""
+    if text in ("refusal", "refusal-strict") or (text.startswith("classifier:") and len(text) > len("classifier:")):
         return text
     raise argparse.ArgumentTypeError(
-        f"{text!r} is not a judge; use 'refusal' or 'classifier:PATH_OR_ID' (a Hugging Face sequence classifier)"
+        f"{text!r} is not a judge; use 'refusal', 'refusal-strict' or 'classifier:PATH_OR_ID' "
+        "(a Hugging Face sequence classifier)"
     )
 
 
@@ -139,13 +151,79 @@ class Option:
 OPTIONS: tuple[Option, ...] = (
     Option(
         "--safeedit-model",
-        "Model to test: a local folder or Hugging Face hub id, or 'demo' for the built-in demo model. "
-        "Without it, SafeEdit items are skipped.",
+        "Model to test: a local folder, a .gguf file or a Hugging Face hub id, or 'demo' for the built-in "
+        "demo model; with --safeedit-backend openai, the served model's id. Without it, SafeEdit items "
+        "are skipped.",
         metavar="PATH_OR_ID",
     ),
     Option(
+        "--safeedit-backend",
+        f"What generates responses: {', '.join(BACKENDS)}. 'hf' loads the model into this process (needed "
+        "by editors); 'openai' asks an OpenAI-compatible server at --safeedit-endpoint; 'vllm' runs vLLM in "
+        "this process on GPUs (the 'vllm' extra). Default: hf.",
+        type=choice(*BACKENDS),
+        metavar="BACKEND",
+        default="hf",
+    ),
+    Option(
+        "--safeedit-endpoint",
+        "API base of an OpenAI-compatible server for --safeedit-backend openai, e.g. http://127.0.0.1:8000/v1 "
+        "(a URL without a path gets /v1).",
+        type=endpoint_url,
+        metavar="URL",
+    ),
+    Option(
+        "--safeedit-model-revision",
+        "What the weights behind a served model id are (a tag, commit or digest you choose): part of the "
+        "cache key. Without it the openai backend does not use the cache.",
+        metavar="TAG",
+    ),
+    Option(
+        "--safeedit-concurrency",
+        "Requests in flight at once with --safeedit-backend openai. Default: 8.",
+        type=positive_int,
+        metavar="N",
+        default=8,
+    ),
+    Option(
+        "--safeedit-request-timeout",
+        "Seconds one request to the endpoint may take before it is retried or fails. Default: 300.",
+        type=positive_float,
+        metavar="SECONDS",
+        default=300.0,
+    ),
+    Option(
+        "--safeedit-retries",
+        "Further attempts after a 429, a 5xx, a timeout or a dropped connection, with exponential backoff "
+        "(Retry-After is honoured). Default: 4.",
+        type=non_negative_int,
+        metavar="N",
+        default=4,
+    ),
+    Option(
+        "--safeedit-api-key-env",
+        "Name of the environment variable holding the endpoint's API key (sent as a bearer token; never "
+        "written to a report, log or the cache). Default: no key.",
+        metavar="NAME",
+    ),
+    Option(
+        "--safeedit-tensor-parallel-size",
+        "GPUs vLLM splits the model over (--safeedit-backend vllm). Default: 1.",
+        type=positive_int,
+        metavar="N",
+        default=1,
+    ),
+    Option(
+        "--safeedit-gpu-memory-utilization",
+        "Share of each GPU's memory vLLM may take, above 0 and at most 1 (--safeedit-backend vllm). Default: 0.9.",
+        type=top_p_value,
+        metavar="FRACTION",
+        default=0.9,
+    ),
+    Option(
         "--safeedit-judge",
-        "Judge of responses: 'refusal' (built-in, offline) or 'classifier:PATH_OR_ID'. Default: refusal.",
+        "Judge of responses: 'refusal' (built-in, offline: unsafe when the reply carries the request out), "
+        "'refusal-strict' (unsafe unless the reply refuses) or 'classifier:PATH_OR_ID'. Default: refusal.",
         type=judge_spec,
         metavar="JUDGE",
         default="refusal",
@@ -426,5 +504,15 @@ def read_settings(config: pytest.Config) -> RunSettings:
         values[key] = tuple(values[key] or ())
     if values["update_baseline"] and not values["baseline"]:
         raise pytest.UsageError("--safeedit-update-baseline needs --safeedit-baseline FILE to write to")
+    if values["backend"] == "openai" and not values["endpoint"]:
+        raise pytest.UsageError(
+            "--safeedit-backend openai needs --safeedit-endpoint URL, the server's API base "
+            "(e.g. http://127.0.0.1:8000/v1)"
+        )
+    if values["endpoint"] and values["backend"] != "openai":
+        raise pytest.UsageError(
+            f"--safeedit-endpoint is used by --safeedit-backend openai only (the backend is {values['backend']}); "
+            "add --safeedit-backend openai or drop the endpoint"
+        )
     patterns = tuple(config.getini("safeedit_suite_patterns"))
     return RunSettings(judge_unsafe_labels=labels, suite_patterns=patterns, **values)

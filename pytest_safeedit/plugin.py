@@ -17,6 +17,7 @@ from pytest_safeedit.evaluator import Evaluator
 from pytest_safeedit.items import ProbeItem, SuiteFile
 from pytest_safeedit.model_source import ModelSourceError, check_model_source
 from pytest_safeedit.options import add_options, read_settings
+from pytest_safeedit.settings import SERVED_BACKENDS
 from pytest_safeedit.shard import select_shard
 from pytest_safeedit.stash import baseline_key, evaluator_key, settings_key, suite_errors_key, suite_gates_key
 from pytest_safeedit.suite_files import is_suite_file
@@ -38,7 +39,13 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     settings = read_settings(config)
     config.stash[settings_key] = settings
-    if config.getoption("safeedit_model") is not None:
+    if settings.backend in SERVED_BACKENDS and settings.editor != "none":
+        raise pytest.UsageError(
+            f"--safeedit-editor {settings.editor} needs the model's weights in this process, which the "
+            f"{settings.backend} backend does not hold; use --safeedit-backend hf (the default) with the "
+            "model's folder or hub id to run an editor"
+        )
+    if config.getoption("safeedit_model") is not None and settings.backend != "openai":
         # Named on the command line: a model that cannot be found is a usage error, said once, before any
         # work (from an ini key it is reported by the first probe, so that other test runs are unaffected).
         try:

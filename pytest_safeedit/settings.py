@@ -27,6 +27,10 @@ CPU_BATCH_SIZE = 8
 GPU_BATCH_SIZE = 16
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 CHAT_TEMPLATE_MODES = ("auto", "on", "off")
+#: Where responses come from: the model in this process, an OpenAI-compatible server, vLLM in process.
+BACKENDS = ("hf", "openai", "vllm")
+#: Backends that hold no weights an editor could change.
+SERVED_BACKENDS = ("openai", "vllm")
 DECODING = "greedy"
 SAMPLED = "sample"
 
@@ -36,6 +40,15 @@ class RunSettings:
     """The plugin's options for one run, as given (command line over ini key); plain data."""
 
     model: str | None = None
+    backend: str = "hf"
+    endpoint: str | None = None
+    model_revision: str | None = None
+    concurrency: int = 8
+    request_timeout: float = 300.0
+    retries: int = 4
+    api_key_env: str | None = None
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
     judge: str = "refusal"
     judge_unsafe_labels: tuple[str, ...] = ("1",)
     judge_max_length: int = 512
@@ -195,7 +208,13 @@ def resolve_model_settings(run: RunSettings, name_or_path: str, worker_index: in
     )
 
 
-def default_batch_size(device: str) -> int:
+def default_batch_size(device: str, run: RunSettings | None = None) -> int:
+    """Requests handed to the generator at once: a server gets four per request in flight, so that
+    its concurrency is used; vLLM schedules its own batches from all it is given."""
+    if run is not None and run.backend == "openai":
+        return 4 * run.concurrency
+    if run is not None and run.backend == "vllm":
+        return 256
     return CPU_BATCH_SIZE if device == "cpu" else GPU_BATCH_SIZE
 
 
@@ -213,7 +232,7 @@ def resolve_generation(run: RunSettings, suite_defaults: Mapping[str, Any], devi
             pick(run.max_new_tokens, "max_new_tokens", DEFAULT_MAX_NEW_TOKENS) or DEFAULT_MAX_NEW_TOKENS
         ),
         max_input_tokens=pick(run.max_input_tokens, "max_input_tokens", None),
-        batch_size=int(pick(run.batch_size, "batch_size", default_batch_size(device)) or 1),
+        batch_size=int(pick(run.batch_size, "batch_size", default_batch_size(device, run)) or 1),
         decoding=SAMPLED if run.samples > 1 or run.temperature is not None else DECODING,
         samples=run.samples,
         temperature=1.0 if run.temperature is None else run.temperature,

@@ -51,9 +51,16 @@ def sample_corpus() -> list[str]:
     return texts + ["<b>markup</b> and 'quotes' & ampersands"]
 
 
+#: The judge of runs on tiny random-weight models: they babble, and the default judge counts babble safe
+#: (it carries nothing out), so tests that need failing probes judge strictly (a reply must refuse).
+STRICT = "--safeedit-judge=refusal-strict"
+
+
 def run_suite(pytester: pytest.Pytester, model: Path | str, *args: str, subprocess: bool = False) -> pytest.RunResult:
-    """Run pytest in the pytester folder on ``model`` with 4 new tokens per response."""
-    base = [f"--safeedit-model={model}", "--safeedit-max-new-tokens", "4", *args]
+    """Run pytest in the pytester folder on ``model`` with 4 new tokens per response, judged strictly
+    unless ``args`` name a judge."""
+    judge = [] if any(a.startswith("--safeedit-judge") for a in args) else [STRICT]
+    base = [f"--safeedit-model={model}", "--safeedit-max-new-tokens", "4", *judge, *args]
     return pytester.runpytest_subprocess(*base) if subprocess else pytester.runpytest(*base)
 
 

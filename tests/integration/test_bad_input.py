@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import MINI_SUITE
+from tests.helpers import MINI_SUITE, STRICT
 
 USAGE, FAILED = pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.TESTS_FAILED
 GOOD = MINI_SUITE  # collected beside a broken file: its 7 probes must still run and be reported
@@ -56,7 +56,9 @@ OPTIONS = {
     "chat-template-unknown": Row(
         ("--safeedit-chat-template", "maybe"), message="*'maybe' is not one of auto, on, off*"
     ),
-    "judge-unknown": Row(("--safeedit-judge", "keywords"), message="*'keywords' is not a judge; use 'refusal' or*"),
+    "judge-unknown": Row(
+        ("--safeedit-judge", "keywords"), message="*'keywords' is not a judge; use 'refusal', 'refusal-strict' or*"
+    ),
     "judge-labels-empty": Row(
         ("--safeedit-judge-unsafe-labels", ","), message="*--safeedit-judge-unsafe-labels is empty*"
     ),
@@ -72,6 +74,35 @@ OPTIONS = {
         ("--safeedit-editor-config", "nope.yaml"), message="*--safeedit-editor-config was given without*"
     ),
     "update-baseline-without-file": Row(("--safeedit-update-baseline",), message="*needs --safeedit-baseline FILE*"),
+    "backend-unknown": Row(("--safeedit-backend", "tgi"), message="*'tgi' is not one of hf, openai, vllm*"),
+    "openai-without-endpoint": Row(
+        ("--safeedit-backend", "openai", "--safeedit-model", "m"),
+        message="*--safeedit-backend openai needs --safeedit-endpoint URL*",
+    ),
+    "endpoint-without-openai": Row(
+        ("--safeedit-endpoint", "http://127.0.0.1:1/v1"),
+        message="*--safeedit-endpoint is used by --safeedit-backend openai only*",
+    ),
+    "endpoint-not-a-url": Row(
+        ("--safeedit-backend", "openai", "--safeedit-endpoint", "localhost:8000"),
+        message="*'localhost:8000' is not an http(s) URL*",
+    ),
+    "editor-with-served-model": Row(
+        (
+            "--safeedit-backend",
+            "openai",
+            "--safeedit-endpoint",
+            "http://127.0.0.1:1/v1",
+            "--safeedit-model",
+            "m",
+            "--safeedit-editor",
+            "dinm",
+        ),
+        message="*--safeedit-editor dinm needs the model's weights in this process*--safeedit-backend hf*",
+    ),  # fmt: skip
+    "retries-negative": Row(("--safeedit-retries", "-2"), message="*-2 is too small*"),
+    "timeout-zero": Row(("--safeedit-request-timeout", "0"), message="*'0' is not above 0*"),
+    "memory-fraction-above-one": Row(("--safeedit-gpu-memory-utilization", "1.5"), message="*1.5 is above 1*"),
     "model-empty": Row(("--safeedit-model", " "), message="*--safeedit-model is empty*"),
     "model-folder-missing": Row(
         ("--safeedit-model", "no/such/model/here"), message="*the local folder '*no/such/model/here' does not exist*"
@@ -270,7 +301,15 @@ def test_classifier_without_the_unsafe_label(
 
 def test_truncated_cache_entry_is_regenerated(pytester: pytest.Pytester, tiny_model_dir: Path) -> None:
     write_files(pytester, {"good.safeedit.yaml": GOOD})
-    args = ["--safeedit-model", str(tiny_model_dir), "--safeedit-cache-dir", "cache", "--safeedit-report", "r.json"]
+    args = [
+        "--safeedit-model",
+        str(tiny_model_dir),
+        STRICT,
+        "--safeedit-cache-dir",
+        "cache",
+        "--safeedit-report",
+        "r.json",
+    ]
     pytester.runpytest(*args)
     entries = sorted((pytester.path / "cache" / "generations").glob("*/*.json"))
     text = entries[0].read_text()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import MINI_SUITE, run_suite
+from tests.helpers import MINI_SUITE, STRICT, run_suite
 
 
 def stats(pytester: pytest.Pytester) -> dict[str, int]:
@@ -58,7 +58,7 @@ def test_fully_cached_run_imports_neither_torch_nor_transformers(
             print("LOADED:", sorted(m for m in ("torch", "transformers") if m in sys.modules))
         """
     )
-    args = [f"--safeedit-model={tiny_model_dir}", f"--safeedit-cache-dir={pytester.path / 'cache'}", "-s"]
+    args = [f"--safeedit-model={tiny_model_dir}", STRICT, f"--safeedit-cache-dir={pytester.path / 'cache'}", "-s"]
     cold = pytester.runpytest_subprocess(*args)
     assert "LOADED: ['torch', 'transformers']" in cold.stdout.str()
     warm = pytester.runpytest_subprocess(*args)
@@ -136,6 +136,7 @@ def test_corrupt_entries_are_ignored_and_rewritten(run, pytester: pytest.Pyteste
 def test_xdist_workers_share_the_cache(run, pytester: pytest.Pytester, tiny_model_dir: Path) -> None:  # type: ignore[no-untyped-def]
     result = pytester.runpytest_subprocess(
         f"--safeedit-model={tiny_model_dir}",
+        STRICT,
         "--safeedit-max-new-tokens",
         "4",
         "-n",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import MINI_SUITE
+from tests.helpers import MINI_SUITE, STRICT
 
 
 def test_items_per_case_and_probe(pytester: pytest.Pytester) -> None:
@@ -121,6 +121,6 @@ def test_benign_cases_pass_when_answered(pytester: pytest.Pytester, tiny_model_d
     pytester.makefile(".safeedit.yaml", mini=suite)
     result = pytester.runpytest("--collect-only", "-q", "-k", "benign")
     result.stdout.fnmatch_lines(["mini.safeedit.yaml::benign-001[[]benign[]]", "1/8 tests collected*"])
-    result = pytester.runpytest("--safeedit-model", str(tiny_model_dir), "--safeedit-max-new-tokens", "4")
+    result = pytester.runpytest("--safeedit-model", str(tiny_model_dir), STRICT, "--safeedit-max-new-tokens", "4")
     result.assert_outcomes(failed=7, passed=1)  # the random model does not refuse: the benign probe passes
     result.stdout.fnmatch_lines(["category * DS * all * benign", "mental harm * - * 100.0 (1/1)"])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import BENIGN, MINI_SUITE
+from tests.helpers import BENIGN, MINI_SUITE, STRICT
 
 HOSTILE = "<script>document.title='pwned'</script><img src=x onerror=alert(1)><b>bold</b>"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -64,7 +64,7 @@ def test_report_first_screen_and_escaping_in_chromium(pytester: pytest.Pytester,
         """
     )
     result = pytester.runpytest(
-        f"--safeedit-model={tiny_model_dir}", "--safeedit-editor", "self-reminder",
+        f"--safeedit-model={tiny_model_dir}", STRICT, "--safeedit-editor", "self-reminder",
         "--safeedit-report-html", "report.html", "--safeedit-min-pass-rate", "0.5",
     )  # fmt: skip
     assert result.ret == pytest.ExitCode.TESTS_FAILED

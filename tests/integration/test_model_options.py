@@ -6,12 +6,22 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import STRICT
+
 
 def test_model_flags_from_command_line(pytester: pytest.Pytester, tiny_llama_dir: Path) -> None:
     from tests.helpers import MINI_SUITE
 
     pytester.makefile(".safeedit.yaml", mini=MINI_SUITE)
-    args = ["--safeedit-model", str(tiny_llama_dir), "--safeedit-max-new-tokens", "3", "--safeedit-report", "r.json"]
+    args = [
+        "--safeedit-model",
+        str(tiny_llama_dir),
+        STRICT,
+        "--safeedit-max-new-tokens",
+        "3",
+        "--safeedit-report",
+        "r.json",
+    ]
     result = pytester.runpytest(
         *args,
         "--safeedit-dtype",

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pytest_safeedit.options import OPTIONS
-from tests.helpers import MINI_SUITE
+from tests.helpers import MINI_SUITE, STRICT
 
 
 def test_help_lists_every_option_with_its_default(pytester: pytest.Pytester) -> None:
@@ -46,7 +46,7 @@ def test_bad_ini_value_is_a_usage_error(pytester: pytest.Pytester) -> None:
 def test_ini_pins_model_and_settings(pytester: pytest.Pytester, tiny_model_dir: Path) -> None:
     pytester.makefile(".safeedit.yaml", mini=MINI_SUITE)
     pytester.makeini(
-        f"[pytest]\nsafeedit_model = {tiny_model_dir}\nsafeedit_max_new_tokens = 3\nsafeedit_seed = 5\n"
+        f"[pytest]\nsafeedit_model = {tiny_model_dir}\nsafeedit_judge = refusal-strict\nsafeedit_max_new_tokens = 3\nsafeedit_seed = 5\n"
         "safeedit_batch_size = 2\n"
     )
     result = pytester.runpytest("--safeedit-report", "r.json")
@@ -71,7 +71,9 @@ def test_max_new_tokens_option_overrides_suite_default(pytester: pytest.Pytester
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
 
     def token_counts(*args: str) -> list[int]:
-        result = pytester.runpytest("--safeedit-model", str(tiny_model_dir), "--safeedit-report", "r.json", *args)
+        result = pytester.runpytest(
+            "--safeedit-model", str(tiny_model_dir), STRICT, "--safeedit-report", "r.json", *args
+        )
         probes = json.loads((pytester.path / "r.json").read_text())["probes"]
         assert result.ret == pytest.ExitCode.TESTS_FAILED
         return [len(tokenizer(p["response"], add_special_tokens=False)["input_ids"]) for p in probes]

@@ -11,7 +11,7 @@ import pytest
 from pytest_safeedit.markdown_report import md_text
 from pytest_safeedit.suite import SuiteError
 from pytest_safeedit.suite_files import load_suite
-from tests.helpers import BENIGN, MINI_SUITE, run_suite
+from tests.helpers import BENIGN, MINI_SUITE, STRICT, run_suite
 
 EXTRA_CATEGORY = """\
 categories: [gardening]
@@ -49,7 +49,7 @@ def test_two_suites_with_one_name_keep_their_own_settings_gates_and_keys(
         (pytester.path / folder).mkdir()
         (pytester.path / folder / "safety.yaml").write_text(text)
     args = ["a/safety.yaml", "b/safety.yaml", "--safeedit-report", "r.json"]
-    result = pytester.runpytest(f"--safeedit-model={tiny_model_dir}", *args)
+    result = pytester.runpytest(f"--safeedit-model={tiny_model_dir}", STRICT, *args)
     result.stdout.fnmatch_lines(["SafeEdit gate: passed (2 thresholds)"])
     data = report(pytester)
     assert sorted(data["metadata"]["generation"]) == ["a/safety.yaml", "b/safety.yaml"]
@@ -58,8 +58,8 @@ def test_two_suites_with_one_name_keep_their_own_settings_gates_and_keys(
     keys = {(p["suite_key"], p["case_id"], p["probe"]) for p in data["probes"]}
     assert len(keys) == len(data["probes"]) == 14
     # a baseline of this run knows every probe of both files: nothing is "new"
-    pytester.runpytest(f"--safeedit-model={tiny_model_dir}", *args[:2], "--safeedit-baseline", "r.json")
-    again = pytester.runpytest(f"--safeedit-model={tiny_model_dir}", *args[:2], "--safeedit-baseline", "r.json")
+    pytester.runpytest(f"--safeedit-model={tiny_model_dir}", STRICT, *args[:2], "--safeedit-baseline", "r.json")
+    again = pytester.runpytest(f"--safeedit-model={tiny_model_dir}", STRICT, *args[:2], "--safeedit-baseline", "r.json")
     again.stdout.fnmatch_lines(["*0 regression(s), 14 known unsafe (xfail), 0 improvement(s), 0 new probe(s)"])
 
 

@@ -78,16 +78,17 @@ def test_each_distinct_response_is_judged_once(tmp_path: Path) -> None:
     class CountingJudge:
         name = "counting"
 
-        def judge(self, responses: list[str]) -> list[object]:
-            judged.extend(responses)
+        def judge(self, responses: list[str], prompts: list[str]) -> list[object]:
+            judged.extend(zip(prompts, responses))
             from pytest_safeedit.judges import refusal_verdict
 
-            return [refusal_verdict(r) for r in responses]
+            return [refusal_verdict(r, p) for r, p in zip(responses, prompts)]
 
     engine = Engine(RunSettings(no_cache=True), generator=FakeGenerator(), judge=CountingJudge())  # type: ignore[arg-type]
-    engine.verdicts(["a", "b", "a"])
-    engine.verdicts(["b", "c"])
-    assert judged == ["a", "b", "c"]
+    engine.verdicts(["a", "b", "a"], ["q", "q", "q"])
+    engine.verdicts(["b", "c", "a"], ["q", "q", "other"])
+    engine.verdicts(["c"])
+    assert judged == [("q", "a"), ("q", "b"), ("q", "c"), ("other", "a"), ("", "c")]
 
 
 # ------------------------------------------------------------------ settings and cache keys

@@ -9,7 +9,7 @@ import pytest
 
 from pytest_safeedit.suite import SuiteError
 from pytest_safeedit.suite_files import load_suite
-from tests.helpers import SHARED_DATA
+from tests.helpers import SHARED_DATA, STRICT
 
 
 def official_record(index: int, *, generalization: bool) -> dict[str, object]:
@@ -46,7 +46,7 @@ def test_official_test_split_collects_five_probes(pytester: pytest.Pytester, tin
     result.stdout.fnmatch_lines(
         ["SafeEdit_test.json::0[[]DS[]]", "SafeEdit_test.json::0[[]DG_otherAQ[]]", "15 tests collected*"]
     )
-    result = pytester.runpytest("--safeedit-model", str(tiny_model_dir), "--safeedit-max-new-tokens", "4")
+    result = pytester.runpytest("--safeedit-model", str(tiny_model_dir), STRICT, "--safeedit-max-new-tokens", "4")
     result.assert_outcomes(failed=15)  # a random model does not refuse
     result.stdout.fnmatch_lines(["*illegal activities*", "*privacy and property*"])
 
