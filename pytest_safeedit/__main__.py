@@ -1,19 +1,26 @@
-"""Command line: ``python -m pytest_safeedit merge REPORT...``."""
+"""Command line: ``python -m pytest_safeedit merge REPORT...`` and ``judge-eval LABELS.jsonl...``."""
 
 from __future__ import annotations
 
 import sys
 
-USAGE = "usage: python -m pytest_safeedit merge REPORT... [--min-pass-rate RATE] [--report PATH] ..."
+USAGE = (
+    "usage: python -m pytest_safeedit merge REPORT... [--min-pass-rate RATE] [--report PATH] ...\n"
+    "       python -m pytest_safeedit judge-eval LABELS.jsonl... [--judge JUDGE] [--split SPLIT] ..."
+)
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] != "merge":
-        print(USAGE, file=sys.stderr)
-        return 2
-    from pytest_safeedit.merge import main as merge
+    if argv and argv[0] == "merge":
+        from pytest_safeedit.merge import main as merge
 
-    return merge(argv[1:])
+        return merge(argv[1:])
+    if argv and argv[0] == "judge-eval":
+        from pytest_safeedit.judge_eval import main as judge_eval
+
+        return judge_eval(argv[1:])
+    print(USAGE, file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

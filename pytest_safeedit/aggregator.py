@@ -170,7 +170,11 @@ class SafeEditAggregator:
     def gate(self) -> Gate:
         settings = self.config.stash[settings_key]
         options = gate_from_pairs(
-            settings.min_pass_rate, settings.min_category_rate, settings.min_probe_rate, settings.gate_on
+            settings.min_pass_rate,
+            settings.min_category_rate,
+            settings.min_probe_rate,
+            settings.gate_on,
+            settings.min_judge_agreement,
         )
         suites = Gate()
         for _, data in sorted(self.config.stash[suite_gates_key].items()):

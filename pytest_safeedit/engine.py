@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 from pytest_safeedit.cache import GenerationCache, cache_root, digest
 from pytest_safeedit.editor import EditDetails, Editor
 from pytest_safeedit.generation import GenerationError, Generator, Request
-from pytest_safeedit.judges import ClassifierJudge, Judge, RefusalJudge, Verdict
+from pytest_safeedit.judges import Judge, Verdict, build_judge
+from pytest_safeedit.results import ReferenceCheck
 from pytest_safeedit.settings import (
     DEFAULT_MAX_NEW_TOKENS,
     GenerationSettings,
@@ -261,15 +262,13 @@ class Engine:
         return OpenAIGenerator(endpoint, seed=run.seed)
 
     def _build_judge(self) -> Judge:
-        spec = self.settings.judge
-        if spec in ("refusal", "refusal-strict"):
-            return RefusalJudge(name=spec, strict=spec == "refusal-strict")
-        return ClassifierJudge(
-            spec.split(":", 1)[1],
-            unsafe_labels=self.settings.judge_unsafe_labels,
-            max_length=self.settings.judge_max_length,
+        run = self.settings
+        return build_judge(
+            run.judge,
+            unsafe_labels=run.judge_unsafe_labels,
+            max_length=run.judge_max_length,
             device=self.device,
-            trust_remote_code=self.settings.trust_remote_code,
+            trust_remote_code=run.trust_remote_code,
         )
 
     # ------------------------------------------------------------------ the generation cache
@@ -409,6 +408,11 @@ class Engine:
             verdicts = self.judge.judge([r for _, r in todo], [p for p, _ in todo])
             self._verdicts.update(zip(todo, verdicts))
         return [self._verdicts[p] for p in pairs]
+
+    def reference_check(self, case: Case) -> ReferenceCheck:
+        """The judge on the case's own references, read as answers to its attack prompt."""
+        safe, unsafe = self.verdicts([case.safe, case.unsafe], [case.adversarial_prompt] * 2)
+        return ReferenceCheck(safe.label, unsafe.label)
 
     # ------------------------------------------------------------------ reports
 

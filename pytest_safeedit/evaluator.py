@@ -68,8 +68,11 @@ class Evaluator:
         *,
         selection: Selection | None = None,
         baseline: Baseline | None = None,
+        judge_check: bool = False,
     ) -> None:
         self.engine = engine
+        #: Judge each attack case's own references too (the judge check), recorded on its results.
+        self.judge_check = judge_check
         self.editors = editors or SuiteEditors(None)
         self.selection = selection or Selection()
         self.baseline = baseline
@@ -121,6 +124,8 @@ class Evaluator:
             nodeid=nodeid,
             samples=outcomes if len(outcomes) > 1 else None,
         )
+        if self.judge_check and not case.benign:
+            result = replace(result, reference_check=self.engine.reference_check(case))
         editor = self.editors.for_suite(suite)
         if editor is not None and case.benign:
             result = self._benign_under_edits(suite, case, result, editor.name)

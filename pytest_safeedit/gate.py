@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_safeedit.categories import normalize_category
-from pytest_safeedit.results import ProbeResult, attack_results, pass_rate
+from pytest_safeedit.results import ProbeResult, attack_results, judge_agreement, pass_rate
 
 POINT, LOWER = "point", "lower"
 GATE_ON = (POINT, LOWER)
@@ -23,10 +23,17 @@ class Gate:
     #: What must reach a threshold: the pass rate itself ("point"), or the lower bound of its 95% Wilson
     #: interval ("lower": the rate is at or above the threshold with 95% confidence).
     on: str = POINT
+    #: The least share of the judge check's reference verdicts that must agree with the references.
+    min_judge_agreement: float | None = None
 
     @property
     def configured(self) -> bool:
-        return self.min_pass_rate is not None or bool(self.categories) or bool(self.probes)
+        return (
+            self.min_pass_rate is not None
+            or bool(self.categories)
+            or bool(self.probes)
+            or self.min_judge_agreement is not None
+        )
 
     def merged_over(self, other: Gate) -> Gate:
         """This gate's thresholds, falling back to ``other``'s where this one sets none."""
@@ -35,10 +42,16 @@ class Gate:
             {**other.categories, **self.categories},
             {**other.probes, **self.probes},
             self.on,
+            self.min_judge_agreement if self.min_judge_agreement is not None else other.min_judge_agreement,
         )
 
     def thresholds(self) -> int:
-        return (self.min_pass_rate is not None) + len(self.categories) + len(self.probes)
+        return (
+            (self.min_pass_rate is not None)
+            + len(self.categories)
+            + len(self.probes)
+            + (self.min_judge_agreement is not None)
+        )
 
     def check(self, results: Sequence[ProbeResult]) -> list[str]:
         """One message per threshold that the results miss (actual vs required); empty when all hold."""
@@ -67,6 +80,19 @@ class Gate:
             need(f"category {category!r}", (r for r in attack if r.category == category), required)
         for probe, required in sorted(self.probes.items()):
             need(f"probe {probe!r}", (r for r in results if r.probe == probe), required)
+        if self.min_judge_agreement is not None:
+            check = judge_agreement(results)
+            required = 100 * self.min_judge_agreement
+            if check is None:
+                failures.append(
+                    f"judge check: no reference was judged (turn it on with --safeedit-judge-check on); "
+                    f"required {required:.1f}% agreement"
+                )
+            elif check.rate < required - 1e-9:
+                failures.append(
+                    f"judge check: the judge agrees with {check.agreed}/{check.total} reference labels "
+                    f"({check.rate:.1f}%) < required {required:.1f}%: its verdicts on this suite are not trusted"
+                )
         return failures
 
     def to_dict(self) -> dict[str, Any]:
@@ -75,6 +101,7 @@ class Gate:
             "categories": dict(self.categories),
             "probes": dict(self.probes),
             "on": self.on,
+            "min_judge_agreement": self.min_judge_agreement,
         }
 
     def describe(self) -> str:
@@ -109,8 +136,9 @@ def gate_from_pairs(
     categories: Iterable[tuple[str, float]],
     probes: Iterable[tuple[str, float]],
     on: str = POINT,
+    min_judge_agreement: float | None = None,
 ) -> Gate:
-    return Gate(min_pass_rate, {normalize_category(c): r for c, r in categories}, dict(probes), on)
+    return Gate(min_pass_rate, {normalize_category(c): r for c, r in categories}, dict(probes), on, min_judge_agreement)
 
 
 def gate_from_mapping(data: Any, source: str) -> Gate:
@@ -119,10 +147,11 @@ def gate_from_mapping(data: Any, source: str) -> Gate:
         return Gate()
     if not isinstance(data, Mapping):
         raise ValueError(f"{source}: 'gate' must be a mapping with min_pass_rate, categories and probes")
-    unknown = set(data) - {"min_pass_rate", "categories", "probes"}
+    unknown = set(data) - {"min_pass_rate", "categories", "probes", "min_judge_agreement"}
     if unknown:
         raise ValueError(
-            f"{source}: unknown gate key(s) {', '.join(sorted(map(str, unknown)))}; use min_pass_rate, categories, probes"
+            f"{source}: unknown gate key(s) {', '.join(sorted(map(str, unknown)))}; use min_pass_rate, categories, "
+            "probes, min_judge_agreement"
         )
 
     def rate(value: Any, where: str) -> float:
@@ -137,8 +166,10 @@ def gate_from_mapping(data: Any, source: str) -> Gate:
         return {str(k): rate(v, f"gate.{key}.{k}") for k, v in section.items()}
 
     minimum = data.get("min_pass_rate")
+    agreement = data.get("min_judge_agreement")
     return gate_from_pairs(
         None if minimum is None else rate(minimum, "gate.min_pass_rate"),
         rates("categories").items(),
         rates("probes").items(),
+        min_judge_agreement=None if agreement is None else rate(agreement, "gate.min_judge_agreement"),
     )

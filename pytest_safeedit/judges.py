@@ -353,5 +353,28 @@ class ClassifierJudge:
         return [v if v is not None else EMPTY_VERDICT for v in verdicts]
 
 
+def build_judge(
+    spec: str,
+    *,
+    unsafe_labels: Sequence[str] = ("1",),
+    max_length: int = 512,
+    device: str = "cpu",
+    trust_remote_code: bool = False,
+) -> Judge:
+    """The judge a ``--safeedit-judge`` value names: ``refusal``, ``refusal-strict`` or
+    ``classifier:PATH_OR_ID`` (with the classifier's options)."""
+    if spec in ("refusal", "refusal-strict"):
+        return RefusalJudge(name=spec, strict=spec == "refusal-strict")
+    if not spec.startswith("classifier:"):
+        raise ValueError(f"{spec!r} is not a judge; use 'refusal', 'refusal-strict' or 'classifier:PATH_OR_ID'")
+    return ClassifierJudge(
+        spec.split(":", 1)[1],
+        unsafe_labels=unsafe_labels,
+        max_length=max_length,
+        device=device,
+        trust_remote_code=trust_remote_code,
+    )
+
+
 def label_value(verdict: Verdict) -> float:
     return LABEL_VALUE[verdict.label]

@@ -63,6 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--min-category-rate", type=named_rate, action="append", default=[], metavar="CATEGORY=RATE")
     parser.add_argument("--min-probe-rate", type=named_rate, action="append", default=[], metavar="PROBE=RATE")
     parser.add_argument(
+        "--min-judge-agreement", type=rate_value, metavar="RATE", help="gate: least judge-check agreement (0-1)"
+    )
+    parser.add_argument(
         "--gate-on",
         choices=GATE_ON,
         help="gate on the pass rate (point) or the lower bound of its 95%% interval (lower); default: as recorded",
@@ -78,7 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     recorded = Gate(**meta["gate"]) if meta.get("gate") else Gate()
     on = args.gate_on or recorded.on
-    gate = gate_from_pairs(args.min_pass_rate, args.min_category_rate, args.min_probe_rate, on).merged_over(recorded)
+    gate = gate_from_pairs(
+        args.min_pass_rate, args.min_category_rate, args.min_probe_rate, on, args.min_judge_agreement
+    ).merged_over(recorded)
     failures = gate.check(results) if gate.configured else None
     model = (meta.get("model") or {}).get("model")
     for title, lines in summary_sections(

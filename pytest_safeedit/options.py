@@ -229,6 +229,22 @@ OPTIONS: tuple[Option, ...] = (
         default="refusal",
     ),
     Option(
+        "--safeedit-judge-check",
+        "Judge each attack case's own safe and unsafe references too and report the judge's agreement with "
+        "them per category: auto (on for the offline judges), on, off. Default: auto.",
+        type=choice("auto", "on", "off"),
+        metavar="MODE",
+        default="auto",
+    ),
+    Option(
+        "--safeedit-min-judge-agreement",
+        "Gate: the least share (0 to 1) of reference verdicts the judge must get right in the judge check, "
+        "else the run fails: a judge that cannot tell this suite's references apart is not trusted. "
+        "Default: none.",
+        type=rate_value,
+        metavar="RATE",
+    ),
+    Option(
         "--safeedit-judge-unsafe-labels",
         "Classifier classes that mean unsafe: comma-separated indices or label names. Default: 1 (SafeEdit).",
         metavar="LABELS",
@@ -504,6 +520,8 @@ def read_settings(config: pytest.Config) -> RunSettings:
         values[key] = tuple(values[key] or ())
     if values["update_baseline"] and not values["baseline"]:
         raise pytest.UsageError("--safeedit-update-baseline needs --safeedit-baseline FILE to write to")
+    if values["min_judge_agreement"] is not None and values["judge_check"] == "off":
+        raise pytest.UsageError("--safeedit-min-judge-agreement needs the judge check; drop --safeedit-judge-check off")
     if values["backend"] == "openai" and not values["endpoint"]:
         raise pytest.UsageError(
             "--safeedit-backend openai needs --safeedit-endpoint URL, the server's API base "

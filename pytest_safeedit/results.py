@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from pytest_safeedit.categories import is_attack_probe
-from pytest_safeedit.judges import LABEL_VALUE, NEUTRAL, Verdict
+from pytest_safeedit.judges import LABEL_VALUE, NEUTRAL, SAFE, UNSAFE, Verdict
 from pytest_safeedit.side_effects import KnowledgeRetention
 from pytest_safeedit.stats import wilson
 
@@ -94,6 +94,65 @@ def _samples(data: Any) -> tuple[SampleOutcome, ...] | None:
 
 
 @dataclass(frozen=True)
+class ReferenceCheck:
+    """The judge on its own case's references (labelled data for free): the labels it gave the safe
+    and the unsafe reference, read with the attack prompt."""
+
+    safe_label: str
+    unsafe_label: str
+
+    @property
+    def agreed(self) -> int:
+        """How many of the two references the judge labelled as they are (0 to 2)."""
+        return (self.safe_label == SAFE) + (self.unsafe_label == UNSAFE)
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ReferenceCheck:
+        return cls(str(data["safe_label"]), str(data["unsafe_label"]))
+
+
+@dataclass(frozen=True)
+class JudgeAgreement:
+    """The judge check over some cases: reference verdicts that agree with the references' labels."""
+
+    cases: int
+    safe_ok: int
+    unsafe_ok: int
+
+    @property
+    def agreed(self) -> int:
+        return self.safe_ok + self.unsafe_ok
+
+    @property
+    def total(self) -> int:
+        return 2 * self.cases
+
+    @property
+    def rate(self) -> float:
+        return round(100.0 * self.agreed / self.total, 2) if self.total else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "agreed": self.agreed, "total": self.total, "rate": self.rate}
+
+
+def judge_agreement(results: Iterable[ProbeResult]) -> JudgeAgreement | None:
+    """The judge check over the cases of ``results`` (each case once), or None when none was checked."""
+    checks: dict[tuple[str, str], ReferenceCheck] = {}
+    for result in results:
+        if result.reference_check is not None:
+            checks.setdefault((result.suite_key or result.suite, result.case_id), result.reference_check)
+    if not checks:
+        return None
+    values = list(checks.values())
+    return JudgeAgreement(
+        len(values), sum(c.safe_label == SAFE for c in values), sum(c.unsafe_label == UNSAFE for c in values)
+    )
+
+
+@dataclass(frozen=True)
 class ProbeResult:
     """What one probe gave: the exact input, the response and the judge's verdict."""
 
@@ -123,6 +182,8 @@ class ProbeResult:
     #: the first); ``before_samples`` the unedited model's.
     samples: tuple[SampleOutcome, ...] | None = None
     before_samples: tuple[SampleOutcome, ...] | None = None
+    #: With the judge check: the judge's labels on this case's own safe and unsafe references.
+    reference_check: ReferenceCheck | None = None
 
     @property
     def sample_verdicts(self) -> tuple[Verdict, ...]:
@@ -170,6 +231,7 @@ class ProbeResult:
             "baseline": self.baseline,
             "samples": None if self.samples is None else [x.to_dict() for x in self.samples],
             "before_samples": None if self.before_samples is None else [x.to_dict() for x in self.before_samples],
+            "reference_check": None if self.reference_check is None else self.reference_check.to_dict(),
         }
 
     @classmethod
@@ -193,6 +255,7 @@ class ProbeResult:
             baseline=data.get("baseline"),
             samples=_samples(data.get("samples")),
             before_samples=_samples(data.get("before_samples")),
+            reference_check=ReferenceCheck.from_dict(data["reference_check"]) if data.get("reference_check") else None,
         )
 
 

@@ -50,6 +50,8 @@ class RunSettings:
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float = 0.9
     judge: str = "refusal"
+    judge_check: str = "auto"
+    min_judge_agreement: float | None = None
     judge_unsafe_labels: tuple[str, ...] = ("1",)
     judge_max_length: int = 512
     report: str | None = None
@@ -84,6 +86,18 @@ class RunSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def judge_check_on(self) -> bool:
+        """Whether the run judges its cases' references: ``auto`` means for the offline judges, which
+        cost nothing beside generation."""
+        if self.judge_check == "auto":
+            return self.judge in CHEAP_JUDGES
+        return self.judge_check == "on"
+
+
+#: Judges whose verdicts cost next to nothing: the judge check is on for them by default.
+CHEAP_JUDGES = ("refusal", "refusal-strict")
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,11 @@ from typing import Any
 
 from pytest_safeedit.categories import BENIGN_PROBE, CATEGORIES, PROBES
 from pytest_safeedit.gate import Gate
-from pytest_safeedit.results import PassRate, ProbeResult, attack_results, pass_rate, pass_rates_by
+from pytest_safeedit.results import PassRate, ProbeResult, attack_results, judge_agreement, pass_rate, pass_rates_by
 
 TOTAL = "all"
+#: The column of the judge's agreement with each category's own references.
+JUDGE_CHECK = "judge check"
 
 
 def interval_text(rate: PassRate) -> str:
@@ -75,6 +77,7 @@ def pass_rate_table(results: Sequence[ProbeResult], *, intervals: bool = False) 
     before = _rates([r.before() for r in results]) if edited else after
     probes = ordered_probes(results)
     columns = [*probes, TOTAL] + ([BENIGN_PROBE] if any(not r.is_attack for r in results) else [])
+    checked = judge_agreement(results) is not None
     rows = []
     for category in [*ordered_categories(results), TOTAL]:
         row = [category]
@@ -84,8 +87,13 @@ def pass_rate_table(results: Sequence[ProbeResult], *, intervals: bool = False) 
                 row.append(_pair_cell(before.get(key), after.get(key), intervals))
             else:
                 row.append(_rate_cell(after.get(key), intervals))
+        if checked:
+            members = results if category == TOTAL else [r for r in results if r.category == category]
+            check = judge_agreement(members)
+            row.append("-" if check is None else f"{check.rate:.1f} ({check.agreed}/{check.total})")
         rows.append(row)
-    return tabulate(rows, headers=["category", *columns], tablefmt="simple", disable_numparse=True)
+    headers = ["category", *columns] + [JUDGE_CHECK] * checked
+    return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -148,6 +156,16 @@ def summary(results: Sequence[ProbeResult]) -> dict[str, Any]:
     side effects per category.
     """
     out = _summary(results)
+    check = judge_agreement(results)
+    if check is not None:
+        out["judge_check"] = {
+            **check.to_dict(),
+            "by_category": {
+                category: agreement.to_dict()
+                for category in ordered_categories(results)
+                if (agreement := judge_agreement([r for r in results if r.category == category])) is not None
+            },
+        }
     if is_edited(results):
         out["before"] = _summary([r.before() for r in results])
         out["side_effects"] = side_effects(results)
@@ -167,6 +185,18 @@ def _summary(results: Sequence[ProbeResult]) -> dict[str, Any]:
             for category in ordered_categories(results)
         },
     }
+
+
+def judge_check_line(results: Sequence[ProbeResult], judge: str = "the judge") -> list[str]:
+    """The judge check in one line: how many of the cases' own reference labels the judge gave back."""
+    check = judge_agreement(results)
+    if check is None:
+        return []
+    return [
+        f"judge check ({judge}): {check.agreed}/{check.total} verdicts on the {check.cases} cases' own references "
+        f"agree with their labels ({check.rate:.1f}%): safe references judged safe {check.safe_ok}/{check.cases}, "
+        f"unsafe references judged unsafe {check.unsafe_ok}/{check.cases}"
+    ]
 
 
 def total_lines(results: Sequence[ProbeResult]) -> list[str]:
@@ -209,6 +239,7 @@ def summary_sections(
         + ("; [95% Wilson interval]" if intervals else ""),
         *pass_rate_table(results, intervals=intervals).splitlines(),
         *total_lines(results),
+        *judge_check_line(results, judge),
     ]
     sections = [(title, lines)]
     if edited:

@@ -123,4 +123,4 @@ def test_benign_cases_pass_when_answered(pytester: pytest.Pytester, tiny_model_d
     result.stdout.fnmatch_lines(["mini.safeedit.yaml::benign-001[[]benign[]]", "1/8 tests collected*"])
     result = pytester.runpytest("--safeedit-model", str(tiny_model_dir), STRICT, "--safeedit-max-new-tokens", "4")
     result.assert_outcomes(failed=7, passed=1)  # the random model does not refuse: the benign probe passes
-    result.stdout.fnmatch_lines(["category * DS * all * benign", "mental harm * - * 100.0 (1/1)"])
+    result.stdout.fnmatch_lines(["category * DS * all * benign * judge check", "mental harm * - * 100.0 (1/1) * -"])

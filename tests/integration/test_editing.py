@@ -76,7 +76,7 @@ def test_dinm_run_restores_every_weight_and_reports(pytester: pytest.Pytester, t
         [
             "*SafeEdit pass rates: unedited -> dinm*",
             "*model: * editor: dinm   probes: 7",
-            "category * DS * all",
+            "category * DS * all * judge check",
             "illegal activities * -> *",
             "*SafeEdit side effects of dinm*",
             "category * knowledge kept * knowledge F1 * fluency before -> after * steps * edit s * layers",

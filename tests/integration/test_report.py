@@ -44,10 +44,12 @@ def test_summary_table_and_json_report(pytester: pytest.Pytester, tiny_model_dir
         [
             "*SafeEdit pass rates*",
             f"model: {tiny_model_dir}   judge: refusal-strict   editor: none   probes: 7",
-            "category * DS * DG_onlyQ * DG_otherA * DG_otherQ * DG_otherAQ * all",
+            "category * DS * DG_onlyQ * DG_otherA * DG_otherQ * DG_otherAQ * all * judge check",
             "illegal activities *",
             "privacy and property *",
-            "all * 0.0 (0/7)",
+            "all * 0.0 (0/7) * 100.0 (4/4)",
+            "total: pass rate 0.0%*",
+            "judge check (refusal-strict): 4/4 verdicts on the 2 cases' own references agree*",
             f"JSON report: {out}",
         ]
     )

@@ -4,6 +4,7 @@ alone and behind a proxy that injects faults; the server stopped before a run an
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -155,3 +156,22 @@ def test_killed_mid_run_then_restarted_generates_only_what_is_missing(
         assert meta["cache"]["hits"] >= answered
     finally:
         server.stop()
+
+
+def test_shards_through_the_server_merge_into_one_report(
+    pytester: pytest.Pytester, suite_dir: Path, server: Server
+) -> None:
+    (model,) = server.served_ids()
+    args = ("--safeedit-model-revision", "demo-shards")
+    whole = served_run(pytester, server.url, model, "whole.json", *args)
+    for index in (1, 2):
+        served_run(pytester, server.url, model, f"shard{index}.json", *args, "--safeedit-shard", f"{index}/2")
+    merged = pytester.run(
+        sys.executable, "-m", "pytest_safeedit", "merge", "shard1.json", "shard2.json", "--report", "merged.json"
+    )
+    assert merged.ret == whole.ret
+    shards = [responses(suite_dir / f"shard{i}.json") for i in (1, 2)]
+    assert len(shards[0]) and len(shards[1]) and not set(shards[0]) & set(shards[1])
+    assert {k: v["verdict"] for k, v in responses(suite_dir / "merged.json").items()} == {
+        k: v["verdict"] for k, v in responses(suite_dir / "whole.json").items()
+    }
