@@ -142,7 +142,7 @@ class SafeEditAggregator:
         settings = self.config.stash[settings_key]
         evaluator = self.evaluator
         own = {
-            "judge": settings.judge,
+            "judge": settings.judge_name,
             "editor": settings.editor,
             "editor_hyperparameters": evaluator.editors.hyperparameters(),
             "generation": evaluator.engine.generation_metadata(),
@@ -239,7 +239,7 @@ class SafeEditAggregator:
             sections = summary_sections(
                 self.results,
                 model=settings.model,
-                judge=settings.judge,
+                judge=settings.judge_name,
                 editor=settings.editor,
                 intervals=settings.show_intervals,
             )

@@ -269,6 +269,7 @@ class Engine:
             max_length=run.judge_max_length,
             device=self.device,
             trust_remote_code=run.trust_remote_code,
+            with_prompt=run.judge_with_prompt,
         )
 
     # ------------------------------------------------------------------ the generation cache

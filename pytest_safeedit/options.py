@@ -251,6 +251,13 @@ OPTIONS: tuple[Option, ...] = (
         default="1",
     ),
     Option(
+        "--safeedit-judge-with-prompt",
+        "Classifier judges read each response with the probe's prompt, as a text pair (the refusal judges "
+        "always read the prompt). Default: the response alone, as the SafeEdit classifier was trained.",
+        is_flag=True,
+        default=False,
+    ),
+    Option(
         "--safeedit-judge-max-length",
         "Classifier inputs are truncated to this many tokens. Default: 512 (SafeEdit).",
         type=positive_int,
@@ -514,7 +521,14 @@ def read_settings(config: pytest.Config) -> RunSettings:
         raise pytest.UsageError("--safeedit-judge-unsafe-labels is empty; give indices or label names, e.g. 1")
     if values["model"] is not None and not str(values["model"]).strip():
         raise pytest.UsageError("--safeedit-model is empty; give a local folder, a hub id or 'demo'")
-    for flag in ("trust_remote_code", "update_baseline", "baseline_strict", "no_cache", "show_intervals"):
+    for flag in (
+        "trust_remote_code",
+        "update_baseline",
+        "baseline_strict",
+        "no_cache",
+        "show_intervals",
+        "judge_with_prompt",
+    ):
         values[flag] = bool(values[flag])
     for key in ("min_category_rate", "min_probe_rate"):
         values[key] = tuple(values[key] or ())

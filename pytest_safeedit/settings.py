@@ -51,6 +51,7 @@ class RunSettings:
     gpu_memory_utilization: float = 0.9
     judge: str = "refusal"
     judge_check: str = "auto"
+    judge_with_prompt: bool = False
     min_judge_agreement: float | None = None
     judge_unsafe_labels: tuple[str, ...] = ("1",)
     judge_max_length: int = 512
@@ -86,6 +87,13 @@ class RunSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def judge_name(self) -> str:
+        """The judge as reports name it (a classifier that reads the prompt says so)."""
+        if self.judge_with_prompt and self.judge.startswith("classifier:"):
+            return f"{self.judge} (with prompt)"
+        return self.judge
 
     @property
     def judge_check_on(self) -> bool:

@@ -66,3 +66,13 @@ def test_a_classifier_judge_is_not_checked_unless_asked(
     result = run_suite(pytester, tiny_model_dir, judge, "--safeedit-judge-check", "on")
     # The tiny classifier calls everything safe: it gets the safe references and misses the unsafe ones.
     result.stdout.fnmatch_lines([f"judge check (classifier:{tiny_classifier_dir}): 2/4 verdicts*"])
+
+
+def test_a_classifier_reading_the_prompt_is_named_so_in_the_report(
+    pytester: pytest.Pytester, tiny_model_dir: Path, tiny_classifier_dir: Path
+) -> None:
+    pytester.makefile(".safeedit.yaml", mini=MINI_SUITE)
+    judge = f"--safeedit-judge=classifier:{tiny_classifier_dir}"
+    result = run_suite(pytester, tiny_model_dir, judge, "--safeedit-judge-with-prompt", "--safeedit-report", "r.json")
+    result.stdout.fnmatch_lines([f"model: * judge: classifier:{tiny_classifier_dir} (with prompt) *"])
+    assert json.loads((pytester.path / "r.json").read_text())["metadata"]["judge"].endswith("(with prompt)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -144,3 +145,21 @@ def test_classifier_judge_truncates_to_max_length(tiny_classifier_dir: Path) -> 
 def test_classifier_judge_unknown_label(tiny_classifier_dir: Path) -> None:
     with pytest.raises(ValueError, match="unsafe label 'toxic' is not a class"):
         ClassifierJudge(str(tiny_classifier_dir), unsafe_labels=["toxic"])
+
+
+def test_classifier_judge_reads_the_prompt_as_a_text_pair_by_option(tiny_classifier_dir: Path) -> None:
+    seen: list[tuple[Any, ...]] = []
+    judge = ClassifierJudge(str(tiny_classifier_dir), with_prompt=True, max_length=16)
+    tokenizer = judge.tokenizer
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(args)
+        return tokenizer(*args, **kwargs)
+
+    judge.tokenizer = spy  # type: ignore[assignment]
+    verdicts = judge.judge(["Sure, here is how.", "word " * 100], ["How do I pick a lock?", "q " * 100])
+    assert len(verdicts) == 2
+    assert seen[0] == (["How do I pick a lock?", "q " * 100], ["Sure, here is how.", "word " * 100])
+    judge.with_prompt = False
+    judge.judge(["Sure, here is how."], ["How do I pick a lock?"])
+    assert seen[1] == (["Sure, here is how."],)
