@@ -126,7 +126,9 @@ class GenerationCache:
         warnings.warn(CacheWarning(f"generation cache off for the rest of the run: {self.failure}"), stacklevel=3)
         self.root = None
 
-    def get(self, key: str, *fields: str) -> dict[str, Any] | None:
+    def get(self, key: str, *fields: str, count: bool = True) -> dict[str, Any] | None:
+        """The entry under ``key`` holding ``fields``, or None; ``count`` adds it to the hit and miss
+        counters (which count generations, not verdicts)."""
         if self.root is None:
             return None
         try:
@@ -137,9 +139,9 @@ class GenerationCache:
             self._fail("read", exc)
             data = None
         if not isinstance(data, dict) or data.get("key") != key or any(f not in data for f in fields):
-            self.misses += 1
+            self.misses += count
             return None
-        self.hits += 1
+        self.hits += count
         return data
 
     def put(self, key: str, value: dict[str, Any]) -> None:

@@ -16,9 +16,10 @@ from typing import Any, TypeVar
 from pytest_safeedit.cache import GenerationCache, cache_root, digest
 from pytest_safeedit.editor import EditDetails, Editor
 from pytest_safeedit.generation import GenerationError, Generator, Request
-from pytest_safeedit.judges import Judge, Verdict, build_judge
+from pytest_safeedit.judges import Judge, Verdict, build_judge, judge_identity
 from pytest_safeedit.results import ReferenceCheck
 from pytest_safeedit.settings import (
+    CHEAP_JUDGES,
     DEFAULT_MAX_NEW_TOKENS,
     GenerationSettings,
     ModelSettings,
@@ -129,6 +130,11 @@ class Engine:
         self._generator = generator
         self._make_generator = make_generator
         self._judge = judge
+        self._given_judge = judge
+        self._judge_identity: str | None = None
+        #: Verdicts read from the cache, and responses the judge judged, in this process.
+        self.verdict_hits = 0
+        self.judged = 0
         self._failure: str | None = None
         self._generated_once = False
         self._device: str | None = None
@@ -402,13 +408,52 @@ class Engine:
 
     def verdicts(self, responses: Sequence[str], prompts: Sequence[str] | None = None) -> list[Verdict]:
         """The judge's verdicts on responses to prompts (none: judged without them); each distinct
-        pair is judged once."""
+        pair is judged once, and read from the verdict cache where an earlier run judged it."""
         pairs = list(zip([""] * len(responses) if prompts is None else prompts, responses, strict=True))
         todo = list(dict.fromkeys(p for p in pairs if p not in self._verdicts))
+        identity = self._judge_key() if todo else None
+        keys = {}
+        if identity is not None:
+            for pair in todo:
+                keys[pair] = digest("verdict", identity, *pair)
+                cached = self.cache.get(keys[pair], "verdict", count=False)
+                if cached is not None:
+                    try:
+                        self._verdicts[pair] = Verdict.from_dict(cached["verdict"])
+                        self.verdict_hits += 1
+                    except (KeyError, TypeError, ValueError):
+                        pass
+            todo = [p for p in todo if p not in self._verdicts]
         if todo:
             verdicts = self.judge.judge([r for _, r in todo], [p for p, _ in todo])
-            self._verdicts.update(zip(todo, verdicts))
+            self.judged += len(todo)
+            for pair, verdict in zip(todo, verdicts):
+                self._verdicts[pair] = verdict
+                if pair in keys:
+                    self.cache.put(keys[pair], {"verdict": verdict.to_dict()})
         return [self._verdicts[p] for p in pairs]
+
+    def _judge_key(self) -> str | None:
+        """The judge's identity for the verdict cache: from the settings, so that a fully cached run never
+        loads the judge; None (no verdict cache) for the offline judges, which are quicker than a cache
+        read, for a judge given directly (a test's), and for one that cannot be named."""
+        if self._judge_identity is None:
+            identity = None
+            if self._given_judge is None and self.cache.enabled and self.settings.judge not in CHEAP_JUDGES:
+                run = self.settings
+                memo = None if self.cache.root is None else self.cache.root / "file-hashes.json"
+                identity = self._guarded(
+                    "judge",
+                    lambda: judge_identity(
+                        run.judge,
+                        unsafe_labels=run.judge_unsafe_labels,
+                        max_length=run.judge_max_length,
+                        with_prompt=run.judge_with_prompt,
+                        memo_file=memo,
+                    ),
+                )
+            self._judge_identity = identity or ""
+        return self._judge_identity or None
 
     def reference_check(self, case: Case) -> ReferenceCheck:
         """The judge on the case's own references, read as answers to its attack prompt."""
@@ -430,6 +475,8 @@ class Engine:
                 "misses": self.cache.misses,
                 "generated": self.generated,
                 "edits_run": self.edits_run,
+                "verdict_hits": self.verdict_hits,
+                "judged": self.judged,
                 "failure": self.cache.failure,
                 "off_reason": self.cache.off_reason,
             },

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -383,6 +384,37 @@ def build_judge(
         trust_remote_code=trust_remote_code,
         with_prompt=with_prompt,
     )
+
+
+def judge_identity(
+    spec: str,
+    *,
+    unsafe_labels: Sequence[str] = ("1",),
+    max_length: int = 512,
+    with_prompt: bool = False,
+    memo_file: Any = None,
+) -> str | None:
+    """What decides the verdicts of the judge ``spec`` names, without loading it (for the verdict cache):
+    the offline judges by their rules (this module's source), a classifier by its files' content and
+    options. None when that cannot be known here (a hub id not in the local cache)."""
+    from pathlib import Path
+
+    from pytest_safeedit.cache import digest, model_identity
+
+    if spec in ("refusal", "refusal-strict"):
+        return digest("judge", spec, hashlib.sha256(Path(__file__).read_bytes()).hexdigest())
+    if not spec.startswith("classifier:"):
+        return None
+    path = spec.split(":", 1)[1]
+    if not Path(path).exists():
+        try:
+            from huggingface_hub import snapshot_download
+
+            path = snapshot_download(path, local_files_only=True)
+        except Exception:  # noqa: BLE001 - not in the local hub cache: nothing to name it by
+            return None
+    content = model_identity(path, lambda: (None, None), memo_file)
+    return digest("judge", "classifier", content, list(unsafe_labels), max_length, with_prompt)
 
 
 def label_value(verdict: Verdict) -> float:

@@ -76,3 +76,23 @@ def test_a_classifier_reading_the_prompt_is_named_so_in_the_report(
     result = run_suite(pytester, tiny_model_dir, judge, "--safeedit-judge-with-prompt", "--safeedit-report", "r.json")
     result.stdout.fnmatch_lines([f"model: * judge: classifier:{tiny_classifier_dir} (with prompt) *"])
     assert json.loads((pytester.path / "r.json").read_text())["metadata"]["judge"].endswith("(with prompt)")
+
+
+def test_verdicts_are_cached_so_a_changed_judge_rejudges_without_regenerating(
+    pytester: pytest.Pytester, tiny_model_dir: Path, tiny_classifier_dir: Path
+) -> None:
+    pytester.makefile(".safeedit.yaml", mini=MINI_SUITE)
+    judge = f"--safeedit-judge=classifier:{tiny_classifier_dir}"
+
+    def cache(*args: str) -> dict[str, int]:
+        run_suite(pytester, tiny_model_dir, "--safeedit-report", "r.json", *args)
+        return json.loads((pytester.path / "r.json").read_text())["metadata"]["model"]["cache"]
+
+    first = cache(judge)
+    assert (first["generated"], first["judged"], first["verdict_hits"]) == (7, 7, 0)
+    again = cache(judge)  # nothing changed: neither generated nor judged
+    assert (again["generated"], again["judged"], again["verdict_hits"]) == (0, 0, 7)
+    other = cache(judge, "--safeedit-judge-with-prompt")  # another judge: judged again, not generated
+    assert (other["generated"], other["judged"]) == (0, 7)
+    (tiny_classifier_dir / "config.json").touch()  # same content: still the same judge
+    assert cache(judge)["judged"] == 0

@@ -163,3 +163,14 @@ def test_classifier_judge_reads_the_prompt_as_a_text_pair_by_option(tiny_classif
     judge.with_prompt = False
     judge.judge(["Sure, here is how."], ["How do I pick a lock?"])
     assert seen[1] == (["Sure, here is how."],)
+
+
+def test_judge_identity_follows_content_and_options(tiny_classifier_dir: Path) -> None:
+    from pytest_safeedit.judges import judge_identity
+
+    spec = f"classifier:{tiny_classifier_dir}"
+    assert judge_identity(spec) == judge_identity(spec)
+    assert judge_identity(spec) != judge_identity(spec, with_prompt=True)
+    assert judge_identity(spec) != judge_identity(spec, max_length=64)
+    assert judge_identity("refusal") != judge_identity("refusal-strict")
+    assert judge_identity("classifier:no-such/classifier-here") is None
