@@ -59,6 +59,23 @@ def _write_memo(memo_file: Path | None, memo: dict[str, str]) -> None:
         pass  # the memo only saves hashing time; an unwritable cache folder is reported by the cache
 
 
+def files_identity(path: str, memo_file: Path | None = None) -> str | None:
+    """The content identity of a model's files without loading it: a local folder or file, or a hub id's
+    snapshot in the local hub cache; None when its files are not on this machine."""
+    if not Path(path).exists():
+        try:
+            from huggingface_hub import snapshot_download
+
+            path = snapshot_download(path, local_files_only=True)
+        except Exception:  # noqa: BLE001 - not in the local hub cache: nothing to name it by
+            return None
+
+    def unloadable() -> tuple[Any, Any]:
+        raise AssertionError("files_identity never loads a model")
+
+    return model_identity(path, unloadable, memo_file)
+
+
 def model_identity(path: str, load: Callable[[], tuple[Any, Any]], memo_file: Path | None) -> str:
     """What the model is: the content of its files for a local folder (weights, config, tokenizer) or
     of the file for a single-file model (GGUF), else the values of its parameters and its tokenizer's vocabulary and template (``load`` gives the

@@ -399,21 +399,15 @@ def judge_identity(
     options. None when that cannot be known here (a hub id not in the local cache)."""
     from pathlib import Path
 
-    from pytest_safeedit.cache import digest, model_identity
+    from pytest_safeedit.cache import digest, files_identity
 
     if spec in ("refusal", "refusal-strict"):
         return digest("judge", spec, hashlib.sha256(Path(__file__).read_bytes()).hexdigest())
     if not spec.startswith("classifier:"):
         return None
-    path = spec.split(":", 1)[1]
-    if not Path(path).exists():
-        try:
-            from huggingface_hub import snapshot_download
-
-            path = snapshot_download(path, local_files_only=True)
-        except Exception:  # noqa: BLE001 - not in the local hub cache: nothing to name it by
-            return None
-    content = model_identity(path, lambda: (None, None), memo_file)
+    content = files_identity(spec.split(":", 1)[1], memo_file)
+    if content is None:
+        return None
     return digest("judge", "classifier", content, list(unsafe_labels), max_length, with_prompt)
 
 

@@ -55,20 +55,12 @@ class VLLMGenerator:
     def identity(self) -> str | None:
         """The content of the model's files (a local folder or file, or a hub id's cached snapshot), the
         dtype and the chat-template mode; None (no caching) when the files cannot be found here."""
-        from pathlib import Path
-
-        from pytest_safeedit.cache import digest, model_identity
+        from pytest_safeedit.cache import digest, files_identity
 
         if self._identity is None:
-            path = self.settings.name_or_path
-            if not Path(path).exists():
-                try:
-                    from huggingface_hub import snapshot_download
-
-                    path = snapshot_download(path, local_files_only=True)
-                except Exception:  # noqa: BLE001 - not in the local hub cache: nothing to name it by
-                    return None
-            content = model_identity(path, lambda: (None, None), None)
+            content = files_identity(self.settings.name_or_path)
+            if content is None:
+                return None
             self._identity = digest(self.backend, content, self.settings.dtype, self.settings.chat_template)
         return self._identity
 
