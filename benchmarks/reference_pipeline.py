@@ -44,7 +44,10 @@ def main() -> None:
         before = [answer(p.text, False) for p in case.probes]
         with editor.edit(model, case):
             after = [answer(p.text, True) for p in case.probes]
-        for probe, b, a in zip(case.probes, judge.judge(before), judge.judge(after)):
+        # Judged as the plugin judges: each response with the text its model answered.
+        before_verdicts = judge.judge(before, [p.text for p in case.probes])
+        after_verdicts = judge.judge(after, [editor.prompt(p.text)[0] for p in case.probes])
+        for probe, b, a in zip(case.probes, before_verdicts, after_verdicts):
             verdicts[f"{case.id}[{probe.kind}]"] = [b.label, a.label]
     Path(out).write_text(json.dumps(verdicts, indent=1))
     print(len(verdicts), "probes")
