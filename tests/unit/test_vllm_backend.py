@@ -88,3 +88,19 @@ def test_missing_package_and_editing_are_said(monkeypatch: pytest.MonkeyPatch, t
         generator.generate([Request("hi", None, GenerationSettings())])
     with pytest.raises(RuntimeError, match="--safeedit-backend hf"):
         generator.editable(GenerationSettings())
+
+
+def test_the_engine_builds_the_vllm_backend_from_the_options(fake_vllm: types.ModuleType, tmp_path: Path) -> None:
+    from pytest_safeedit.engine import Engine
+    from pytest_safeedit.settings import RunSettings
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"")  # the folder check wants weights; vLLM is a stand-in here
+    run = RunSettings(
+        model=str(tmp_path), backend="vllm", tensor_parallel_size=4, gpu_memory_utilization=0.5, device="cuda",
+        dtype="bfloat16", no_cache=True,
+    )  # fmt: skip
+    generator = Engine(run).generator
+    assert isinstance(generator, VLLMGenerator)
+    assert (generator.tensor_parallel_size, generator.gpu_memory_utilization) == (4, 0.5)
+    assert generator.settings.dtype == "bfloat16" and generator.settings.device == "cuda"
