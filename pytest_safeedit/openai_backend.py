@@ -232,12 +232,11 @@ class OpenAIGenerator:
                     tried = f" (after {attempt + 1} attempts)" if attempt else ""
                     raise EndpointError(f"{url} answered HTTP {exc.code}{tried}: {message}{hint}") from None
                 delay = _retry_after(exc.headers.get("Retry-After"))
-                cause = f"HTTP {exc.code}: {message}"
             except (TimeoutError, urllib.error.URLError, ConnectionError, http.client.HTTPException, OSError) as exc:
                 cause = _connection_cause(exc, self.endpoint.timeout)
                 if attempt >= self.endpoint.retries:
                     text = f"{url} failed after {attempt + 1} attempts: {cause}"
-                    if "refused" in cause or "not resolve" in cause:
+                    if _unreachable(exc):
                         with self._lock:
                             # The server is gone: the remaining requests say so at once instead of waiting.
                             self._down = f"{self.endpoint.base} is not reachable: {cause}"
@@ -246,7 +245,6 @@ class OpenAIGenerator:
             if delay is None:
                 delay = min(MAX_BACKOFF_S, 0.5 * 2 ** (attempt - 1)) * (0.75 + 0.5 * random.random())
             self._sleep(min(delay, MAX_BACKOFF_S))
-            del cause
 
 
 def _server_message(exc: urllib.error.HTTPError) -> str:
@@ -284,6 +282,12 @@ def _retry_after(value: str | None) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether a connection failure means nothing listens there (refused, or the host unknown), as
+    opposed to a server that is slow or dropped one connection."""
+    return isinstance(getattr(exc, "reason", exc), (ConnectionRefusedError, socket.gaierror))
 
 
 def _connection_cause(exc: BaseException, timeout: float) -> str:

@@ -72,8 +72,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
         model_defaults = demo_editor_defaults(settings.model, editor_spec.name)
     editors = SuiteEditors(editor_spec, editor_config, model_defaults)
-    check = settings.judge_check_on or settings.min_judge_agreement is not None
-    config.stash[evaluator_key] = Evaluator(engine, editors, baseline=baseline, judge_check=check)
+    config.stash[evaluator_key] = Evaluator(engine, editors, baseline=baseline, judge_check=settings.judge_check_on)
     config.stash[suite_errors_key] = set()
     config.stash[suite_gates_key] = {}
     config.addinivalue_line("markers", "safeedit: a SafeEdit probe item")

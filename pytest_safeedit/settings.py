@@ -98,9 +98,9 @@ class RunSettings:
     @property
     def judge_check_on(self) -> bool:
         """Whether the run judges its cases' references: ``auto`` means for the offline judges, which
-        cost nothing beside generation."""
+        cost nothing beside generation, and whenever a minimum agreement is asked for."""
         if self.judge_check == "auto":
-            return self.judge in CHEAP_JUDGES
+            return self.judge in CHEAP_JUDGES or self.min_judge_agreement is not None
         return self.judge_check == "on"
 
 
