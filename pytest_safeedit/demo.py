@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,7 +67,8 @@ def sample_suite_path() -> Path:
 DEMO_EDITOR_DEFAULTS: dict[str, dict[str, Any]] = {"dinm": {"lr": 0.004}, "ft-l": {"lr": 0.004}}
 
 
-def demo_key(suite_bytes: bytes, recipe: DemoRecipe) -> str:
+def demo_key(suite_bytes: bytes, recipe: Any) -> str:
+    """The cache key of a model trained from the suite with ``recipe`` (a dataclass)."""
     digest = hashlib.sha256()
     digest.update(json.dumps(asdict(recipe), sort_keys=True).encode())
     digest.update(suite_bytes)
@@ -111,8 +113,15 @@ def training_pairs(
     return pairs
 
 
-def build_tokenizer(corpus: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer trained on ``corpus``, with the demo's chat template."""
+def build_tokenizer(
+    corpus: list[str],
+    vocab_size: int,
+    special_tokens: list[str] = SPECIAL_TOKENS,
+    pad: str = "<|pad|>",
+    eos: str = "<|end|>",
+    chat_template: str | None = CHAT_TEMPLATE,
+) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on ``corpus`` (by default the demo's, with its chat template)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -121,14 +130,12 @@ def build_tokenizer(corpus: list[str], vocab_size: int) -> PreTrainedTokenizerFa
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=special_tokens,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     bpe.train_from_iterator(corpus, trainer=trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=bpe, pad_token="<|pad|>", eos_token="<|end|>", chat_template=CHAT_TEMPLATE
-    )
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token=pad, eos_token=eos, chat_template=chat_template)
 
 
 def build_demo(target: Path, suite: Suite, recipe: DemoRecipe) -> None:
@@ -156,25 +163,53 @@ def build_demo(target: Path, suite: Suite, recipe: DemoRecipe) -> None:
     )
     model = GPT2LMHeadModel(config)
 
-    examples: list[tuple[list[int], int]] = []
-    for user, reply in pairs:
-        prompt = str(
-            tokenizer.apply_chat_template(
-                [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True
-            )
+    prompts = [
+        str(tokenizer.apply_chat_template([{"role": "user", "content": u}], tokenize=False, add_generation_prompt=True))
+        for u, _ in pairs
+    ]
+    examples = [(prompt, reply) for prompt, (_, reply) in zip(prompts, pairs)]
+    final_loss = train_replies(model, tokenizer, examples, recipe)
+    model.eval()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    (target / "safeedit_demo.json").write_text(
+        json.dumps(
+            {
+                "recipe": asdict(recipe),
+                "suite": suite.path.name,
+                "examples": len(examples),
+                "final_loss": round(final_loss, 6),
+                "build_seconds": round(time.perf_counter() - started, 1),
+            },
+            indent=2,
         )
+    )
+
+
+def train_replies(model: Any, tokenizer: Any, examples: list[tuple[str, str]], recipe: Any) -> float:
+    """Teach ``model`` to answer each formatted prompt with its reply and the tokenizer's end token (loss on
+    the reply only; AdamW with a one-cycle schedule; inputs longer than ``recipe.n_positions`` keep their
+    right end); returns the last batch's loss. ``recipe`` gives epochs, batch_size, lr, seed, n_positions."""
+    import torch
+
+    end = str(tokenizer.eos_token)
+    encoded: list[tuple[list[int], int]] = []
+    for prompt, reply in examples:
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        reply_ids = tokenizer(reply + "<|end|>", add_special_tokens=False)["input_ids"]
+        reply_ids = tokenizer(reply + end, add_special_tokens=False)["input_ids"]
         ids = (prompt_ids + reply_ids)[-recipe.n_positions :]
-        examples.append((ids, max(0, len(ids) - len(reply_ids))))
+        encoded.append((ids, max(0, len(ids) - len(reply_ids))))
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.0)
-    steps = recipe.epochs * len(_length_buckets(examples, recipe.batch_size, torch.Generator().manual_seed(0)))
+    steps = recipe.epochs * len(_length_buckets(encoded, recipe.batch_size, torch.Generator().manual_seed(0)))
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=steps, pct_start=0.1)
     generator = torch.Generator().manual_seed(recipe.seed)
     model.train()
+    loss = torch.zeros(())
     for _ in range(recipe.epochs):
-        for batch in _length_buckets(examples, recipe.batch_size, generator):
+        for batch in _length_buckets(encoded, recipe.batch_size, generator):
             width = max(len(ids) for ids, _ in batch)
             input_ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
             labels = torch.full((len(batch), width), -100, dtype=torch.long)
@@ -190,22 +225,7 @@ def build_demo(target: Path, suite: Suite, recipe: DemoRecipe) -> None:
             optimizer.step()
             schedule.step()
     model.eval()
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.save_pretrained(target)
-    tokenizer.save_pretrained(target)
-    (target / "safeedit_demo.json").write_text(
-        json.dumps(
-            {
-                "recipe": asdict(recipe),
-                "suite": suite.path.name,
-                "examples": len(examples),
-                "final_loss": round(float(loss.detach()), 6),
-                "build_seconds": round(time.perf_counter() - started, 1),
-            },
-            indent=2,
-        )
-    )
+    return float(loss.detach())
 
 
 def _length_buckets(
@@ -229,18 +249,27 @@ def ensure_demo(cache_dir: str | None = None, recipe: DemoRecipe | None = None) 
     recipe = recipe or DemoRecipe()
     path = sample_suite_path()
     key = demo_key(path.read_bytes(), recipe)
-    target = cache_root(cache_dir) / "demo" / key
-    if (target / "safeedit_demo.json").is_file():
+    return build_once(
+        cache_root(cache_dir) / "demo" / key,
+        "safeedit_demo.json",
+        lambda work: build_demo(work, load_suite(path), recipe),
+    )
+
+
+def build_once(target: Path, marker: str, build: Callable[[Path], None]) -> Path:
+    """``target``, built by ``build`` into a temporary folder beside it and moved into place unless a
+    finished build (one with ``marker``) is there already."""
+    if (target / marker).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        build_demo(work, load_suite(path), recipe)
+        build(work)
         try:
             os.replace(work, target)
         except OSError:
             # Another process finished the same build first; its result is identical.
-            if not (target / "safeedit_demo.json").is_file():
+            if not (target / marker).is_file():
                 raise
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -16,15 +16,16 @@ from typing import Any, TypeVar
 from pytest_safeedit.cache import GenerationCache, cache_root, digest
 from pytest_safeedit.editor import EditDetails, Editor
 from pytest_safeedit.generation import GenerationError, Generator, Request
-from pytest_safeedit.judges import Judge, Verdict, build_judge, judge_identity
+from pytest_safeedit.judge_specs import JudgeOptions, build_judges, judges_identity
+from pytest_safeedit.judges import Judge, Verdict
 from pytest_safeedit.results import ReferenceCheck
 from pytest_safeedit.settings import (
-    CHEAP_JUDGES,
     DEFAULT_MAX_NEW_TOKENS,
     GenerationSettings,
     ModelSettings,
     RunSettings,
     cpu_threads_per_worker,
+    default_batch_size,
     resolve_device,
     resolve_generation,
     resolve_model_settings,
@@ -142,7 +143,7 @@ class Engine:
         self._identity: str | None = None
         self._generation: dict[str, GenerationSettings] = {}
         self._responses: dict[Request, str] = {}
-        self._verdicts: dict[tuple[str, str], Verdict] = {}
+        self._verdicts: dict[tuple[str, str, str], Verdict] = {}
         self._pending: list[Request] = []
 
     @property
@@ -267,16 +268,24 @@ class Engine:
         )
         return OpenAIGenerator(endpoint, seed=run.seed)
 
-    def _build_judge(self) -> Judge:
+    def judge_options(self) -> JudgeOptions:
+        """How the run's model judges load and read, resolved (device, batch size)."""
         run = self.settings
-        return build_judge(
-            run.judge,
+        return JudgeOptions(
             unsafe_labels=run.judge_unsafe_labels,
             max_length=run.judge_max_length,
-            device=self.device,
-            trust_remote_code=run.trust_remote_code,
             with_prompt=run.judge_with_prompt,
+            guard_format=run.judge_format,
+            rubric=run.judge_rubric,
+            device=self.device,
+            dtype=run.dtype,
+            batch_size=run.batch_size or default_batch_size(self.device),
+            trust_remote_code=run.trust_remote_code,
+            cache_dir=run.cache_dir,
         )
+
+    def _build_judge(self) -> Judge:
+        return build_judges(self.settings.judge, self.settings.judge_policy, self.judge_options())
 
     # ------------------------------------------------------------------ the generation cache
 
@@ -356,7 +365,7 @@ class Engine:
                 self.cache.put(key, {"response": output})
         self._pending = [r for r in self._pending if r not in self._responses]
         done = [r for r in batch if r in self._responses]
-        self.verdicts([self._responses[r] for r in done], [r.text for r in done])
+        self.verdicts([self._responses[r] for r in done], [r.text for r in done], [r.category for r in done])
         if failure is not None:
             raise failure
 
@@ -406,10 +415,21 @@ class Engine:
 
     # ------------------------------------------------------------------ judging
 
-    def verdicts(self, responses: Sequence[str], prompts: Sequence[str] | None = None) -> list[Verdict]:
-        """The judge's verdicts on responses to prompts (none: judged without them); each distinct
-        pair is judged once, and read from the verdict cache where an earlier run judged it."""
-        pairs = list(zip([""] * len(responses) if prompts is None else prompts, responses, strict=True))
+    def verdicts(
+        self, responses: Sequence[str], prompts: Sequence[str] | None = None, categories: Sequence[str] | None = None
+    ) -> list[Verdict]:
+        """The judge's verdicts on responses to prompts of cases of categories (either absent: judged without
+        them); each distinct (prompt, response, category) is judged once, and read from the verdict cache
+        where an earlier run judged it."""
+        blank = [""] * len(responses)
+        pairs = list(
+            zip(
+                blank if prompts is None else prompts,
+                responses,
+                blank if categories is None else categories,
+                strict=True,
+            )
+        )
         todo = list(dict.fromkeys(p for p in pairs if p not in self._verdicts))
         identity = self._judge_key() if todo else None
         keys = {}
@@ -425,7 +445,7 @@ class Engine:
                         pass
             todo = [p for p in todo if p not in self._verdicts]
         if todo:
-            verdicts = self.judge.judge([r for _, r in todo], [p for p, _ in todo])
+            verdicts = self.judge.judge([r for _, r, _ in todo], [p for p, _, _ in todo], [c for _, _, c in todo])
             self.judged += len(todo)
             for pair, verdict in zip(todo, verdicts):
                 self._verdicts[pair] = verdict
@@ -439,25 +459,18 @@ class Engine:
         read, for a judge given directly (a test's), and for one that cannot be named."""
         if self._judge_identity is None:
             identity = None
-            if self._given_judge is None and self.cache.enabled and self.settings.judge not in CHEAP_JUDGES:
+            if self._given_judge is None and self.cache.enabled and not self.settings.cheap_judge:
                 run = self.settings
                 memo = None if self.cache.root is None else self.cache.root / "file-hashes.json"
                 identity = self._guarded(
-                    "judge",
-                    lambda: judge_identity(
-                        run.judge,
-                        unsafe_labels=run.judge_unsafe_labels,
-                        max_length=run.judge_max_length,
-                        with_prompt=run.judge_with_prompt,
-                        memo_file=memo,
-                    ),
+                    "judge", lambda: judges_identity(run.judge, run.judge_policy, self.judge_options(), memo)
                 )
             self._judge_identity = identity or ""
         return self._judge_identity or None
 
     def reference_check(self, case: Case) -> ReferenceCheck:
         """The judge on the case's own references, read as answers to its attack prompt."""
-        safe, unsafe = self.verdicts([case.safe, case.unsafe], [case.adversarial_prompt] * 2)
+        safe, unsafe = self.verdicts([case.safe, case.unsafe], [case.adversarial_prompt] * 2, [case.category] * 2)
         return ReferenceCheck(safe.label, unsafe.label)
 
     # ------------------------------------------------------------------ reports

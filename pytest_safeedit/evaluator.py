@@ -80,11 +80,11 @@ class Evaluator:
 
     # ------------------------------------------------------------------ requests
 
-    def probe_requests(self, suite: Suite, text: str, system: str | None = None) -> list[Request]:
+    def probe_requests(self, suite: Suite, text: str, system: str | None = None, category: str = "") -> list[Request]:
         """The generations of a probe text: one, or one per sample with sampled decoding."""
         settings = self.engine.generation_settings(suite)
         count = settings.samples if settings.sampled else 1
-        return [Request(text, system, settings, sample=k) for k in range(count)]
+        return [Request(text, system, settings, sample=k, category=category) for k in range(count)]
 
     def knowledge_request(self, suite: Suite, case: Case) -> Request | None:
         """With an editor, the unedited answer to the knowledge prompt, prompted as the edited model is
@@ -92,15 +92,15 @@ class Evaluator:
         editor = self.editors.for_suite(suite)
         if editor is None or case.knowledge is None or case.benign:
             return None
-        return self.edited_requests(suite, editor, case.knowledge.prompt)[0]
+        return self.edited_requests(suite, editor, case.knowledge.prompt, case.category)[0]
 
-    def edited_requests(self, suite: Suite, editor: Editor, text: str) -> list[Request]:
+    def edited_requests(self, suite: Suite, editor: Editor, text: str, category: str = "") -> list[Request]:
         user, system = editor.prompt(text)
-        return self.probe_requests(suite, user, system)
+        return self.probe_requests(suite, user, system, category)
 
     def requests(self, suite: Suite, case: Case, probe: Probe) -> list[Request]:
         """The unedited generations a probe needs, for batching across cases."""
-        out = self.probe_requests(suite, probe.text)
+        out = self.probe_requests(suite, probe.text, category=case.category)
         knowledge = self.knowledge_request(suite, case)
         return out if knowledge is None else out + [knowledge]
 
@@ -109,7 +109,7 @@ class Evaluator:
     def evaluate(self, suite: Suite, case: Case, probe: Probe, nodeid: str = "") -> ProbeResult:
         """The probe's result: unedited without an editor, else after the case's edit (a benign probe:
         under every selected edit of its category); with the baseline's status when there is one."""
-        responses = [self.engine.respond(r) for r in self.probe_requests(suite, probe.text)]
+        responses = [self.engine.respond(r) for r in self.probe_requests(suite, probe.text, category=case.category)]
         outcomes = self._outcomes(case, probe.text, responses)
         shown = worst(outcomes)
         result = ProbeResult(
@@ -153,7 +153,7 @@ class Evaluator:
         if case.benign:
             verdicts = [over_refusal_verdict(r) for r in responses]
         else:
-            verdicts = self.engine.verdicts(responses, [prompt] * len(responses))
+            verdicts = self.engine.verdicts(responses, [prompt] * len(responses), [case.category] * len(responses))
         return tuple(SampleOutcome(r, v) for r, v in zip(responses, verdicts))
 
     def _benign_under_edits(self, suite: Suite, case: Case, base: ProbeResult, editor: str) -> ProbeResult:
@@ -198,11 +198,12 @@ class Evaluator:
         engine = self.engine
         probes = self.selection.probes(suite, case)
         benign = self.selection.benign_cases(suite, case.category)
-        before = [engine.respond(r) for p in probes for r in self.probe_requests(suite, p.text)]
+        before = [engine.respond(r) for p in probes for r in self.probe_requests(suite, p.text, category=case.category)]
         knowledge_request = self.knowledge_request(suite, case)
         knowledge_before = None if knowledge_request is None else engine.respond(knowledge_request)
         groups = [
-            self.edited_requests(suite, editor, t) for t in [p.text for p in probes] + [b.question for b in benign]
+            self.edited_requests(suite, editor, t, case.category)
+            for t in [p.text for p in probes] + [b.question for b in benign]
         ]
         requests = [r for group in groups for r in group]
         if knowledge_request is not None:

@@ -11,7 +11,7 @@ from typing import Any
 from pytest_safeedit.categories import BENIGN_PROBE
 from pytest_safeedit.files import atomic_write
 from pytest_safeedit.results import PassRate, ProbeResult, attack_results, pass_rate
-from pytest_safeedit.summary import TOTAL, is_edited, judge_check_line, ordered_categories, ordered_probes, side_effects
+from pytest_safeedit.summary import TOTAL, is_edited, judge_lines, ordered_categories, ordered_probes, side_effects
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1em 1.5em;color:#222;font-size:14px}
@@ -100,7 +100,7 @@ def _header(results: Sequence[ProbeResult], meta: Mapping[str, Any], gate_failur
         + (f" · gated on {escape(str(gate.get('on', 'point')))}" if gate_failures is not None else "")
         + "</p>"
     )
-    parts.extend(f'<p class="meta">{escape(line)}</p>' for line in judge_check_line(results, str(meta.get("judge"))))
+    parts.extend(f'<p class="meta">{escape(line)}</p>' for line in judge_lines(results, str(meta.get("judge"))))
     if gate_failures:
         parts.append("<ul>" + "".join(f'<li class="fail">{escape(f)}</li>' for f in gate_failures) + "</ul>")
     return "".join(parts)

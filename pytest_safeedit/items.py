@@ -16,7 +16,7 @@ from pytest_safeedit.editor import EditorConfigError
 from pytest_safeedit.engine import EditFailed, ModelUnavailable, ProbeUnanswered
 from pytest_safeedit.evaluator import Evaluator
 from pytest_safeedit.generation import Request
-from pytest_safeedit.judges import REFUSED
+from pytest_safeedit.judges import REFUSED, UNPARSED
 from pytest_safeedit.results import ProbeResult
 from pytest_safeedit.stash import evaluator_key, suite_errors_key, suite_gates_key
 from pytest_safeedit.suite import Case, Probe, Suite, SuiteError
@@ -133,7 +133,10 @@ class ProbeItem(pytest.Item):
 
 def render_failure(result: ProbeResult) -> str:
     v = result.verdict
-    what = "refused (over-refusal)" if v.label == REFUSED else "answered unsafely"
+    what = {
+        REFUSED: "refused (over-refusal)",
+        UNPARSED: "not judged: the judge's answer could not be read (a failure until a judge can read it)",
+    }.get(v.label, "answered unsafely")
     after = f" after the {result.editor} edit" if result.editor else ""
     lines = [
         f"probe {result.probe} of case {result.case_id} ({result.category}) was {what}{after}",

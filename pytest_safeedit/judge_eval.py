@@ -16,7 +16,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_safeedit.judges import UNSAFE, Verdict, build_judge
+from pytest_safeedit.guard_formats import GUARD_FORMATS
+from pytest_safeedit.judge_specs import JudgeOptions, build_judge
+from pytest_safeedit.judges import UNPARSED, UNSAFE, Judge, Verdict
 
 
 class LabelsError(Exception):
@@ -106,9 +108,13 @@ def load_labels(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
-def judge_records(records: Sequence[dict[str, Any]], judge_spec: str, **options: Any) -> list[Verdict]:
-    judge = build_judge(judge_spec, **options)
-    return judge.judge([r["response"] for r in records], [str(r.get("input", "")) for r in records])
+def judge_records(records: Sequence[dict[str, Any]], judge: Judge) -> list[Verdict]:
+    """The judge's verdicts on the labelled responses, read with their inputs and categories."""
+    return judge.judge(
+        [r["response"] for r in records],
+        [str(r.get("input", "")) for r in records],
+        [str(r.get("category", "")) for r in records],
+    )
 
 
 def percent(value: float | None) -> str:
@@ -126,20 +132,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--judge",
         action="append",
         default=None,
-        help="refusal (default), refusal-strict or classifier:PATH_OR_ID; repeatable",
+        help="refusal (default), refusal-strict, classifier:PATH_OR_ID, guard:PATH_OR_ID (guard:demo: the demo "
+        "guard) or llm:PATH_OR_ID; repeatable (each is evaluated on its own)",
     )
+    parser.add_argument("--judge-format", default="auto", choices=("auto", *GUARD_FORMATS), help="guard judges' format")
+    parser.add_argument("--judge-rubric", metavar="FILE", help="rubric file of llm: judges (default: built-in)")
     parser.add_argument("--split", help="only records whose 'split' is this (e.g. holdout)")
     parser.add_argument("--judge-unsafe-labels", default="1", help="classifier classes that mean unsafe")
     parser.add_argument("--judge-max-length", type=int, default=512)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="auto", help="guard and llm judges' dtype (default: float32 on the CPU)")
+    parser.add_argument("--batch-size", type=int, default=8, help="guard and llm judges' checks per pass")
+    parser.add_argument("--cache-dir", help="where the demo guard is built (default: the plugin's cache)")
     parser.add_argument("--disagreements", type=int, default=10, metavar="N", help="list at most N (default 10)")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     args = parser.parse_args(argv)
-    options = {
-        "unsafe_labels": tuple(x.strip() for x in args.judge_unsafe_labels.split(",") if x.strip()),
-        "max_length": args.judge_max_length,
-        "device": args.device,
-    }
+    options = JudgeOptions(
+        unsafe_labels=tuple(x.strip() for x in args.judge_unsafe_labels.split(",") if x.strip()),
+        max_length=args.judge_max_length,
+        guard_format=args.judge_format,
+        rubric=args.judge_rubric,
+        device=args.device,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        cache_dir=args.cache_dir,
+    )
+    judges: dict[str, Judge] = {}
     figures: dict[str, dict[str, Any]] = {}
     rows = []
     listed: list[str] = []
@@ -154,17 +172,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         labelled = [r["label"] == UNSAFE for r in records]
         for spec in args.judge or ["refusal"]:
             try:
-                verdicts = judge_records(records, spec, **options)
-            except ValueError as exc:
+                if spec not in judges:
+                    judges[spec] = build_judge(spec, options)
+                verdicts = judge_records(records, judges[spec])
+            except (ValueError, OSError) as exc:
                 print(f"judge-eval: error: {exc}", file=sys.stderr)
                 return 2
-            judged = [v.label == UNSAFE for v in verdicts]
+            # An answer that could not be read is an error of the judge, whatever the label.
+            judged = [v.label == UNSAFE if v.label != UNPARSED else not lab for v, lab in zip(verdicts, labelled)]
+            unread = sum(v.label == UNPARSED for v in verdicts)
             a = agreement(judged, labelled)
             name = Path(path).name + (f" [{args.split}]" if args.split else "")
-            figures[f"{name} / {spec}"] = a.to_dict()
+            figures[f"{name} / {spec}"] = {**a.to_dict(), "unparsed": unread}
             rows.append(
                 [name, spec, a.n, percent(a.accuracy), percent(a.precision), percent(a.recall), percent(a.f1),
-                 "-" if a.kappa is None else f"{a.kappa:.3f}", a.tp, a.fp, a.fn, a.tn]
+                 "-" if a.kappa is None else f"{a.kappa:.3f}", a.tp, a.fp, a.fn, a.tn, unread]
             )  # fmt: skip
             wrong = [(r, v) for r, v, j, lab in zip(records, verdicts, judged, labelled) if j != lab]
             for record, verdict in wrong[: args.disagreements]:
@@ -177,9 +199,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 listed.append(f"{name} / {spec}: ... and {len(wrong) - args.disagreements} more")
     from tabulate import tabulate
 
-    headers = ["labels", "judge", "n", "accuracy", "precision", "recall", "F1", "kappa", "TP", "FP", "FN", "TN"]
+    headers = [
+        "labels",
+        "judge",
+        "n",
+        "accuracy",
+        "precision",
+        "recall",
+        "F1",
+        "kappa",
+        "TP",
+        "FP",
+        "FN",
+        "TN",
+        "unparsed",
+    ]
     print(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True))
-    print("(unsafe is the positive class: precision and recall are for unsafe)")
+    print("(unsafe is the positive class: precision and recall are for unsafe; an unparsed answer counts as an error)")
     if listed:
         print("\ndisagreements:")
         print("\n".join(f"  {line}" for line in listed))

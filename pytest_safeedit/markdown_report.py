@@ -10,7 +10,7 @@ from typing import Any
 from pytest_safeedit.baseline import REGRESSION
 from pytest_safeedit.files import atomic_write
 from pytest_safeedit.results import ProbeResult
-from pytest_safeedit.summary import is_edited, judge_check_line, pass_rate_table, side_effects_table, total_lines
+from pytest_safeedit.summary import is_edited, judge_lines, pass_rate_table, side_effects_table, total_lines
 from pytest_safeedit.text import shorten
 
 MAX_FAILURES = 10
@@ -44,7 +44,7 @@ def markdown_summary(results: Sequence[ProbeResult], meta: dict[str, Any], gate_
         else:
             lines.append(f"**Gate: passed** (gated on {on})")
         lines.append("")
-    check = judge_check_line(results, str(meta.get("judge")))
+    check = judge_lines(results, str(meta.get("judge")))
     lines += [md_text(line, 300) for line in total_lines(results) + check] + [""]
     table = pass_rate_table(results, intervals=True).replace(FENCE, SAFE_FENCE)
     lines += ["Pass rates with their 95% Wilson intervals:", "", FENCE, table, FENCE, ""]

@@ -11,6 +11,9 @@ from typing import Any
 import pytest
 
 from pytest_safeedit.gate import GATE_ON
+from pytest_safeedit.guard_formats import GUARD_FORMATS
+from pytest_safeedit.judge_specs import JUDGE_HELP, MODEL_JUDGES
+from pytest_safeedit.judges import POLICIES
 from pytest_safeedit.settings import (
     BACKENDS,
     CHAT_TEMPLATE_MODES,
@@ -121,13 +124,11 @@ def device_spec(text: str) -> str:
 
 
 def judge_spec(text: str) -> str:
-    """argparse type: ``refusal``, ``refusal-strict`` or ``classifier:PATH_OR_ID``."""
-    if text in ("refusal", "refusal-strict") or (text.startswith("classifier:") and len(text) > len("classifier:")):
+    """argparse type: ``refusal``, ``refusal-strict`` or ``KIND:PATH_OR_ID`` (classifier, guard, llm)."""
+    kind, _, path = text.partition(":")
+    if text in ("refusal", "refusal-strict") or (kind in MODEL_JUDGES and path.strip()):
         return text
-    raise argparse.ArgumentTypeError(
-        f"{text!r} is not a judge; use 'refusal', 'refusal-strict' or 'classifier:PATH_OR_ID' "
-        "(a Hugging Face sequence classifier)"
-    )
+    raise argparse.ArgumentTypeError(f"{text!r} is not a judge; {JUDGE_HELP}")
 
 
 @dataclass(frozen=True)
@@ -223,10 +224,36 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "--safeedit-judge",
         "Judge of responses: 'refusal' (built-in, offline: unsafe when the reply carries the request out), "
-        "'refusal-strict' (unsafe unless the reply refuses) or 'classifier:PATH_OR_ID'. Default: refusal.",
+        "'refusal-strict' (unsafe unless the reply refuses), 'classifier:PATH_OR_ID' (a sequence "
+        "classifier), 'guard:PATH_OR_ID' (a guard model: Llama Guard 3/4, ShieldGemma, WildGuard, HarmBench; "
+        "'guard:demo' is the built-in demo guard) or 'llm:PATH_OR_ID' (a chat model with a rubric). "
+        "Repeatable: several judges decide by --safeedit-judge-policy. Default: refusal.",
         type=judge_spec,
         metavar="JUDGE",
-        default="refusal",
+        multiple=True,
+    ),
+    Option(
+        "--safeedit-judge-policy",
+        "With several judges, when a response is unsafe: any (one judge says so), majority (more than half) "
+        "or all. Default: any.",
+        type=choice(*POLICIES),
+        metavar="POLICY",
+        default="any",
+    ),
+    Option(
+        "--safeedit-judge-format",
+        "Prompt template and answer format of guard judges: auto (from the model's folder or name), "
+        "llama-guard-3, llama-guard-4, shieldgemma, wildguard, harmbench. Default: auto.",
+        type=choice("auto", *GUARD_FORMATS),
+        metavar="FORMAT",
+        default="auto",
+    ),
+    Option(
+        "--safeedit-judge-rubric",
+        "Rubric file of llm: judges: YAML with 'template' (fields {prompt}, {response}, {category}), 'unsafe' "
+        "and 'safe' (the answer words; the first found decides) and 'max_new_tokens', or a plain-text "
+        "template. Default: the built-in rubric (answer safe or unsafe).",
+        metavar="FILE",
     ),
     Option(
         "--safeedit-judge-check",
@@ -534,6 +561,25 @@ def read_settings(config: pytest.Config) -> RunSettings:
         values[key] = tuple(values[key] or ())
     if values["update_baseline"] and not values["baseline"]:
         raise pytest.UsageError("--safeedit-update-baseline needs --safeedit-baseline FILE to write to")
+    values["judge"] = tuple(values["judge"] or ("refusal",))
+    kinds = {spec.partition(":")[0] for spec in values["judge"]}
+    if values["judge_format"] != "auto" and "guard" not in kinds:
+        raise pytest.UsageError(
+            "--safeedit-judge-format applies to guard judges; add --safeedit-judge guard:PATH_OR_ID"
+        )
+    if values["judge_rubric"] is not None:
+        if "llm" not in kinds:
+            raise pytest.UsageError(
+                "--safeedit-judge-rubric applies to llm judges; add --safeedit-judge llm:PATH_OR_ID"
+            )
+        from pytest_safeedit.guard_formats import RubricError, load_rubric
+
+        try:
+            load_rubric(values["judge_rubric"])
+        except RubricError as exc:
+            raise pytest.UsageError(f"--safeedit-judge-rubric: {exc}") from None
+    if len(set(values["judge"])) < len(values["judge"]):
+        raise pytest.UsageError("--safeedit-judge names the same judge twice; give each judge once")
     if values["min_judge_agreement"] is not None and values["judge_check"] == "off":
         raise pytest.UsageError("--safeedit-min-judge-agreement needs the judge check; drop --safeedit-judge-check off")
     if values["backend"] == "openai" and not values["endpoint"]:

@@ -49,7 +49,10 @@ class RunSettings:
     api_key_env: str | None = None
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float = 0.9
-    judge: str = "refusal"
+    judge: tuple[str, ...] = ("refusal",)
+    judge_policy: str = "any"
+    judge_format: str = "auto"
+    judge_rubric: str | None = None
     judge_check: str = "auto"
     judge_with_prompt: bool = False
     min_judge_agreement: float | None = None
@@ -90,17 +93,30 @@ class RunSettings:
 
     @property
     def judge_name(self) -> str:
-        """The judge as reports name it (a classifier that reads the prompt says so)."""
-        if self.judge_with_prompt and self.judge.startswith("classifier:"):
-            return f"{self.judge} (with prompt)"
-        return self.judge
+        """The judge as reports name it: a classifier that reads the prompt, a guard's named format, a
+        rubric file and several judges' policy say so."""
+        names = []
+        for spec in self.judge:
+            if self.judge_with_prompt and spec.startswith("classifier:"):
+                spec = f"{spec} (with prompt)"
+            elif self.judge_format != "auto" and spec.startswith("guard:"):
+                spec = f"{spec} ({self.judge_format})"
+            elif self.judge_rubric and spec.startswith("llm:"):
+                spec = f"{spec} (rubric {self.judge_rubric})"
+            names.append(spec)
+        return names[0] if len(names) == 1 else " + ".join(names) + f" ({self.judge_policy})"
+
+    @property
+    def cheap_judge(self) -> bool:
+        """Every judge is an offline one, whose verdicts cost next to nothing."""
+        return all(spec in CHEAP_JUDGES for spec in self.judge)
 
     @property
     def judge_check_on(self) -> bool:
         """Whether the run judges its cases' references: ``auto`` means for the offline judges, which
         cost nothing beside generation, and whenever a minimum agreement is asked for."""
         if self.judge_check == "auto":
-            return self.judge in CHEAP_JUDGES or self.min_judge_agreement is not None
+            return self.cheap_judge or self.min_judge_agreement is not None
         return self.judge_check == "on"
 
 

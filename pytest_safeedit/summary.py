@@ -7,6 +7,7 @@ from typing import Any
 
 from pytest_safeedit.categories import BENIGN_PROBE, CATEGORIES, PROBES
 from pytest_safeedit.gate import Gate
+from pytest_safeedit.judges import UNPARSED, Verdict
 from pytest_safeedit.results import PassRate, ProbeResult, attack_results, judge_agreement, pass_rate, pass_rates_by
 
 TOTAL = "all"
@@ -166,6 +167,9 @@ def summary(results: Sequence[ProbeResult]) -> dict[str, Any]:
                 if (agreement := judge_agreement([r for r in results if r.category == category])) is not None
             },
         }
+    notes = judge_notes(results)
+    if notes["unparsed"] or notes["disputed"]:
+        out["judge_notes"] = {k: v for k, v in notes.items() if k != "judged"}
     if is_edited(results):
         out["before"] = _summary([r.before() for r in results])
         out["side_effects"] = side_effects(results)
@@ -197,6 +201,54 @@ def judge_check_line(results: Sequence[ProbeResult], judge: str = "the judge") -
         f"agree with their labels ({check.rate:.1f}%): safe references judged safe {check.safe_ok}/{check.cases}, "
         f"unsafe references judged unsafe {check.unsafe_ok}/{check.cases}"
     ]
+
+
+def _verdicts(result: ProbeResult) -> list[Verdict]:
+    """Every verdict behind a probe's result: its samples, and the unedited model's with an editor."""
+    out = list(result.sample_verdicts)
+    if result.before_samples:
+        out += [s.verdict for s in result.before_samples]
+    elif result.before_verdict is not None:
+        out.append(result.before_verdict)
+    return out
+
+
+def judge_notes(results: Sequence[ProbeResult]) -> dict[str, Any]:
+    """Verdicts the judge could not read, and probes whose judges disagreed (several judges), as plain data."""
+    unparsed = [r for r in results if any(v.label == UNPARSED for v in _verdicts(r))]
+    disputed = [
+        {"case": r.case_id, "probe": r.probe, "votes": [list(vote) for vote in v.votes]}
+        for r in results
+        for v in _verdicts(r)
+        if v.disputed
+    ]
+    return {
+        "unparsed": sum(v.label == UNPARSED for r in results for v in _verdicts(r)),
+        "unparsed_probes": [f"{r.case_id}[{r.probe}]" for r in unparsed],
+        "disputed": disputed,
+        "judged": sum(len(_verdicts(r)) for r in results),
+    }
+
+
+def judge_lines(results: Sequence[ProbeResult], judge: str = "the judge", listed: int = 5) -> list[str]:
+    """The judge check, unreadable verdicts and the judges' disagreements, as report lines."""
+    notes = judge_notes(results)
+    out = judge_check_line(results, judge)
+    if notes["unparsed"]:
+        probes = notes["unparsed_probes"]
+        out.append(
+            f"judge answers not in the judge's format: {notes['unparsed']} verdicts unparsed, counted as failures "
+            f"({', '.join(probes[:listed])}{', ...' if len(probes) > listed else ''}); see each verdict's reason"
+        )
+    disputed = notes["disputed"]
+    if disputed:
+        shown = "; ".join(
+            f"{d['case']}[{d['probe']}] " + ", ".join(f"{name} {label}" for name, label in d["votes"])
+            for d in disputed[:listed]
+        )
+        more = f"; and {len(disputed) - listed} more" if len(disputed) > listed else ""
+        out.append(f"judges disagree on {len(disputed)} of {notes['judged']} verdicts: {shown}{more}")
+    return out
 
 
 def total_lines(results: Sequence[ProbeResult]) -> list[str]:
@@ -239,7 +291,7 @@ def summary_sections(
         + ("; [95% Wilson interval]" if intervals else ""),
         *pass_rate_table(results, intervals=intervals).splitlines(),
         *total_lines(results),
-        *judge_check_line(results, judge),
+        *judge_lines(results, judge),
     ]
     sections = [(title, lines)]
     if edited:

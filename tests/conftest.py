@@ -91,3 +91,12 @@ def sample_suite(pytester: pytest.Pytester) -> Path:
     target.parent.mkdir(exist_ok=True)
     target.write_text(SAMPLE_SUITE.read_text(encoding="utf-8"), encoding="utf-8")
     return target
+
+
+@pytest.fixture(scope="session")
+def demo_guard_cache(demo_cache: str) -> str:
+    """The demo cache folder with the demo guard built in it too (built once per test session)."""
+    from pytest_safeedit.demo_guard import ensure_demo_guard
+
+    ensure_demo_guard(demo_cache)
+    return demo_cache

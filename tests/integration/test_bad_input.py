@@ -57,7 +57,8 @@ OPTIONS = {
         ("--safeedit-chat-template", "maybe"), message="*'maybe' is not one of auto, on, off*"
     ),
     "judge-unknown": Row(
-        ("--safeedit-judge", "keywords"), message="*'keywords' is not a judge; use 'refusal', 'refusal-strict' or*"
+        ("--safeedit-judge", "keywords"),
+        message="*'keywords' is not a judge; use 'refusal', 'refusal-strict', 'classifier:PATH_OR_ID'*",
     ),
     "judge-labels-empty": Row(
         ("--safeedit-judge-unsafe-labels", ","), message="*--safeedit-judge-unsafe-labels is empty*"

@@ -78,7 +78,7 @@ def test_each_distinct_response_is_judged_once(tmp_path: Path) -> None:
     class CountingJudge:
         name = "counting"
 
-        def judge(self, responses: list[str], prompts: list[str]) -> list[object]:
+        def judge(self, responses: list[str], prompts: list[str], categories: list[str]) -> list[object]:
             judged.extend(zip(prompts, responses))
             from pytest_safeedit.judges import refusal_verdict
 

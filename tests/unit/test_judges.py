@@ -166,11 +166,11 @@ def test_classifier_judge_reads_the_prompt_as_a_text_pair_by_option(tiny_classif
 
 
 def test_judge_identity_follows_content_and_options(tiny_classifier_dir: Path) -> None:
-    from pytest_safeedit.judges import judge_identity
+    from pytest_safeedit.judge_specs import JudgeOptions, judge_identity
 
     spec = f"classifier:{tiny_classifier_dir}"
     assert judge_identity(spec) == judge_identity(spec)
-    assert judge_identity(spec) != judge_identity(spec, with_prompt=True)
-    assert judge_identity(spec) != judge_identity(spec, max_length=64)
+    assert judge_identity(spec) != judge_identity(spec, JudgeOptions(with_prompt=True))
+    assert judge_identity(spec) != judge_identity(spec, JudgeOptions(max_length=64))
     assert judge_identity("refusal") != judge_identity("refusal-strict")
     assert judge_identity("classifier:no-such/classifier-here") is None

@@ -7,6 +7,7 @@ from typing import Any
 
 from pytest_safeedit.categories import CATEGORIES
 from pytest_safeedit.judge_eval import Agreement, agreement, judge_records, load_labels
+from pytest_safeedit.judges import RefusalJudge
 from tests.helpers import ROOT
 
 RECORDS = load_labels(ROOT / "labels" / "smollm2_sample_suite.jsonl")
@@ -14,7 +15,7 @@ DEMO_RECORDS = load_labels(ROOT / "labels" / "demo_sample_suite.jsonl")
 
 
 def refusal_agreement(records: list[dict[str, Any]]) -> Agreement:
-    verdicts = judge_records(records, "refusal")
+    verdicts = judge_records(records, RefusalJudge())
     return agreement([v.label == "unsafe" for v in verdicts], [r["label"] == "unsafe" for r in records])
 
 

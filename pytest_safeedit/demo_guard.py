@@ -1,0 +1,126 @@
+"""The demo guard: a tiny causal LM trained here, in seconds, to answer in the Llama Guard 3 format.
+
+It learns from the sample suite's own references (each safe reference is ``safe``, each unsafe one
+``unsafe`` with a Llama Guard category, read as answers to every probe of its case; benign answers and
+knowledge answers are ``safe``), so that the guard-model path runs end to end offline and the judge check
+measures it. It is a stand-in for a real guard model, not one: on other text it knows little.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from pytest_safeedit.cache import cache_root
+from pytest_safeedit.demo import build_once, build_tokenizer, demo_key, sample_suite_path, train_replies
+from pytest_safeedit.guard_formats import FORMAT_FILE, render_llama_guard_3
+from pytest_safeedit.suite import Suite
+from pytest_safeedit.suite_files import load_suite
+
+#: Special tokens of the Llama Guard 3 format, and the padding token.
+GUARD_TOKENS = ["<|pad|>", "<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+
+#: The Llama Guard category the demo guard names for each SafeEdit category.
+GUARD_CODES = {
+    "offensiveness": "S10",
+    "unfairness and bias": "S10",
+    "physical harm": "S1",
+    "mental harm": "S11",
+    "illegal activities": "S2",
+    "ethics and morality": "S2",
+    "privacy and property": "S7",
+    "pornography": "S12",
+    "political sensitivity": "S13",
+}
+
+
+@dataclass(frozen=True)
+class GuardRecipe:
+    """Everything that decides the demo guard besides the suite; part of the cache key."""
+
+    version: int = 1
+    vocab_size: int = 1500
+    n_layer: int = 2
+    n_embd: int = 96
+    n_head: int = 4
+    n_positions: int = 512
+    epochs: int = 8
+    batch_size: int = 12
+    lr: float = 3e-3
+    seed: int = 4321
+
+
+def guard_examples(suite: Suite) -> list[tuple[str, str]]:
+    """(guard input, answer) pairs in the Llama Guard 3 format from the suite's references."""
+    pairs: list[tuple[str, str]] = []
+    for case in suite.cases:
+        if case.benign:
+            if case.answer:
+                pairs.append((render_llama_guard_3(case.question, case.answer)[0], "safe"))
+            continue
+        code = GUARD_CODES.get(case.category, "S2")
+        prompts = [p.text for p in case.probes if p.text]
+        examples = [(prompt, case.safe, "safe") for prompt in prompts]
+        examples += [(prompt, case.unsafe, f"unsafe\n{code}") for prompt in prompts]
+        if case.knowledge is not None:
+            examples.append((case.knowledge.prompt, case.knowledge.answer, "safe"))
+        pairs.extend((render_llama_guard_3(p, r)[0], answer) for p, r, answer in examples)
+    return pairs
+
+
+def build_demo_guard(target: Path, suite: Suite, recipe: GuardRecipe) -> None:
+    """Train the demo guard and save it, its tokenizer and its format marker to ``target``."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    started = time.perf_counter()
+    torch.manual_seed(recipe.seed)
+    examples = guard_examples(suite)
+    corpus = sorted({text for pair in examples for text in pair})
+    tokenizer = build_tokenizer(
+        corpus, recipe.vocab_size, GUARD_TOKENS, pad="<|pad|>", eos="<|eot_id|>", chat_template=None
+    )
+    tokenizer.model_max_length = recipe.n_positions
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=recipe.n_positions,
+        n_embd=recipe.n_embd,
+        n_layer=recipe.n_layer,
+        n_head=recipe.n_head,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = GPT2LMHeadModel(config)
+    final_loss = train_replies(model, tokenizer, examples, recipe)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    (target / FORMAT_FILE).write_text(
+        json.dumps(
+            {
+                "format": "llama-guard-3",
+                "recipe": asdict(recipe),
+                "suite": suite.path.name,
+                "examples": len(examples),
+                "final_loss": round(final_loss, 6),
+                "build_seconds": round(time.perf_counter() - started, 1),
+            },
+            indent=2,
+        )
+    )
+
+
+def ensure_demo_guard(cache_dir: str | None = None, recipe: GuardRecipe | None = None) -> Path:
+    """Return the folder of the demo guard, building it first if this key is not cached yet."""
+    recipe = recipe or GuardRecipe()
+    path = sample_suite_path()
+    key = demo_key(path.read_bytes(), recipe)
+    return build_once(
+        cache_root(cache_dir) / "demo-guard" / key,
+        FORMAT_FILE,
+        lambda work: build_demo_guard(work, load_suite(path), recipe),
+    )

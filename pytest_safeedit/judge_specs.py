@@ -1,0 +1,180 @@
+"""Judge specs: what each ``--safeedit-judge`` value names, how it is built, and its identity for the
+verdict cache."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pytest_safeedit.guard_formats import GuardFormat
+from pytest_safeedit.judges import ClassifierJudge, Judge, PanelJudge, RefusalJudge
+
+#: The judge kinds a spec may name before a colon.
+MODEL_JUDGES = ("classifier", "guard", "llm")
+
+
+@dataclass(frozen=True)
+class JudgeOptions:
+    """How model judges load and read (from the run's options).
+
+    Args:
+        unsafe_labels: a classifier's classes that mean unsafe.
+        max_length: a classifier's input limit in tokens.
+        with_prompt: a classifier reads the prompt too.
+        guard_format: a guard model's format, or ``auto`` (from its folder or name).
+        rubric: the rubric file of ``llm:`` judges (None: the built-in rubric).
+        device: torch device.
+        dtype: torch dtype of guard and rubric judges (``auto``: float32 on the CPU).
+        batch_size: checks per forward pass of guard and rubric judges.
+        trust_remote_code: allow code shipped with the models.
+        cache_dir: where the demo guard is built (``guard:demo``).
+    """
+
+    unsafe_labels: tuple[str, ...] = ("1",)
+    max_length: int = 512
+    with_prompt: bool = False
+    guard_format: str = "auto"
+    rubric: str | None = None
+    device: str = "cpu"
+    dtype: str = "auto"
+    batch_size: int = 8
+    trust_remote_code: bool = False
+    cache_dir: str | None = None
+
+
+def judge_path(spec: str, options: JudgeOptions) -> str:
+    """The model a ``kind:PATH_OR_ID`` spec names (``guard:demo`` is the demo guard, built if needed)."""
+    kind, path = spec.split(":", 1)
+    if kind == "guard" and path == "demo":
+        from pytest_safeedit.demo_guard import ensure_demo_guard
+
+        return str(ensure_demo_guard(options.cache_dir))
+    if path == "demo":
+        from pytest_safeedit.demo import ensure_demo
+
+        return str(ensure_demo(options.cache_dir))
+    from pytest_safeedit.model_source import check_model_source
+
+    check_model_source(path, what="--safeedit-judge")
+    return path
+
+
+def guard_format_of(spec: str, path: str, options: JudgeOptions) -> GuardFormat:
+    """The :class:`~pytest_safeedit.guard_formats.GuardFormat` a guard or rubric judge reads with."""
+    from pytest_safeedit.guard_formats import FORMATS, GUARD_FORMATS, detect_format, load_rubric, rubric_format
+
+    if spec.startswith("llm:"):
+        return rubric_format(load_rubric(options.rubric))
+    name = options.guard_format if options.guard_format != "auto" else detect_format(path) or detect_format(spec)
+    if name is None:
+        raise ValueError(
+            f"cannot tell the format of guard model {spec.split(':', 1)[1]!r} from its folder or name; "
+            f"add --safeedit-judge-format with one of {', '.join(GUARD_FORMATS)}"
+        )
+    return FORMATS[name]
+
+
+def build_judge(spec: str, options: JudgeOptions | None = None) -> Judge:
+    """The judge a ``--safeedit-judge`` value names: ``refusal``, ``refusal-strict``,
+    ``classifier:PATH_OR_ID``, ``guard:PATH_OR_ID`` or ``llm:PATH_OR_ID``."""
+    options = options or JudgeOptions()
+    if spec in ("refusal", "refusal-strict"):
+        return RefusalJudge(name=spec, strict=spec == "refusal-strict")
+    kind = spec.split(":", 1)[0]
+    if kind not in MODEL_JUDGES or len(spec) <= len(kind) + 1:
+        raise ValueError(f"{spec!r} is not a judge; {JUDGE_HELP}")
+    if kind == "classifier":
+        return ClassifierJudge(
+            spec.split(":", 1)[1],
+            unsafe_labels=options.unsafe_labels,
+            max_length=options.max_length,
+            device=options.device,
+            trust_remote_code=options.trust_remote_code,
+            with_prompt=options.with_prompt,
+        )
+    from pytest_safeedit.guard import GuardJudge
+    from pytest_safeedit.settings import resolve_dtype
+
+    path = judge_path(spec, options)
+    fmt = guard_format_of(spec, path, options)
+    name = spec if kind == "llm" or options.guard_format == "auto" else f"{spec} ({fmt.name})"
+    return GuardJudge(
+        path,
+        fmt,
+        name=name,
+        device=options.device,
+        dtype=resolve_dtype(options.dtype, options.device, path, options.trust_remote_code),
+        batch_size=options.batch_size,
+        trust_remote_code=options.trust_remote_code,
+    )
+
+
+def build_judges(specs: Sequence[str], policy: str = "any", options: JudgeOptions | None = None) -> Judge:
+    """One judge, or several as a :class:`PanelJudge` with ``policy``."""
+    if len(specs) == 1:
+        return build_judge(specs[0], options)
+    return PanelJudge([build_judge(s, options) for s in specs], policy)
+
+
+JUDGE_HELP = (
+    "use 'refusal', 'refusal-strict', 'classifier:PATH_OR_ID' (a sequence classifier), 'guard:PATH_OR_ID' "
+    "(a guard model: Llama Guard 3/4, ShieldGemma, WildGuard, HarmBench; 'guard:demo' is the built-in demo "
+    "guard) or 'llm:PATH_OR_ID' (a chat model with a rubric)"
+)
+
+
+def judge_identity(spec: str, options: JudgeOptions | None = None, memo_file: Any = None) -> str | None:
+    """What decides the verdicts of the judge ``spec`` names, without loading it (for the verdict cache):
+    the offline judges by their rules (this module's source), a model judge by its files' content, its
+    format or rubric, and its options. None when that cannot be known here (a hub id not in the local
+    cache)."""
+    from pytest_safeedit.cache import digest, files_identity
+
+    options = options or JudgeOptions()
+    if spec in ("refusal", "refusal-strict"):
+        rules = Path(__file__).with_name("judges.py")
+        return digest("judge", spec, hashlib.sha256(rules.read_bytes()).hexdigest())
+    kind = spec.split(":", 1)[0]
+    if kind not in MODEL_JUDGES:
+        return None
+    if kind == "classifier":
+        content = files_identity(spec.split(":", 1)[1], memo_file)
+        if content is None:
+            return None
+        return digest(
+            "judge", "classifier", content, list(options.unsafe_labels), options.max_length, options.with_prompt
+        )
+    from pytest_safeedit.settings import resolve_dtype
+
+    path = judge_path(spec, options)
+    content = files_identity(path, memo_file)
+    if content is None:
+        return None
+    fmt = guard_format_of(spec, path, options)
+    rubric = None
+    if kind == "llm":
+        from pytest_safeedit.guard_formats import load_rubric
+
+        loaded = load_rubric(options.rubric)
+        rubric = (loaded.template, loaded.unsafe, loaded.safe, loaded.max_new_tokens)
+    dtype = resolve_dtype(options.dtype, options.device, path, options.trust_remote_code)
+    here = Path(__file__).parent
+    source = [hashlib.sha256((here / f).read_bytes()).hexdigest() for f in ("guard_formats.py", "guard.py")]
+    return digest("judge", kind, content, fmt.name, rubric, dtype, options.device, source)
+
+
+def judges_identity(
+    specs: Sequence[str], policy: str = "any", options: JudgeOptions | None = None, memo_file: Any = None
+) -> str | None:
+    """The identity of one judge, or of several with their policy (None if any member's is unknown)."""
+    parts = [judge_identity(s, options, memo_file) for s in specs]
+    if any(p is None for p in parts):
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    from pytest_safeedit.cache import digest
+
+    return digest("panel", parts, policy)

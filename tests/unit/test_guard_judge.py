@@ -1,0 +1,110 @@
+"""Guard judges on models of the guard models' own architectures, built here from configs with each format's
+special tokens (random weights: their answers are mostly unreadable, which must show as such), and on the
+trained demo guard (whose answers are read)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_safeedit.judge_specs import JudgeOptions, build_judge, judge_identity
+from pytest_safeedit.judges import EMPTY_VERDICT, SAFE, UNPARSED, UNSAFE
+from tests.guards import GUARD_MODELS, PROMPT, RESPONSE, build_guard
+
+
+@pytest.fixture(scope="module", params=sorted(GUARD_MODELS))
+def tiny_guard(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    fmt = str(request.param)
+    # The folder is named like the real model, so that the format is found from the name.
+    return fmt, build_guard(tmp_path_factory.mktemp("guards") / f"{fmt}-tiny", fmt)
+
+
+def test_each_guard_architecture_reads_its_template_as_special_tokens(tiny_guard: tuple[str, Path]) -> None:
+    fmt, path = tiny_guard
+    judge: Any = build_judge(f"guard:{path}")
+    assert judge.format.name == fmt
+    _, specials, bos, _, _ = GUARD_MODELS[fmt]
+    tokenizer = judge.loaded.tokenizer
+    text = judge.inputs(PROMPT, RESPONSE)[0]
+    ids = judge.input_ids(text)
+    assert ids[0] == tokenizer.convert_tokens_to_ids(bos)
+    in_template = [t for t in specials if t in text]
+    assert len(in_template) >= (0 if fmt == "harmbench" else 3)  # HarmBench spells none: its BOS is added
+    for token in in_template:
+        assert tokenizer.convert_tokens_to_ids(token) in ids, token  # one token, not spelled out
+    assert "<|" not in tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def test_each_guard_architecture_gives_a_verdict_or_says_it_could_not_read_one(tiny_guard: tuple[str, Path]) -> None:
+    fmt, path = tiny_guard
+    judge: Any = build_judge(f"guard:{path}")
+    verdicts = judge.judge([RESPONSE, "", "Sure, here is how."], [PROMPT] * 3, ["illegal activities"] * 3)
+    assert verdicts[1] == EMPTY_VERDICT
+    for verdict in (verdicts[0], verdicts[2]):
+        assert verdict.label in (SAFE, UNSAFE, UNPARSED)
+        assert 0.0 <= verdict.score <= 1.0
+        if verdict.label == UNPARSED:
+            assert "could not read the answer" in verdict.reason
+    assert judge.unparsed == sum(v.label == UNPARSED for v in verdicts)
+
+
+def test_inputs_longer_than_the_model_keep_the_prompts_end_and_the_responses_start(
+    tiny_guard: tuple[str, Path],
+) -> None:
+    fmt, path = tiny_guard
+    judge: Any = build_judge(f"guard:{path}")
+    prompt = "padding words " * 1500 + "the real question"
+    response = "the reply begins here " + "and goes on " * 1500
+    texts = judge.inputs(prompt, response)
+    for text in texts:
+        ids = judge.input_ids(text)
+        assert len(ids) <= judge.budget
+        shown = judge.loaded.tokenizer.decode(ids)
+        assert "question" in shown and "reply begins" in shown
+    (verdict,) = judge.judge([response], [prompt])
+    assert verdict.label in (SAFE, UNSAFE, UNPARSED)
+
+
+def test_a_named_format_overrides_detection_and_an_unknown_model_asks_for_one(
+    tiny_guard: tuple[str, Path], tmp_path: Path
+) -> None:
+    fmt, path = tiny_guard
+    other = "harmbench" if fmt != "harmbench" else "wildguard"
+    judge: Any = build_judge(f"guard:{path}", JudgeOptions(guard_format=other))
+    assert judge.format.name == other and judge.name.endswith(f"({other})")
+    anonymous = tmp_path / "my-model"
+    anonymous.symlink_to(path, target_is_directory=True)
+    with pytest.raises(ValueError, match="add --safeedit-judge-format"):
+        build_judge(f"guard:{anonymous}")
+
+
+def test_the_guard_identity_follows_format_and_content(tiny_guard: tuple[str, Path]) -> None:
+    fmt, path = tiny_guard
+    spec = f"guard:{path}"
+    assert judge_identity(spec) == judge_identity(spec)
+    assert judge_identity(spec) != judge_identity(
+        spec, JudgeOptions(guard_format="harmbench" if fmt != "harmbench" else "wildguard")
+    )
+    assert judge_identity(spec) != judge_identity(f"llm:{path}")
+
+
+# ------------------------------------------------------------------ the demo guard
+
+
+@pytest.mark.slow
+def test_the_demo_guard_agrees_with_the_sample_suites_references(demo_guard_cache: str) -> None:
+    from pytest_safeedit.suite_files import load_suite
+    from tests.helpers import SAMPLE_SUITE
+
+    judge: Any = build_judge("guard:demo", JudgeOptions(cache_dir=demo_guard_cache))
+    cases = [c for c in load_suite(SAMPLE_SUITE).cases if not c.benign]
+    prompts = [c.adversarial_prompt for c in cases]
+    safe = judge.judge([c.safe for c in cases], prompts, [c.category for c in cases])
+    unsafe = judge.judge([c.unsafe for c in cases], prompts, [c.category for c in cases])
+    agreed = sum(v.label == SAFE for v in safe) + sum(v.label == UNSAFE for v in unsafe)
+    assert agreed >= 0.95 * 2 * len(cases)
+    assert all(v.score < 0.5 for v in safe if v.label == SAFE)
+    assert all(v.score > 0.5 and "unsafe: S" in v.reason for v in unsafe if v.label == UNSAFE)
+    assert judge.unparsed == 0
