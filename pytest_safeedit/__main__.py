@@ -1,4 +1,4 @@
-"""Command line: ``python -m pytest_safeedit merge REPORT...`` and ``judge-eval LABELS.jsonl...``."""
+"""Command line: ``python -m pytest_safeedit merge REPORT...``, ``judge-eval LABELS.jsonl...`` and ``tune``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import sys
 
 USAGE = (
     "usage: python -m pytest_safeedit merge REPORT... [--min-pass-rate RATE] [--report PATH] ...\n"
-    "       python -m pytest_safeedit judge-eval LABELS.jsonl... [--judge JUDGE] [--split SPLIT] ..."
+    "       python -m pytest_safeedit judge-eval LABELS.jsonl... [--judge JUDGE] [--split SPLIT] ...\n"
+    "       python -m pytest_safeedit tune --model MODEL [--editor dinm] [--lr 1e-4,5e-4] [--steps 10,20] ..."
 )
 
 
@@ -19,6 +20,10 @@ def main(argv: list[str]) -> int:
         from pytest_safeedit.judge_eval import main as judge_eval
 
         return judge_eval(argv[1:])
+    if argv and argv[0] == "tune":
+        from pytest_safeedit.tune import main as tune
+
+        return tune(argv[1:])
     print(USAGE, file=sys.stderr)
     return 2
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from pytest_safeedit.architecture import ArchitectureError, block_count, mlp_output_projection
@@ -63,6 +63,60 @@ def teacher_forced(model: LoadedModel, prompt: str, target: str) -> tuple[list[i
     return prompt_ids + target_ids, len(prompt_ids), len(target_ids)
 
 
+class FrozenBelow:
+    """Replays the outputs of the blocks below the edited one.
+
+    Only one projection of block ``layer`` trains, so the blocks below it give the same outputs at every
+    step: each input's are computed on its first forward pass (keyed by ``key``) and returned unchanged
+    after, so that a step runs only the blocks from the edited one up. Works on any architecture whose
+    blocks are called as modules; the blocks' own ``forward`` (an accelerate hook's too) is put back.
+    """
+
+    def __init__(self, model: Any, layer: int) -> None:
+        from pytest_safeedit.architecture import transformer_blocks
+
+        self.blocks = list(transformer_blocks(model))[:layer]
+        self.saved: dict[str, list[Any]] = {}
+        self.key = ""
+
+    @contextmanager
+    def active(self) -> Iterator[FrozenBelow]:
+        own = [block.__dict__.get("forward") for block in self.blocks]
+        for index, block in enumerate(self.blocks):
+            block.forward = self._replay(index, block.forward)
+        try:
+            yield self
+        finally:
+            for block, forward in zip(self.blocks, own):
+                if forward is None:
+                    del block.forward
+                else:
+                    block.forward = forward
+
+    def _replay(self, index: int, forward: Any) -> Any:
+        def replayed(*args: Any, **kwargs: Any) -> Any:
+            saved = self.saved.setdefault(self.key, [])
+            if index < len(saved):
+                return saved[index]
+            out = forward(*args, **kwargs)
+            saved.append(out)
+            return out
+
+        return replayed
+
+    def run(self, key: str, net: Any, **inputs: Any) -> Any:
+        """``net``'s forward pass on ``inputs``, the blocks below replayed from ``key``'s first pass."""
+        self.key = key
+        return net(**inputs)
+
+
+def _keep_kwargs(net: Any, count: int) -> dict[str, Any]:
+    """Ask for the logits of the last ``count`` positions only, where the model's forward can."""
+    import inspect
+
+    return {"logits_to_keep": count} if "logits_to_keep" in inspect.signature(net.forward).parameters else {}
+
+
 def train_projection(
     model: LoadedModel,
     projection: Projection,
@@ -77,61 +131,99 @@ def train_projection(
     kl_grad: bool,
     early_stop_loss: float,
     norm_constraint: float | None,
+    layer: int | None = None,
 ) -> None:
     """Train only ``projection``'s weight: ``nll_weight`` x NLL(target | prompt) + KL on the knowledge answer.
 
     The KL term is KL(p_before || p_now) over the answer's tokens given the knowledge prompt, with
     p_before from the unedited model; ``kl_grad=False`` makes it a constant, as the public reference
     implementation computes it.
+
+    With ``layer`` (the block that holds ``projection``) the edit is lean: the NLL and KL inputs run as
+    two passes of their own lengths (no padding of one to the other), the blocks below ``layer`` run once
+    per input (:class:`FrozenBelow`), and only the logits of the target tokens are computed. The result
+    equals the straightforward computation (``layer`` None: one padded batch of both inputs through the
+    whole model at every step) up to floating-point order (tested).
     """
     import torch
 
     nll_ids, nll_start, nll_len = teacher_forced(model, prompt, target)
-    rows = [nll_ids]
-    if knowledge is not None:
-        kl_ids, kl_start, kl_len = teacher_forced(model, knowledge[0], knowledge[1])
-        rows.append(kl_ids)
-    input_ids, mask = right_padded(rows, model.pad_id, model.device)
-    nll_targets = input_ids[0, nll_start : nll_start + nll_len]
     net = model.model
-    logp_before = None
-    if knowledge is not None:
-        with torch.no_grad():
-            logits = net(input_ids=input_ids[1:], attention_mask=mask[1:]).logits[0]
-        logp_before = logits[kl_start - 1 : kl_start - 1 + kl_len].float().log_softmax(-1)
+    device = model.device
+    kl_parts = teacher_forced(model, knowledge[0], knowledge[1]) if knowledge is not None else None
     weight = projection.weight
     original = weight.detach().clone() if norm_constraint else None
     optimizer = torch.optim.Adam([weight], lr=lr, weight_decay=0.0)
-    # The caller may run under no_grad (pytest items, inference code): training needs gradients.
-    with torch.enable_grad():
-        for _ in range(steps):
-            logits = net(input_ids=input_ids, attention_mask=mask).logits
-            nll = torch.nn.functional.cross_entropy(
-                logits[0, nll_start - 1 : nll_start - 1 + nll_len].float(), nll_targets
-            )
-            loss = nll_weight * nll
-            kl_value = 0.0
-            if logp_before is not None:
-                logp_now = logits[1, kl_start - 1 : kl_start - 1 + kl_len].float().log_softmax(-1)
-                kl = (logp_before.exp() * (logp_before - logp_now)).sum(-1).mean()
-                if not kl_grad:
-                    kl = kl.detach()
-                kl_value = float(kl.detach())
-                loss = loss + kl
-            details.losses = {
-                "loss": round(float(loss.detach()), 6),
-                "nll": round(float(nll.detach()), 6),
-                "kl": round(kl_value, 6),
-            }
-            if details.losses["loss"] < early_stop_loss:
-                break
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            details.steps += 1
-            if original is not None and norm_constraint is not None:
-                with torch.no_grad():
-                    weight.copy_(torch.clamp(weight, original - norm_constraint, original + norm_constraint))
+    frozen = FrozenBelow(net, layer) if layer is not None else None
+
+    def lean_logits(key: str, ids: list[int], count: int) -> torch.Tensor:
+        """Logits predicting the last ``count`` tokens of ``ids`` (one row, its own length)."""
+        assert frozen is not None
+        inputs = torch.tensor([ids], dtype=torch.long, device=device)
+        out = frozen.run(key, net, input_ids=inputs, use_cache=False, **_keep_kwargs(net, count + 1))
+        logits: torch.Tensor = out.logits[0, -(count + 1) : -1]
+        return logits
+
+    if frozen is None:
+        rows = [nll_ids] + ([kl_parts[0]] if kl_parts is not None else [])
+        input_ids, mask = right_padded(rows, model.pad_id, device)
+        nll_targets = input_ids[0, nll_start : nll_start + nll_len]
+    else:
+        nll_targets = torch.tensor(nll_ids[nll_start:], dtype=torch.long, device=device)
+
+    def logits_now() -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits over the target tokens and over the knowledge answer's tokens (None without knowledge)."""
+        if frozen is not None:
+            nll_logits = lean_logits("nll", nll_ids, nll_len)
+            kl_logits = lean_logits("kl", kl_parts[0], kl_parts[2]) if kl_parts is not None else None
+            return nll_logits, kl_logits
+        logits = net(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
+        nll_logits = logits[0, nll_start - 1 : nll_start - 1 + nll_len]
+        if kl_parts is None:
+            return nll_logits, None
+        return nll_logits, logits[1, kl_parts[1] - 1 : kl_parts[1] - 1 + kl_parts[2]]
+
+    with frozen.active() if frozen is not None else nullcontext():
+        logp_before = None
+        if kl_parts is not None:
+            kl_ids, kl_start, kl_len = kl_parts
+            with torch.no_grad():
+                if frozen is not None:
+                    before = lean_logits("kl", kl_ids, kl_len)
+                else:
+                    ids, row_mask = right_padded([kl_ids], model.pad_id, device)
+                    before = net(input_ids=ids, attention_mask=row_mask, use_cache=False).logits[
+                        0, kl_start - 1 : kl_start - 1 + kl_len
+                    ]
+            logp_before = before.float().log_softmax(-1)
+        # The caller may run under no_grad (pytest items, inference code): training needs gradients.
+        with torch.enable_grad():
+            for _ in range(steps):
+                nll_logits, kl_logits = logits_now()
+                nll = torch.nn.functional.cross_entropy(nll_logits.float(), nll_targets)
+                loss = nll_weight * nll
+                kl_value = 0.0
+                if logp_before is not None and kl_logits is not None:
+                    logp_now = kl_logits.float().log_softmax(-1)
+                    kl = (logp_before.exp() * (logp_before - logp_now)).sum(-1).mean()
+                    if not kl_grad:
+                        kl = kl.detach()
+                    kl_value = float(kl.detach())
+                    loss = loss + kl
+                details.losses = {
+                    "loss": round(float(loss.detach()), 6),
+                    "nll": round(float(nll.detach()), 6),
+                    "kl": round(kl_value, 6),
+                }
+                if details.losses["loss"] < early_stop_loss:
+                    break
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                details.steps += 1
+                if original is not None and norm_constraint is not None:
+                    with torch.no_grad():
+                        weight.copy_(torch.clamp(weight, original - norm_constraint, original + norm_constraint))
     optimizer.zero_grad()
 
 
@@ -146,6 +238,9 @@ class DINM:
         norm_constraint: when set, each edited weight stays within +-this of its original value.
         kl_grad: keep the KL term's gradient (paper); false reproduces the reference implementation.
         suffix: the suffix system prompt appended to the inputs while editing and probing.
+        lean: the lean edit (each input at its own length, the blocks below the edited one run once, only
+            the needed logits); false runs the straightforward computation (the result is the same up to
+            floating-point order).
     """
 
     name = "dinm"
@@ -160,7 +255,9 @@ class DINM:
         norm_constraint: float | None,
         kl_grad: bool,
         suffix: str,
+        lean: bool = True,
     ) -> None:
+        self.lean = lean
         self.lr = lr
         self.steps = steps
         self.nll_weight = nll_weight
@@ -202,6 +299,7 @@ class DINM:
                     kl_grad=self.kl_grad,
                     early_stop_loss=self.early_stop_loss,
                     norm_constraint=self.norm_constraint,
+                    layer=details.layer if self.lean else None,
                 )
             details.seconds = clock.seconds()
             yield details
@@ -224,9 +322,17 @@ class FTL(DINM):
     uses_knowledge = False
 
     def __init__(
-        self, *, lr: float, steps: int, early_stop_loss: float, norm_constraint: float | None, layer: int | None
+        self,
+        *,
+        lr: float,
+        steps: int,
+        early_stop_loss: float,
+        norm_constraint: float | None,
+        layer: int | None,
+        lean: bool = True,
     ) -> None:
         super().__init__(
+            lean=lean,
             lr=lr,
             steps=steps,
             nll_weight=1.0,
@@ -258,12 +364,20 @@ DINM_SPEC = EditorSpec(
         "norm_constraint": None,
         "kl_grad": True,
         "suffix": DINM_SUFFIX,
+        "lean": True,
     },
     description="locate the toxic layer per case, edit its MLP output projection (NLL + KL)",
 )
 FTL_SPEC = EditorSpec(
     "ft-l",
     FTL,
-    defaults={"lr": 5e-4, "steps": 10, "early_stop_loss": 1e-4, "norm_constraint": None, "layer": None},
+    defaults={
+        "lr": 5e-4,
+        "steps": 10,
+        "early_stop_loss": 1e-4,
+        "norm_constraint": None,
+        "layer": None,
+        "lean": True,
+    },
     description="fine-tune one fixed layer's MLP output projection on the safe response",
 )

@@ -180,3 +180,67 @@ def test_bad_hyperparameters(raw: dict[str, Any], message: str) -> None:
 
 def test_good_hyperparameters_are_coerced() -> None:
     assert validate_hparams(DINM_SPEC, {"lr": 1, "norm_constraint": 0.01}, "x") == {"lr": 1.0, "norm_constraint": 0.01}
+
+
+def edited_weight(editor: DINM, model: LoadedModel) -> tuple[Any, dict[str, float], str]:
+    """The change the edit made to its weight, the last losses and a greedy answer of the edited model."""
+    with editor.edit(model, CASE) as details:
+        assert details.module is not None
+        weight = dict(model.model.named_parameters())[details.module + ".weight"]
+        edited = weight.detach().clone()
+        (response,) = model.generate([model.format_prompt(editor.prompt(CASE.adversarial_prompt)[0])], max_new_tokens=6)
+    return edited - weight.detach(), details.losses, response
+
+
+@pytest.mark.parametrize("kind", sorted(ARCHITECTURES))
+def test_the_lean_edit_equals_the_straightforward_one_on_each_architecture(
+    kind: str, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Lean (own-length passes, lower blocks replayed, target logits only) against one padded batch through
+    the whole model at every step: equal up to floating-point order (each weight within 0.1% of the largest
+    change, losses within 1e-4, the same greedy answer), for DINM's chosen layer and for every block (FT-L
+    at a fixed layer), with the weights restored bit for bit either way."""
+    import torch
+
+    model = load_model(ModelSettings(str(build_tiny(kind, tiny_model_dir, tmp_path / kind))))
+    before = fingerprint(model.model)
+    editors = [(dinm(lean=True), dinm(lean=False))] + [
+        (FTL(**{**FTL_SPEC.defaults, "lr": 1e-2, "layer": layer, "lean": True}),
+         FTL(**{**FTL_SPEC.defaults, "lr": 1e-2, "layer": layer, "lean": False}))
+        for layer in range(3)
+    ]  # fmt: skip
+    for lean, plain in editors:
+        d_lean, losses_lean, out_lean = edited_weight(lean, model)
+        d_plain, losses_plain, out_plain = edited_weight(plain, model)
+        assert fingerprint(model.model) == before
+        # The stated tolerance: every weight within 0.1% of the largest change the edit made.
+        assert float((d_lean - d_plain).abs().max()) <= 1e-3 * float(d_plain.abs().max()), (kind, lean.name)
+        assert float(d_plain.abs().max()) > 0
+        assert losses_lean == pytest.approx(losses_plain, rel=1e-4, abs=1e-6)
+        assert out_lean == out_plain
+        assert torch.isfinite(d_lean).all()
+
+
+def test_the_lean_edit_runs_the_blocks_below_once_per_input_and_puts_their_forward_back(tiny: LoadedModel) -> None:
+    from pytest_safeedit.architecture import transformer_blocks
+
+    first = transformer_blocks(tiny.model)[0]
+    calls: list[int] = []
+    original = first.forward
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    first.forward = counting  # an instance attribute, as accelerate's hooks set one
+    try:
+        # FT-L at the top block of two: lean runs block 0 on the first step only, straightforward on every step.
+        for lean, expected in ((True, 1), (False, 10)):
+            calls.clear()
+            editor = FTL(**{**FTL_SPEC.defaults, "lr": 1e-2, "layer": 1, "lean": lean, "early_stop_loss": 0.0})
+            with editor.edit(tiny, CASE) as details:
+                assert details.steps == 10
+            assert len(calls) == expected
+            assert first.__dict__["forward"] is counting
+    finally:
+        del first.forward
