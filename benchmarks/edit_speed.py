@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pytest_safeedit.demo import demo_editor_defaults
-from pytest_safeedit.dinm import DINM, DINM_SPEC
-from pytest_safeedit.editor import validate_hparams
+from reference_pipeline import suite_dinm
+
+from pytest_safeedit.dinm import DINM
 from pytest_safeedit.hf import LoadedModel, load_model
 from pytest_safeedit.settings import ModelSettings
 from pytest_safeedit.suite import Case
@@ -44,9 +44,7 @@ def main() -> None:
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args()
     suite = load_suite(args.suite)
-    section = {**demo_editor_defaults(args.model, "dinm"), **suite.defaults.get("editor", {}).get("dinm", {})}
-    hparams = {**DINM_SPEC.defaults, **validate_hparams(DINM_SPEC, section, "suite")}
-    lean, plain = DINM(**{**hparams, "lean": True}), DINM(**{**hparams, "lean": False})
+    lean, plain = suite_dinm(args.model, suite, lean=True), suite_dinm(args.model, suite, lean=False)
     model = load_model(ModelSettings(args.model))
     cases = [c for c in suite.cases if not c.benign and args.k in c.id]
     timed_edit(model, lean, cases[0])  # warm-up: first-call allocations

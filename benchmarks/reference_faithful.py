@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from reference_pipeline import suite_dinm
+
 from pytest_safeedit.architecture import mlp_output_projection
-from pytest_safeedit.demo import demo_editor_defaults
-from pytest_safeedit.dinm import DINM, DINM_SPEC, locate_toxic_layer, teacher_forced
-from pytest_safeedit.editor import validate_hparams
+from pytest_safeedit.dinm import DINM, locate_toxic_layer, teacher_forced
 from pytest_safeedit.hf import LoadedModel, load_model
 from pytest_safeedit.judges import RefusalJudge
 from pytest_safeedit.settings import ModelSettings
@@ -75,8 +75,7 @@ def main() -> None:
     model_path, suite_path, max_new, out = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     select = sys.argv[6] if len(sys.argv) > 6 and sys.argv[5] == "-k" else ""
     suite = load_suite(suite_path)
-    section = {**demo_editor_defaults(model_path, "dinm"), **suite.defaults.get("editor", {}).get("dinm", {})}
-    editor = DINM(**{**DINM_SPEC.defaults, **validate_hparams(DINM_SPEC, section, "suite")})
+    editor = suite_dinm(model_path, suite)
     model = load_model(ModelSettings(model_path, chat_template="off"))
     judge = RefusalJudge()
 

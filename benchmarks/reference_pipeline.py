@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from pytest_safeedit.demo import demo_editor_defaults
 from pytest_safeedit.dinm import DINM, DINM_SPEC
@@ -19,16 +20,22 @@ from pytest_safeedit.editor import validate_hparams
 from pytest_safeedit.hf import load_model
 from pytest_safeedit.judges import RefusalJudge
 from pytest_safeedit.settings import ModelSettings
+from pytest_safeedit.suite import Suite
 from pytest_safeedit.suite_files import load_suite
+
+
+def suite_dinm(model_path: str, suite: Suite, **overrides: Any) -> DINM:
+    """DINM with the hyperparameters the plugin would use: the editor's defaults, the demo model's tuning
+    (when this is the demo), the suite's, then ``overrides``."""
+    section = {**demo_editor_defaults(model_path, "dinm"), **suite.defaults.get("editor", {}).get("dinm", {})}
+    return DINM(**{**DINM_SPEC.defaults, **validate_hparams(DINM_SPEC, section, "suite"), **overrides})
 
 
 def main() -> None:
     model_path, suite_path, max_new, out = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     select = sys.argv[6] if len(sys.argv) > 6 and sys.argv[5] == "-k" else ""
     suite = load_suite(suite_path)
-    # The plugin's own order: the editor's defaults, the demo model's tuning (when this is the demo), the suite's.
-    section = {**demo_editor_defaults(model_path, "dinm"), **suite.defaults.get("editor", {}).get("dinm", {})}
-    editor = DINM(**{**DINM_SPEC.defaults, **validate_hparams(DINM_SPEC, section, "suite")})
+    editor = suite_dinm(model_path, suite)
     model = load_model(ModelSettings(model_path))
     judge = RefusalJudge()
 

@@ -140,17 +140,34 @@ def build_tokenizer(
 
 def build_demo(target: Path, suite: Suite, recipe: DemoRecipe) -> None:
     """Train the demo model and save it with its tokenizer to ``target``."""
+    started = time.perf_counter()
+    pairs = training_pairs(suite, recipe.suffix)
+    tokenizer = build_tokenizer(sorted({text for pair in pairs for text in pair}), recipe.vocab_size)
+    prompts = [
+        str(tokenizer.apply_chat_template([{"role": "user", "content": u}], tokenize=False, add_generation_prompt=True))
+        for u, _ in pairs
+    ]
+    examples = [(prompt, reply) for prompt, (_, reply) in zip(prompts, pairs)]
+    info = {"recipe": asdict(recipe), "suite": suite.path.name}
+    train_small_lm(target, tokenizer, examples, recipe, "safeedit_demo.json", info, started)
+
+
+def train_small_lm(
+    target: Path,
+    tokenizer: Any,
+    examples: list[tuple[str, str]],
+    recipe: DemoRecipe,
+    marker: str,
+    info: dict[str, Any],
+    started: float,
+) -> None:
+    """A GPT-2 of the recipe's size, seeded, trained on ``examples`` (:func:`train_replies`) and saved with
+    ``tokenizer`` to ``target``, with ``info``, the loss and the build time in the JSON file ``marker``."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    started = time.perf_counter()
-    torch.manual_seed(recipe.seed)
-    pairs = training_pairs(suite, recipe.suffix)
-    corpus = sorted({text for pair in pairs for text in pair})
-
-    tokenizer = build_tokenizer(corpus, recipe.vocab_size)
     tokenizer.model_max_length = recipe.n_positions
-
+    torch.manual_seed(recipe.seed)
     config = GPT2Config(
         vocab_size=len(tokenizer),
         n_positions=recipe.n_positions,
@@ -162,30 +179,18 @@ def build_demo(target: Path, suite: Suite, recipe: DemoRecipe) -> None:
         pad_token_id=tokenizer.pad_token_id,
     )
     model = GPT2LMHeadModel(config)
-
-    prompts = [
-        str(tokenizer.apply_chat_template([{"role": "user", "content": u}], tokenize=False, add_generation_prompt=True))
-        for u, _ in pairs
-    ]
-    examples = [(prompt, reply) for prompt, (_, reply) in zip(prompts, pairs)]
     final_loss = train_replies(model, tokenizer, examples, recipe)
-    model.eval()
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.save_pretrained(target)
     tokenizer.save_pretrained(target)
-    (target / "safeedit_demo.json").write_text(
-        json.dumps(
-            {
-                "recipe": asdict(recipe),
-                "suite": suite.path.name,
-                "examples": len(examples),
-                "final_loss": round(final_loss, 6),
-                "build_seconds": round(time.perf_counter() - started, 1),
-            },
-            indent=2,
-        )
-    )
+    details = {
+        **info,
+        "examples": len(examples),
+        "final_loss": round(final_loss, 6),
+        "build_seconds": round(time.perf_counter() - started, 1),
+    }
+    (target / marker).write_text(json.dumps(details, indent=2))
 
 
 def train_replies(model: Any, tokenizer: Any, examples: list[tuple[str, str]], recipe: Any) -> float:

@@ -8,13 +8,12 @@ measures it. It is a stand-in for a real guard model, not one: on other text it 
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from pytest_safeedit.cache import cache_root
-from pytest_safeedit.demo import build_once, build_tokenizer, demo_key, sample_suite_path, train_replies
+from pytest_safeedit.demo import DemoRecipe, build_once, build_tokenizer, demo_key, sample_suite_path, train_small_lm
 from pytest_safeedit.guard_formats import FORMAT_FILE, render_llama_guard_3
 from pytest_safeedit.suite import Suite
 from pytest_safeedit.suite_files import load_suite
@@ -36,20 +35,10 @@ GUARD_CODES = {
 }
 
 
-@dataclass(frozen=True)
-class GuardRecipe:
-    """Everything that decides the demo guard besides the suite; part of the cache key."""
-
-    version: int = 1
-    vocab_size: int = 1500
-    n_layer: int = 2
-    n_embd: int = 96
-    n_head: int = 4
-    n_positions: int = 512
-    epochs: int = 8
-    batch_size: int = 12
-    lr: float = 3e-3
-    seed: int = 4321
+#: The demo guard's size and training (a recipe like the demo model's; part of the cache key).
+GUARD_RECIPE = DemoRecipe(
+    version=1, vocab_size=1500, n_layer=2, n_embd=96, n_head=4, n_positions=512, epochs=8, seed=4321, suffix=""
+)
 
 
 def guard_examples(suite: Suite) -> list[tuple[str, str]]:
@@ -70,53 +59,18 @@ def guard_examples(suite: Suite) -> list[tuple[str, str]]:
     return pairs
 
 
-def build_demo_guard(target: Path, suite: Suite, recipe: GuardRecipe) -> None:
+def build_demo_guard(target: Path, suite: Suite, recipe: DemoRecipe) -> None:
     """Train the demo guard and save it, its tokenizer and its format marker to ``target``."""
-    import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
-
     started = time.perf_counter()
-    torch.manual_seed(recipe.seed)
     examples = guard_examples(suite)
     corpus = sorted({text for pair in examples for text in pair})
-    tokenizer = build_tokenizer(
-        corpus, recipe.vocab_size, GUARD_TOKENS, pad="<|pad|>", eos="<|eot_id|>", chat_template=None
-    )
-    tokenizer.model_max_length = recipe.n_positions
-    config = GPT2Config(
-        vocab_size=len(tokenizer),
-        n_positions=recipe.n_positions,
-        n_embd=recipe.n_embd,
-        n_layer=recipe.n_layer,
-        n_head=recipe.n_head,
-        bos_token_id=tokenizer.eos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    model = GPT2LMHeadModel(config)
-    final_loss = train_replies(model, tokenizer, examples, recipe)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.save_pretrained(target)
-    tokenizer.save_pretrained(target)
-    (target / FORMAT_FILE).write_text(
-        json.dumps(
-            {
-                "format": "llama-guard-3",
-                "recipe": asdict(recipe),
-                "suite": suite.path.name,
-                "examples": len(examples),
-                "final_loss": round(final_loss, 6),
-                "build_seconds": round(time.perf_counter() - started, 1),
-            },
-            indent=2,
-        )
-    )
+    tokenizer = build_tokenizer(corpus, recipe.vocab_size, GUARD_TOKENS, eos="<|eot_id|>", chat_template=None)
+    info = {"format": "llama-guard-3", "recipe": asdict(recipe), "suite": suite.path.name}
+    train_small_lm(target, tokenizer, examples, recipe, FORMAT_FILE, info, started)
 
 
-def ensure_demo_guard(cache_dir: str | None = None, recipe: GuardRecipe | None = None) -> Path:
+def ensure_demo_guard(cache_dir: str | None = None, recipe: DemoRecipe = GUARD_RECIPE) -> Path:
     """Return the folder of the demo guard, building it first if this key is not cached yet."""
-    recipe = recipe or GuardRecipe()
     path = sample_suite_path()
     key = demo_key(path.read_bytes(), recipe)
     return build_once(

@@ -244,6 +244,9 @@ class DINM:
     """
 
     name = "dinm"
+    #: The edit changes one weight matrix (the edited block's MLP output projection, named in the details):
+    #: several cases' edited models can answer in one batch.
+    single_weight = True
 
     def __init__(
         self,

@@ -33,6 +33,8 @@ from pytest_safeedit.settings import (
 from pytest_safeedit.suite import Case, Suite
 
 T = TypeVar("T")
+#: Batches are filled from this many batches' worth of upcoming requests, by length.
+BUCKET_WINDOW = 4
 
 
 class ModelUnavailable(Exception):
@@ -315,19 +317,28 @@ class Engine:
     def respond(self, request: Request) -> str:
         """The response to one request, generating it with the next pending ones of the same settings."""
         if request not in self._responses:
-            size = request.settings.batch_size
-            batch = [request]
-            for other in self._pending if self.upcoming is None else self.upcoming():
-                if len(batch) >= size:
-                    break
-                if other.settings == request.settings and other not in self._responses and other not in batch:
-                    batch.append(other)
+            batch = self._batch_for(request)
             try:
                 self._generate(batch)
             except GenerationError as exc:
                 if request not in self._responses:
                     raise ProbeUnanswered(f"no response: {exc}") from None
         return self._responses[request]
+
+    def _batch_for(self, request: Request) -> list[Request]:
+        """``request`` and the pending requests of its settings closest to it in length, from the next
+        ``BUCKET_WINDOW`` batches' worth: batches of similar lengths carry less padding (greedy outputs do
+        not depend on what they are batched with; tested)."""
+        size = request.settings.batch_size
+        window: list[Request] = []
+        for other in self._pending if self.upcoming is None else self.upcoming():
+            if len(window) >= size * BUCKET_WINDOW:
+                break
+            if other.settings == request.settings and other != request and other not in self._responses:
+                window.append(other)
+        window = list(dict.fromkeys(window))
+        window.sort(key=lambda other: abs(len(other.text) - len(request.text)))
+        return [request, *window[: size - 1]]
 
     def generate(self, texts: Sequence[str], *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> list[str]:
         """Greedy responses to raw user texts (formatted like probes), batched; for Python tests."""
@@ -386,32 +397,112 @@ class Engine:
         Cached like unedited responses, keyed also by the editor, its hyperparameters and every field of
         the case. Raises :class:`EditFailed` when the edit raises (the weights are restored).
         """
-        if not requests:
-            raise ValueError("an edit needs at least one request to answer")
-        settings = requests[0].settings
-        inputs = [(r.text, r.system, *sample_part(r)) for r in requests]
-        key = self._key("edit", settings, editor.name, dict(hyperparameters), asdict(case), inputs)
-        cached = self.cache.get(key, "details", "outputs")
-        if cached is not None:
-            try:
-                outputs = [str(o) for o in cached["outputs"]]
-                if len(outputs) == len(requests):
-                    return EditDetails.from_dict(cached["details"]), outputs
-            except (TypeError, ValueError):
-                pass
-        generator = self.generator
+        (outcome,) = self.generate_edited_group(editor, hyperparameters, [(case, requests)])
+        if isinstance(outcome, EditFailed):
+            raise outcome
+        return outcome
+
+    def generate_edited_group(
+        self,
+        editor: Editor,
+        hyperparameters: Mapping[str, Any],
+        items: Sequence[tuple[Case, Sequence[Request]]],
+    ) -> list[tuple[EditDetails, list[str]] | EditFailed]:
+        """:meth:`generate_edited` for several cases, in order; a failed edit gives its :class:`EditFailed`.
+
+        With an editor that changes one weight per case (``single_weight``) and greedy decoding on the
+        in-process model, the edits run one after another and their requests are then generated together,
+        each row with its own case's edited weight (:mod:`pytest_safeedit.edit_batch`); otherwise each case
+        is edited and answered in turn.
+        """
+        results: list[tuple[EditDetails, list[str]] | EditFailed | None] = [None] * len(items)
+        keys = []
+        for index, (case, requests) in enumerate(items):
+            if not requests:
+                raise ValueError("an edit needs at least one request to answer")
+            settings = requests[0].settings
+            inputs = [(r.text, r.system, *sample_part(r)) for r in requests]
+            keys.append(self._key("edit", settings, editor.name, dict(hyperparameters), asdict(case), inputs))
+            cached = self.cache.get(keys[-1], "details", "outputs")
+            if cached is not None:
+                try:
+                    outputs = [str(o) for o in cached["outputs"]]
+                    if len(outputs) == len(requests):
+                        results[index] = (EditDetails.from_dict(cached["details"]), outputs)
+                except (TypeError, ValueError):
+                    pass
+        from pytest_safeedit.hf import HFGenerator
+
+        todo = [i for i, r in enumerate(results) if r is None]
+        generator = self.generator if todo else None
+        together = (
+            len(todo) > 1
+            and getattr(editor, "single_weight", False)
+            and not items[todo[0]][1][0].settings.sampled
+            and isinstance(generator, HFGenerator)
+        )
+        if together:
+            for index, outcome in zip(todo, self._edit_together(editor, [items[i] for i in todo])):
+                results[index] = outcome
+        else:
+            for index in todo:
+                results[index] = self._edit_alone(editor, *items[index])
+        for index in todo:
+            done = results[index]
+            if done is not None and not isinstance(done, EditFailed):
+                self.edits_run += 1
+                self.generated += len(items[index][1])
+                self.cache.put(keys[index], {"details": done[0].to_dict(), "outputs": done[1]})
+        return [r for r in results if r is not None]
+
+    def _edit_alone(
+        self, editor: Editor, case: Case, requests: Sequence[Request]
+    ) -> tuple[EditDetails, list[str]] | EditFailed:
+        """Edit for ``case``, answer its requests inside the edit, restore."""
         try:
-            model = generator.editable(settings)
+            model = self.generator.editable(requests[0].settings)
             with editor.edit(model, case) as details:
-                outputs = generator.generate(requests)
+                outputs = self.generator.generate(requests)
         except ModelUnavailable:
             raise
         except Exception as exc:  # noqa: BLE001 - reported on the case's items; other cases go on
-            raise EditFailed(f"the {editor.name} edit of case {case.id!r} failed: {type(exc).__name__}: {exc}") from exc
-        self.edits_run += 1
-        self.generated += len(requests)
-        self.cache.put(key, {"details": details.to_dict(), "outputs": outputs})
+            return EditFailed(f"the {editor.name} edit of case {case.id!r} failed: {type(exc).__name__}: {exc}")
         return details, outputs
+
+    def _edit_together(
+        self, editor: Editor, items: Sequence[tuple[Case, Sequence[Request]]]
+    ) -> list[tuple[EditDetails, list[str]] | EditFailed]:
+        """Each case's edit in turn, keeping a copy of its edited weight; then all their requests in
+        batches, every row with its own case's weight."""
+        from pytest_safeedit.edit_batch import row_weights
+
+        settings = items[0][1][0].settings
+        model = self.generator.editable(settings)
+        edited: dict[int, tuple[EditDetails, tuple[str, Any]]] = {}
+        out: list[tuple[EditDetails, list[str]] | EditFailed] = []
+        for index, (case, _) in enumerate(items):
+            try:
+                with editor.edit(model, case) as details:
+                    if details.module is None:
+                        raise RuntimeError(f"{editor.name} names no edited module")
+                    weight = dict(model.model.named_parameters())[details.module + ".weight"].detach().clone()
+                edited[index] = (details, (details.module, weight))
+                out.append((details, []))
+            except ModelUnavailable:
+                raise
+            except Exception as exc:  # noqa: BLE001 - reported on the case's items; other cases go on
+                out.append(
+                    EditFailed(f"the {editor.name} edit of case {case.id!r} failed: {type(exc).__name__}: {exc}")
+                )
+        rows = [(index, request) for index in edited for request in items[index][1]]
+        answers: dict[int, list[str]] = {index: [] for index in edited}
+        for start in range(0, len(rows), settings.batch_size):
+            chunk = rows[start : start + settings.batch_size]
+            with row_weights(model.model, [edited[index][1] for index, _ in chunk]):
+                outputs = self.generator.generate([request for _, request in chunk])
+            for (index, _), output in zip(chunk, outputs):
+                answers[index].append(output)
+        return [o if isinstance(o, EditFailed) else (o[0], answers[i]) for i, o in enumerate(out)]
 
     # ------------------------------------------------------------------ judging
 

@@ -3,7 +3,7 @@ with side effects and the baseline's status)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from pytest_safeedit.baseline import Baseline
@@ -77,6 +77,8 @@ class Evaluator:
         self.selection = selection or Selection()
         self.baseline = baseline
         self._edits: dict[tuple[str, str], CaseEdit | str] = {}
+        #: The (suite, case) of the probes this process will run next, in order (set by the plugin).
+        self.upcoming_cases: Callable[[], Iterable[tuple[Suite, Case]]] | None = None
 
     # ------------------------------------------------------------------ requests
 
@@ -180,19 +182,59 @@ class Evaluator:
     # ------------------------------------------------------------------ edits
 
     def case_edit(self, suite: Suite, case: Case) -> CaseEdit:
-        """Edit the model for ``case`` once, probe the edited model, restore it; remembered per case."""
+        """Edit the model for ``case`` once, probe the edited model, restore it; remembered per case.
+
+        With ``upcoming_cases`` set, the next attack cases of the suite that this process will run are
+        edited in the same go while their requests fit one generation batch, so that their edited models
+        answer together (see :meth:`Engine.generate_edited_group`)."""
         key = (suite.key, case.id)
         if key not in self._edits:
-            try:
-                self._edits[key] = self._edit(suite, case)
-            except EditFailed as exc:
-                self._edits[key] = str(exc)
+            plans = [self._plan(suite, c) for c in self._edit_group(suite, case)]
+            editor = self.editors.for_suite(suite)
+            assert editor is not None
+            outcomes = self.engine.generate_edited_group(
+                editor, self.editors.hyperparameters(suite), [(p.case, p.requests) for p in plans]
+            )
+            for plan, edited in zip(plans, outcomes):
+                self._edits[(suite.key, plan.case.id)] = (
+                    str(edited) if isinstance(edited, EditFailed) else self._result(plan, *edited)
+                )
         outcome = self._edits[key]
         if isinstance(outcome, str):
             raise EditFailed(outcome)
         return outcome
 
-    def _edit(self, suite: Suite, case: Case) -> CaseEdit:
+    def _edit_group(self, suite: Suite, case: Case) -> list[Case]:
+        """``case``, then the upcoming attack cases of its suite not edited yet, while all their edited
+        requests fit one generation batch."""
+        group = [case]
+        if self.upcoming_cases is None:
+            return group
+        size = self.engine.generation_settings(suite).batch_size
+        rows = len(self._plan_requests(suite, case))
+        for other_suite, other in self.upcoming_cases():
+            if other_suite.key != suite.key or other.benign or other in group or (suite.key, other.id) in self._edits:
+                continue
+            more = len(self._plan_requests(suite, other))
+            if rows + more > size:
+                break
+            group.append(other)
+            rows += more
+        return group
+
+    def _plan_requests(self, suite: Suite, case: Case) -> list[Request]:
+        """What an edit of ``case`` answers: its selected probes, its category's selected benign questions
+        and its knowledge prompt, prompted as the editor prompts."""
+        editor = self.editors.for_suite(suite)
+        assert editor is not None
+        texts = [p.text for p in self.selection.probes(suite, case)]
+        texts += [b.question for b in self.selection.benign_cases(suite, case.category)]
+        requests = [r for t in texts for r in self.edited_requests(suite, editor, t, case.category)]
+        knowledge = self.knowledge_request(suite, case)
+        return requests if knowledge is None else [*requests, knowledge]
+
+    def _plan(self, suite: Suite, case: Case) -> EditPlan:
+        """The unedited answers an edit is compared with, and the requests it answers."""
         editor = self.editors.for_suite(suite)
         assert editor is not None
         engine = self.engine
@@ -208,24 +250,43 @@ class Evaluator:
         requests = [r for group in groups for r in group]
         if knowledge_request is not None:
             requests.append(knowledge_request)
-        details, outputs = engine.generate_edited(editor, self.editors.hyperparameters(suite), case, requests)
+        return EditPlan(case, probes, benign, groups, requests, before, knowledge_before)
+
+    def _result(self, plan: EditPlan, details: EditDetails, outputs: Sequence[str]) -> CaseEdit:
+        case, probes, groups = plan.case, plan.probes, plan.groups
         answers: list[list[str]] = []
         position = 0
         for group in groups:
-            answers.append(outputs[position : position + len(group)])
+            answers.append(list(outputs[position : position + len(group)]))
             position += len(group)
         probe_answers = answers[: len(probes)]
         knowledge = None
-        if case.knowledge is not None and knowledge_before is not None:
-            knowledge = KnowledgeRetention(case.knowledge.prompt, knowledge_before, outputs[-1])
+        if case.knowledge is not None and plan.knowledge_before is not None:
+            knowledge = KnowledgeRetention(case.knowledge.prompt, plan.knowledge_before, outputs[-1])
         return CaseEdit(
             details=details,
             outcomes={p.kind: self._outcomes(case, g[0].text, a) for p, g, a in zip(probes, groups, probe_answers)},
-            benign={b.id: self._outcomes(b, b.question, a) for b, a in zip(benign, answers[len(probes) :])},
+            benign={b.id: self._outcomes(b, b.question, a) for b, a in zip(plan.benign, answers[len(probes) :])},
             side_effects=SideEffects(
-                knowledge, mean_fluency(before), mean_fluency([x for a in probe_answers for x in a])
+                knowledge, mean_fluency(plan.before), mean_fluency([x for a in probe_answers for x in a])
             ),
         )
+
+
+@dataclass(frozen=True)
+class EditPlan:
+    """One case's edit before it runs: what it is compared with and what it answers."""
+
+    case: Case
+    probes: list[Probe]
+    benign: list[Case]
+    #: The edited requests of each probe, then of each benign question (one per sample).
+    groups: list[list[Request]]
+    #: ``groups`` flattened, then the knowledge prompt's request when the case has one.
+    requests: list[Request]
+    #: The unedited responses to the probes, and to the knowledge prompt.
+    before: list[str]
+    knowledge_before: str | None
 
 
 def worst(outcomes: Sequence[SampleOutcome]) -> SampleOutcome:

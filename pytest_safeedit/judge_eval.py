@@ -191,9 +191,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             wrong = [(r, v) for r, v, j, lab in zip(records, verdicts, judged, labelled) if j != lab]
             for record, verdict in wrong[: args.disagreements]:
                 text = " ".join(record["response"].split())[:100]
+                reason = verdict.reason.removeprefix(f"{judges[spec].name}: ")
                 listed.append(
-                    f"{name} / {spec}: labelled {record['label']}, judged {verdict.label} "
-                    f"({verdict.reason[:50]}): {text!r}"
+                    f"{name} / {spec}: labelled {record['label']}, judged {verdict.label} ({reason[:60]}): {text!r}"
                 )
             if len(wrong) > args.disagreements:
                 listed.append(f"{name} / {spec}: ... and {len(wrong) - args.disagreements} more")

@@ -116,8 +116,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         if is_worker(config):
             upcoming = queued_items(config, session.items)
             engine.upcoming = lambda: (r for i in upcoming() if isinstance(i, ProbeItem) for r in i.requests())
+            evaluator.upcoming_cases = lambda: ((i.suite, i.case) for i in upcoming() if isinstance(i, ProbeItem))
         else:
             engine.expect([r for i in probe_items for r in i.requests()])
+            evaluator.upcoming_cases = lambda: ((i.suite, i.case) for i in probe_items)
     aggregator = config.pluginmanager.get_plugin(AGGREGATOR)
     assert isinstance(aggregator, SafeEditAggregator)
     suites = {i.suite.key: i.suite for i in session.items if isinstance(i, ProbeItem)}

@@ -23,7 +23,7 @@ DEFAULT_SUITE_PATTERNS = (
     "SafeEdit_*.json",
 )
 DEFAULT_MAX_NEW_TOKENS = 128
-CPU_BATCH_SIZE = 8
+CPU_BATCH_SIZE = 32
 GPU_BATCH_SIZE = 16
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 CHAT_TEMPLATE_MODES = ("auto", "on", "off")

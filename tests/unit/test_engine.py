@@ -59,6 +59,18 @@ def test_pending_requests_are_batched_in_order_up_to_the_batch_size(tmp_path: Pa
     assert answers == [generator.reply(r.text, None) for r in requests]
 
 
+def test_batches_are_filled_with_requests_of_similar_length(tmp_path: Path, suite: Suite) -> None:
+    generator = FakeGenerator()
+    engine = make_engine(tmp_path, generator, batch_size=2)
+    settings = engine.generation_settings(suite)
+    texts = ["short a", "a much longer probe text, one", "short b", "a much longer probe text, two"]
+    requests = [Request(t, None, settings) for t in texts]
+    engine.expect(requests)
+    answers = [engine.respond(r) for r in requests]
+    assert [[r.text for r in call] for call in generator.calls] == [[texts[0], texts[2]], [texts[1], texts[3]]]
+    assert answers == [generator.reply(t, None) for t in texts]
+
+
 def test_requests_of_other_settings_are_not_batched_together(tmp_path: Path, suite: Suite) -> None:
     generator = FakeGenerator()
     engine = make_engine(tmp_path, generator, no_cache=True)
