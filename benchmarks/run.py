@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pytest_safeedit.settings import CPU_BATCH_SIZE
+
 ROOT = Path(__file__).resolve().parent.parent
 SUITE = ROOT / "suites" / "sample.yaml"
 HERE = Path(__file__).resolve().parent
@@ -98,7 +100,10 @@ def measure(name: str, model: str, work: Path, max_new: int, select: list[str], 
     report = work / f"{name}.json"
     # 1. Plugin overhead: unedited suite, no cache, against a bare batched generate loop.
     plugin_s = run(pytest_cmd(model, cache, report, "--safeedit-no-cache", *tokens, *k), ROOT)
-    bare_s = run([sys.executable, str(HERE / "bare_generate.py"), model, str(SUITE), str(max_new), "8", *select], ROOT)
+    batch = str(CPU_BATCH_SIZE)  # the plugin's default on the CPU: both sides batch alike
+    bare_s = run(
+        [sys.executable, str(HERE / "bare_generate.py"), model, str(SUITE), str(max_new), batch, *select], ROOT
+    )
     ratio = plugin_s / bare_s
     rows.append(
         Row(
@@ -132,31 +137,76 @@ def measure(name: str, model: str, work: Path, max_new: int, select: list[str], 
             f"warm run generated {generated}",
         )
     )
-    # 3. DINM suite against the reference-style pipeline, same cases and settings, identical verdicts.
+    # 3. DINM suite against the reference pipelines, same cases and settings, identical verdicts: the one-at-a-time
+    # pipeline, and the reference implementation's own protocol (no chat template on both sides for that one).
     attack_k = ["-k", f"{select[1]} and not benign"] if select else ["-k", "not benign"]
-    dinm_report = work / f"{name}-dinm.json"
-    dinm_s = run(
-        pytest_cmd(model, cache, dinm_report, "--safeedit-no-cache", "--safeedit-editor", "dinm", *tokens, *attack_k),
+    for label, script, extra, goal in (
+        ("DINM suite vs one-at-a-time pipeline", "reference_pipeline.py", [], None),
+        ("DINM suite vs faithful reference", "reference_faithful.py", ["--safeedit-chat-template", "off"], 3.0),
+    ):
+        dinm_report = work / f"{name}-{script}.json"
+        dinm_s = run(
+            pytest_cmd(
+                model,
+                cache,
+                dinm_report,
+                "--safeedit-no-cache",
+                "--safeedit-editor",
+                "dinm",
+                *extra,
+                *tokens,
+                *attack_k,
+            ),
+            ROOT,
+        )
+        ref_out = work / f"{name}-{script}-reference.json"
+        ref_s = run([sys.executable, str(HERE / script), model, str(SUITE), str(max_new), str(ref_out), *select], ROOT)
+        reference = json.loads(ref_out.read_text())
+        same = verdicts_of(dinm_report) == reference.get("verdicts", reference)
+        ratio = ref_s / dinm_s
+        rows.append(
+            Row(
+                label,
+                name,
+                script.removesuffix(".py"),
+                ref_s,
+                "pytest --safeedit-editor dinm" + (" (no chat template)" if extra else ""),
+                dinm_s,
+                f">= {goal:g}x" if goal else "(measured)",
+                ratio,
+                (goal is None or ratio >= goal) and same,
+                f"verdicts identical: {'yes' if same else 'NO'}",
+            )
+        )
+    # One edit: the lean edit against the straightforward one, in one process.
+    speed_out = work / f"{name}-edit-speed.json"
+    run(
+        [
+            sys.executable,
+            str(HERE / "edit_speed.py"),
+            model,
+            str(SUITE),
+            "-k",
+            select[1] if select else "",
+            "--json",
+            str(speed_out),
+        ],
         ROOT,
     )
-    ref_out = work / f"{name}-reference.json"
-    ref_s = run(
-        [sys.executable, str(HERE / "reference_pipeline.py"), model, str(SUITE), str(max_new), str(ref_out), *select],
-        ROOT,
-    )
-    same = verdicts_of(dinm_report) == json.loads(ref_out.read_text())
+    speed = json.loads(speed_out.read_text())
     rows.append(
         Row(
-            "DINM suite vs reference pipeline",
+            "one DINM edit, lean vs straightforward",
             name,
-            "one case at a time",
-            ref_s,
-            "pytest --safeedit-editor dinm",
-            dinm_s,
-            ">= 3x",
-            ref_s / dinm_s,
-            ref_s / dinm_s >= 3 and same,
-            f"verdicts identical: {'yes' if same else 'NO'}",
+            "straightforward edit",
+            speed["straightforward_median_s"],
+            "lean edit",
+            speed["lean_median_s"],
+            ">= 2x",
+            speed["ratio"],
+            speed["ratio"] >= 2,
+            f"median of {speed['cases']} edits; weights within "
+            f"{100 * speed['largest_weight_difference_relative_to_change']:.2g}% of the change",
         )
     )
     # 4. Two xdist workers against one, on this machine's cores.

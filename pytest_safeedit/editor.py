@@ -24,7 +24,12 @@ class EditorConfigError(Exception):
 
 
 class Editor(Protocol):
-    """Changes a model for one case, and says how the edited model is to be prompted."""
+    """Changes a model for one case, and says how the edited model is to be prompted.
+
+    An editor whose edit changes exactly one weight matrix, that of the module its details name, may set
+    the class attribute ``single_weight = True``: the engine then answers several cases' edits in one
+    batch (:meth:`pytest_safeedit.engine.Engine.generate_edited_group`).
+    """
 
     @property
     def name(self) -> str:

@@ -162,11 +162,21 @@ def table(outcomes: Sequence[Outcome], goals: Goals, chosen: Outcome | None) -> 
 
 
 def parse_values(text: str) -> list[Any]:
-    """``1e-4,5e-4`` -> [0.0001, 0.0005]; integers stay integers."""
-    import yaml
-
-    values = [yaml.safe_load(v.strip()) for v in text.split(",") if v.strip()]
-    if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+    """``1e-4,5e-4`` -> [0.0001, 0.0005]; whole numbers stay integers (``10,20`` -> [10, 20])."""
+    values: list[Any] = []
+    for item in (v.strip() for v in text.split(",")):
+        if not item:
+            continue
+        try:
+            values.append(int(item))
+        except ValueError:
+            try:
+                values.append(float(item))
+            except ValueError:
+                raise argparse.ArgumentTypeError(
+                    f"{text!r} is not a list of numbers; write e.g. 1e-4,5e-4,1e-3"
+                ) from None
+    if not values:
         raise argparse.ArgumentTypeError(f"{text!r} is not a list of numbers; write e.g. 1e-4,5e-4,1e-3")
     return values
 

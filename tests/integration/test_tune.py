@@ -67,6 +67,13 @@ def test_tune_on_the_demo_model_writes_the_chosen_config(tmp_path: Path, demo_ca
     assert "written to" in done.stdout
 
 
+def test_values_are_numbers_in_any_notation() -> None:
+    from pytest_safeedit.tune import parse_values
+
+    assert parse_values("1e-4, 5e-4,0.001") == [1e-4, 5e-4, 0.001]
+    assert parse_values("10,20") == [10, 20] and all(isinstance(v, int) for v in parse_values("10,20"))
+
+
 def test_tune_reports_bad_values_and_a_missing_suite(tmp_path: Path) -> None:
     bad = subprocess.run(
         [sys.executable, "-m", "pytest_safeedit", "tune", "--model", "demo", "--lr", "fast"],
