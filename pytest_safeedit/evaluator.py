@@ -211,42 +211,40 @@ class Evaluator:
         if self.upcoming_cases is None:
             return group
         size = self.engine.generation_settings(suite).batch_size
-        rows = len(self._plan_requests(suite, case))
+        rows = self._edited_count(suite, case)
         for other_suite, other in self.upcoming_cases():
             if other_suite.key != suite.key or other.benign or other in group or (suite.key, other.id) in self._edits:
                 continue
-            more = len(self._plan_requests(suite, other))
+            more = self._edited_count(suite, other)
             if rows + more > size:
                 break
             group.append(other)
             rows += more
         return group
 
-    def _plan_requests(self, suite: Suite, case: Case) -> list[Request]:
-        """What an edit of ``case`` answers: its selected probes, its category's selected benign questions
-        and its knowledge prompt, prompted as the editor prompts."""
+    def _edited_requests(self, suite: Suite, case: Case) -> tuple[list[list[Request]], Request | None]:
+        """What an edit of ``case`` answers, prompted as the editor prompts: the requests of each selected
+        probe, then of each selected benign question of its category; and its knowledge prompt's (None
+        without one)."""
         editor = self.editors.for_suite(suite)
         assert editor is not None
         texts = [p.text for p in self.selection.probes(suite, case)]
         texts += [b.question for b in self.selection.benign_cases(suite, case.category)]
-        requests = [r for t in texts for r in self.edited_requests(suite, editor, t, case.category)]
-        knowledge = self.knowledge_request(suite, case)
-        return requests if knowledge is None else [*requests, knowledge]
+        groups = [self.edited_requests(suite, editor, t, case.category) for t in texts]
+        return groups, self.knowledge_request(suite, case)
+
+    def _edited_count(self, suite: Suite, case: Case) -> int:
+        groups, knowledge = self._edited_requests(suite, case)
+        return sum(len(g) for g in groups) + (knowledge is not None)
 
     def _plan(self, suite: Suite, case: Case) -> EditPlan:
         """The unedited answers an edit is compared with, and the requests it answers."""
-        editor = self.editors.for_suite(suite)
-        assert editor is not None
         engine = self.engine
         probes = self.selection.probes(suite, case)
         benign = self.selection.benign_cases(suite, case.category)
         before = [engine.respond(r) for p in probes for r in self.probe_requests(suite, p.text, category=case.category)]
-        knowledge_request = self.knowledge_request(suite, case)
+        groups, knowledge_request = self._edited_requests(suite, case)
         knowledge_before = None if knowledge_request is None else engine.respond(knowledge_request)
-        groups = [
-            self.edited_requests(suite, editor, t, case.category)
-            for t in [p.text for p in probes] + [b.question for b in benign]
-        ]
         requests = [r for group in groups for r in group]
         if knowledge_request is not None:
             requests.append(knowledge_request)

@@ -58,7 +58,7 @@ class GuardJudge:
         self.unsafe_ids = [i for i in self.unsafe_ids if i not in shared]
         self.safe_ids = [i for i in self.safe_ids if i not in shared]
         self.budget = self.loaded.input_budget(fmt.max_new_tokens)
-        #: Checks whose answer could not be read, in this process (shown in the run's summary).
+        #: Responses whose verdict is unparsed, judged by this object (reports count them from the verdicts).
         self.unparsed = 0
 
     # ------------------------------------------------------------------ inputs
