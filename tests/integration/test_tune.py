@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -52,17 +53,20 @@ def test_tune_on_the_demo_model_writes_the_chosen_config(tmp_path: Path, demo_ca
     done = subprocess.run(
         [sys.executable, "-m", "pytest_safeedit", "tune", "--model", "demo", "--lr", "0.004", "--steps", "1,10",
          "-k", "offensiveness-001", "--max-new-tokens", "16", "--cache-dir", demo_cache, "--out", str(out),
-         "--json", str(tmp_path / "t.json")],
+         "--json", str(tmp_path / "t.json"), "--set", "nll_weight=0.1", "--goal-ds", "0", "--goal-dg-avg", "0"],
         capture_output=True, text=True, cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.splitlines()
     assert lines[0].split()[:8] == ["setting", "DS", "DG-Avg", "knowledge", "%", "benign", "fluency", "seconds"]
-    assert any(line.startswith("lr=0.004, steps=1 ") for line in lines)
-    assert any(line.startswith("lr=0.004, steps=10 ") for line in lines)
+    assert any(line.startswith("lr=0.004, steps=1, nll_weight=0.1 ") for line in lines)
+    assert any(line.startswith("lr=0.004, steps=10, nll_weight=0.1 ") for line in lines)
+    figures = json.loads((tmp_path / "t.json").read_text())
+    assert all("DS" not in f["missed"] and "DG-Avg" not in f["missed"] for f in figures)  # goals set to 0
     assert sum("<- chosen" in line for line in lines) == 1
     config = yaml.safe_load(out.read_text())
     assert set(config) == {"dinm"} and config["dinm"]["lr"] == 0.004 and config["dinm"]["steps"] in (1, 10)
+    assert config["dinm"]["nll_weight"] == 0.1
     assert out.read_text().startswith("# dinm tuned by python -m pytest_safeedit tune on demo")
     assert "written to" in done.stdout
 
@@ -85,3 +89,8 @@ def test_tune_reports_bad_values_and_a_missing_suite(tmp_path: Path) -> None:
         capture_output=True, text=True,
     )  # fmt: skip
     assert missing.returncode == 2 and "x.yaml not found" in missing.stderr
+    bad_set = subprocess.run(
+        [sys.executable, "-m", "pytest_safeedit", "tune", "--model", "demo", "--set", "nll_weight=heavy"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert bad_set.returncode == 2 and "--set nll_weight=heavy" in bad_set.stderr
