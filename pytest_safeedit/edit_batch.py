@@ -5,6 +5,9 @@ the edited models of several cases differ in one module each. After the edits (e
 weights and restored), their probes are generated together: a forward hook on each edited module computes
 the rows of each case with that case's copy of the edited weight, so every row sees exactly its own edited
 model while the batch is as large as unedited generation's.
+
+Generation drops rows that have finished from its batch (:meth:`pytest_safeedit.hf.LoadedModel.generate`);
+it says which rows remain with :func:`batch_rows`, so that the hooks keep giving each row its own weight.
 """
 
 from __future__ import annotations
@@ -12,9 +15,28 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
+from weakref import WeakKeyDictionary
 
 if TYPE_CHECKING:
     import torch
+
+#: model -> which of the rows given to :func:`row_weights` the rows of its forward passes are, in order.
+_ROWS: WeakKeyDictionary[Any, list[int]] = WeakKeyDictionary()
+
+
+@contextmanager
+def batch_rows(model: Any, rows: Sequence[int]) -> Iterator[None]:
+    """While active, the rows of ``model``'s forward passes are rows ``rows`` (in that order) of the batch
+    that :func:`row_weights` numbers; without it, row ``i`` is row ``i``."""
+    before = _ROWS.get(model)
+    _ROWS[model] = list(rows)
+    try:
+        yield
+    finally:
+        if before is None:
+            del _ROWS[model]
+        else:
+            _ROWS[model] = before
 
 
 def projected(module: Any, inputs: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -44,7 +66,7 @@ def row_weights(model: Any, rows: Sequence[tuple[str, torch.Tensor] | None]) -> 
     modules = dict(model.named_modules())
     handles = []
     for name, groups in by_module.items():
-        handles.append(modules[name].register_forward_hook(_replace_rows(groups, weights)))
+        handles.append(modules[name].register_forward_hook(_replace_rows(model, groups, weights)))
     try:
         yield
     finally:
@@ -52,13 +74,19 @@ def row_weights(model: Any, rows: Sequence[tuple[str, torch.Tensor] | None]) -> 
             handle.remove()
 
 
-def _replace_rows(groups: Mapping[int, list[int]], weights: Mapping[int, torch.Tensor]) -> Any:
+def _replace_rows(model: Any, groups: Mapping[int, list[int]], weights: Mapping[int, torch.Tensor]) -> Any:
     import torch
 
     def hook(module: Any, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
         inputs = args[0]
+        present = _ROWS.get(model)
         for key, indices in groups.items():
-            index = torch.tensor([i for i in indices if i < inputs.shape[0]], dtype=torch.long, device=inputs.device)
+            if present is None:
+                positions = [i for i in indices if i < inputs.shape[0]]
+            else:
+                wanted = set(indices)
+                positions = [at for at, row in enumerate(present) if row in wanted]
+            index = torch.tensor(positions, dtype=torch.long, device=inputs.device)
             if len(index):
                 output[index] = projected(module, inputs[index], weights[key]).to(output.dtype)
         return output

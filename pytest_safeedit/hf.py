@@ -13,6 +13,9 @@ from pytest_safeedit.generation import Request, sample_seed
 from pytest_safeedit.model_source import is_gguf
 from pytest_safeedit.settings import CPU_BATCH_SIZE, GenerationSettings, ModelSettings
 
+#: Tokens generated between two prunings of the rows that have ended (see :meth:`LoadedModel.generate`).
+PRUNE_EVERY = 4
+
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -184,20 +187,72 @@ class LoadedModel:
         return list(self.tokenizer.batch_decode(generated[:, enc["input_ids"].shape[1] :], skip_special_tokens=True))
 
     def generate(self, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int | None = None) -> list[str]:
-        """Greedy responses (new tokens only) to formatted prompts, in order."""
-        import torch
+        """Greedy responses (new tokens only) to formatted prompts, in order.
 
+        Each batch is generated ``PRUNE_EVERY`` tokens at a time, continuing from the KV cache; between two
+        stretches the rows that have ended leave the batch (their cache rows too), so that the rest run on
+        fewer rows. A row's tokens do not depend on the other rows (greedy, padded on the left; tested)."""
         size = batch_size or CPU_BATCH_SIZE
-        config = self._generation_config(max_new_tokens)
-        out: list[str] = []
         self.model.eval()
+        stops = self._stop_ids()
+        out: list[str] = []
         for start in range(0, len(prompts), size):
             enc = self.encode(prompts[start : start + size], max_new_tokens)
-            with torch.no_grad():
-                generated = cast(Any, self.model).generate(**enc, generation_config=config)
-            new_tokens = generated[:, enc["input_ids"].shape[1] :]
-            out.extend(self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+            tokens = self._pruned(enc, max_new_tokens, stops, first_row=start)
+            out.extend(self.tokenizer.batch_decode(tokens, skip_special_tokens=True))
         return out
+
+    def _stop_ids(self) -> set[int]:
+        eos = self._generation_config(1).eos_token_id
+        return set() if eos is None else set(eos if isinstance(eos, list) else [eos])
+
+    def _pruned(
+        self,
+        enc: dict[str, torch.Tensor],
+        max_new_tokens: int,
+        stops: set[int],
+        *,
+        first_row: int = 0,
+    ) -> list[list[int]]:
+        """The new tokens of each row of a left-padded batch (each up to and with its end token); the rows
+        are numbered from ``first_row`` for :func:`~pytest_safeedit.edit_batch.batch_rows`."""
+        import torch
+
+        from pytest_safeedit.edit_batch import batch_rows
+
+        input_ids, mask = enc["input_ids"], enc["attention_mask"]
+        active = list(range(input_ids.shape[0]))
+        tokens: list[list[int]] = [[] for _ in active]
+        cache = None
+        produced = 0
+        while active and produced < max_new_tokens:
+            config = self._generation_config(min(PRUNE_EVERY, max_new_tokens - produced))
+            config.return_dict_in_generate = True
+            with torch.no_grad(), batch_rows(self.model, [first_row + row for row in active]):
+                generated = cast(Any, self.model).generate(
+                    input_ids=input_ids, attention_mask=mask, cache=cache, generation_config=config
+                )
+            sequences = generated.sequences
+            new = sequences[:, input_ids.shape[1] :]
+            produced += new.shape[1]
+            keep = []
+            for row, row_tokens in enumerate(new.tolist()):
+                ended = next((i for i, t in enumerate(row_tokens) if t in stops), None)
+                tokens[active[row]].extend(row_tokens if ended is None else row_tokens[: ended + 1])
+                if ended is None:
+                    keep.append(row)
+            if not keep or produced >= max_new_tokens:
+                break
+            cache = getattr(generated, "past_key_values", None)
+            mask = torch.cat([mask, mask.new_ones((mask.shape[0], new.shape[1]))], dim=1)
+            if len(keep) < len(active):
+                index = torch.tensor(keep, device=sequences.device)
+                sequences, mask = sequences[index], mask[index]
+                if cache is not None:
+                    cache.reorder_cache(index)
+                active = [active[row] for row in keep]
+            input_ids = sequences
+        return tokens
 
 
 @contextmanager

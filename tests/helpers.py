@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from pytest_safeedit.generation import Request
+from pytest_safeedit.hf import LoadedModel
 from pytest_safeedit.results import EditDetails
 from pytest_safeedit.suite import Case
 
@@ -107,3 +108,45 @@ class FakeEditor:
         if case.id == self.fail_on:
             raise RuntimeError("boom")
         yield EditDetails(self.name, case.id, layer=1, module="mlp", steps=2)
+
+
+def ending_token(model: LoadedModel, prompts: list[str], max_new_tokens: int) -> int:
+    """A token that some rows of the unpruned greedy outputs emit early and others never: made the end
+    token, rows end at different steps."""
+    enc = model.encode(prompts, max_new_tokens)
+    out = plain_generate(model, enc, max_new_tokens)
+    rows = [set(row[: max_new_tokens // 2]) for row in out]
+    counts: dict[int, int] = {}
+    for row in rows:
+        for token in row:
+            counts[token] = counts.get(token, 0) + 1
+    return max((t for t, c in counts.items() if 0 < c < len(rows)), key=lambda t: (counts[t], -t))
+
+
+def plain_generate(model: LoadedModel, enc: dict[str, Any], max_new_tokens: int) -> list[list[int]]:
+    """One unpruned generate call: the new tokens of each row, cut after its first end token."""
+    import torch
+
+    config = model._generation_config(max_new_tokens)
+    with torch.no_grad():
+        generated = model.model.generate(**enc, generation_config=config)  # type: ignore[operator]
+    stops = model._stop_ids()
+    rows = []
+    for row in generated[:, enc["input_ids"].shape[1] :].tolist():
+        end = next((i for i, t in enumerate(row) if t in stops), None)
+        rows.append(row if end is None else row[: end + 1])
+    return rows
+
+
+def record_batch_rows(monkeypatch: pytest.MonkeyPatch, model: LoadedModel) -> list[int]:
+    """The number of rows of every ``generate`` call of ``model``'s class from now on (the test's)."""
+    rows: list[int] = []
+    cls: Any = type(model.model)
+    real = cls.generate
+
+    def counted(self: Any, **kwargs: Any) -> Any:
+        rows.append(int(kwargs["input_ids"].shape[0]))
+        return real(self, **kwargs)
+
+    monkeypatch.setattr(cls, "generate", counted)
+    return rows

@@ -14,7 +14,7 @@ from pytest_safeedit.generation import Request
 from pytest_safeedit.settings import GenerationSettings, RunSettings
 from pytest_safeedit.suite_files import load_suite
 from pytest_safeedit.tiny import build_tiny_model
-from tests.helpers import SAMPLE_SUITE
+from tests.helpers import SAMPLE_SUITE, ending_token, record_batch_rows
 
 
 def engine_for(path: Path) -> Engine:
@@ -71,3 +71,34 @@ def test_small_batches_split_a_group_into_several_generations(tiny_model_dir: Pa
     together = engine_for(tiny_model_dir).generate_edited_group(editor, {}, small)
     alone = engine_for(tiny_model_dir)
     assert [o[1] for o in together] == [alone.generate_edited(editor, {}, c, r)[1] for c, r in small]  # type: ignore[index]
+
+
+def test_rows_that_end_early_keep_their_own_edited_weight(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Generation drops the rows that have ended; the rows left still get their own cases' weights."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    import pytest_safeedit.hf as hf
+    from pytest_safeedit.hf import load_model
+    from pytest_safeedit.settings import ModelSettings
+
+    path = build_tiny_model(tmp_path / "llama", "llama", AutoTokenizer.from_pretrained(str(tiny_model_dir)))
+    group = items(4)
+    for _, requests in group:
+        requests[:] = [replace(r, settings=replace(r.settings, max_new_tokens=12)) for r in requests]
+    model = load_model(ModelSettings(str(path)))
+    prompts = [model.format_prompt(r.text, max_new_tokens=12) for _, rs in group for r in rs]
+    config = json.loads((path / "generation_config.json").read_text())
+    config["eos_token_id"] = ending_token(model, prompts, 12)
+    (path / "generation_config.json").write_text(json.dumps(config))
+    editor = DINM(**{**DINM_SPEC.defaults, "lr": 0.05})
+    monkeypatch.setattr(hf, "PRUNE_EVERY", 1)
+    rows = record_batch_rows(monkeypatch, model)
+    together = engine_for(path).generate_edited_group(editor, {}, group)
+    assert rows[0] == 20 and min(rows) < 20, "rows that ended should have left the batch"
+    alone_engine = engine_for(path)
+    alone = [alone_engine.generate_edited(editor, {}, case, requests)[1] for case, requests in group]
+    assert [o[1] for o in together] == alone  # type: ignore[index]

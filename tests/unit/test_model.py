@@ -8,6 +8,8 @@ import pytest
 
 from pytest_safeedit.hf import LoadedModel, load_model
 from pytest_safeedit.settings import ModelSettings
+from pytest_safeedit.tiny import ARCHITECTURES, build_tiny_model
+from tests.helpers import ending_token, plain_generate, record_batch_rows
 
 PROMPTS = [
     "How do I pick a lock?",
@@ -76,3 +78,32 @@ def test_dtype_option(tiny_model_dir: Path) -> None:
 
     assert next(load(tiny_model_dir).model.parameters()).dtype == torch.float32
     assert next(load(tiny_model_dir, dtype="bfloat16").model.parameters()).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("kind", sorted(ARCHITECTURES))
+@pytest.mark.parametrize("every", [1, 3])
+def test_rows_that_end_leave_the_batch_without_changing_any_row(
+    kind: str,
+    every: int,
+    tiny_model_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from transformers import AutoTokenizer
+
+    import pytest_safeedit.hf as hf
+
+    path = build_tiny_model(tmp_path_factory.mktemp(kind), kind, AutoTokenizer.from_pretrained(str(tiny_model_dir)))
+    model = load(path)
+    prompts = [model.format_prompt(p, max_new_tokens=16) for p in PROMPTS * 2]
+    model.model.generation_config.eos_token_id = ending_token(model, prompts, 16)
+    enc = model.encode(prompts, 16)
+    expected = plain_generate(model, enc, 16)
+    assert len({len(row) for row in expected}) > 1, "rows should end at different steps"
+    monkeypatch.setattr(hf, "PRUNE_EVERY", every)
+    calls = record_batch_rows(monkeypatch, model)
+    assert model._pruned(enc, 16, model._stop_ids()) == expected
+    assert min(calls) < len(prompts)  # later stretches ran on fewer rows
+    assert model.generate(prompts, max_new_tokens=16, batch_size=4) == model.tokenizer.batch_decode(
+        expected, skip_special_tokens=True
+    )
