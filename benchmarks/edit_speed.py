@@ -18,6 +18,7 @@ from typing import Any
 
 from reference_pipeline import suite_dinm
 
+from pytest_safeedit.cache import cache_root
 from pytest_safeedit.dinm import DINM
 from pytest_safeedit.hf import LoadedModel, load_model
 from pytest_safeedit.settings import ModelSettings
@@ -45,7 +46,7 @@ def main() -> None:
     args = parser.parse_args()
     suite = load_suite(args.suite)
     lean, plain = suite_dinm(args.model, suite, lean=True), suite_dinm(args.model, suite, lean=False)
-    model = load_model(ModelSettings(args.model))
+    model = load_model(ModelSettings(args.model), gguf_cache=cache_root())
     cases = [c for c in suite.cases if not c.benign and args.k in c.id]
     timed_edit(model, lean, cases[0])  # warm-up: first-call allocations
     times: dict[str, list[float]] = {"lean": [], "straightforward": []}

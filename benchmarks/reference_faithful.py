@@ -6,7 +6,8 @@ the safe and unsafe references; every step a full forward pass of the NLL input 
 forward pass of the knowledge input, logits at every position; Adam on the layer's MLP output projection),
 the edited model answers the five probes (with DINM's suffix) as one batch, the weights are restored. No
 cache. The hyperparameters and the judge are the plugin's, so that the verdicts can be compared with
-``pytest --safeedit-editor dinm --safeedit-chat-template off`` on the same cases.
+``pytest --safeedit-editor dinm --safeedit-chat-template off`` on the same cases. A GGUF model is loaded
+from the same converted folder the plugin uses (the reference cannot read GGUF; its users convert first).
 
 Usage: python benchmarks/reference_faithful.py MODEL SUITE MAX_NEW_TOKENS OUT.json [-k SUBSTRING]
 Writes {"verdicts": {"case[probe]": [before, after]}, "edit_seconds": [...]} to OUT.json.
@@ -23,6 +24,7 @@ from typing import Any
 from reference_pipeline import suite_dinm
 
 from pytest_safeedit.architecture import mlp_output_projection
+from pytest_safeedit.cache import cache_root
 from pytest_safeedit.dinm import DINM, locate_toxic_layer, teacher_forced
 from pytest_safeedit.hf import LoadedModel, load_model
 from pytest_safeedit.judges import RefusalJudge
@@ -76,7 +78,7 @@ def main() -> None:
     select = sys.argv[6] if len(sys.argv) > 6 and sys.argv[5] == "-k" else ""
     suite = load_suite(suite_path)
     editor = suite_dinm(model_path, suite)
-    model = load_model(ModelSettings(model_path, chat_template="off"))
+    model = load_model(ModelSettings(model_path, chat_template="off"), gguf_cache=cache_root())
     judge = RefusalJudge()
 
     def answer(texts: list[str]) -> list[str]:

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pytest_safeedit.cache import cache_root
 from pytest_safeedit.demo import demo_editor_defaults
 from pytest_safeedit.dinm import DINM, DINM_SPEC
 from pytest_safeedit.editor import validate_hparams
@@ -36,7 +37,7 @@ def main() -> None:
     select = sys.argv[6] if len(sys.argv) > 6 and sys.argv[5] == "-k" else ""
     suite = load_suite(suite_path)
     editor = suite_dinm(model_path, suite)
-    model = load_model(ModelSettings(model_path))
+    model = load_model(ModelSettings(model_path), gguf_cache=cache_root())
     judge = RefusalJudge()
 
     def answer(text: str, suffix: bool) -> str:

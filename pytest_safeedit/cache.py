@@ -28,6 +28,14 @@ def digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def file_digest(path: Path, memo_file: Path | None) -> str:
+    """The SHA-256 of a file's content, remembered in ``memo_file`` by path, size and modification time."""
+    memo = _read_memo(memo_file)
+    value = _file_sha256(path, memo)
+    _write_memo(memo_file, memo)
+    return value
+
+
 def _file_sha256(path: Path, memo: dict[str, str]) -> str:
     stat = path.stat()
     memo_key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
@@ -82,10 +90,7 @@ def model_identity(path: str, load: Callable[[], tuple[Any, Any]], memo_file: Pa
     model and the tokenizer). The name alone is never enough."""
     folder = Path(path)
     if folder.is_file():  # a single-file model (GGUF): its content is the model
-        memo = _read_memo(memo_file)
-        identity = digest("file", folder.suffix.lower(), _file_sha256(folder, memo))
-        _write_memo(memo_file, memo)
-        return identity
+        return digest("file", folder.suffix.lower(), file_digest(folder, memo_file))
     if folder.is_dir():
         memo = _read_memo(memo_file)
         files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))

@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_safeedit.cache import cache_root
 from pytest_safeedit.dinm import DINM_SUFFIX
+from pytest_safeedit.files import build_once
 from pytest_safeedit.suite import Suite, fill_template
 from pytest_safeedit.suite_files import load_suite
 
@@ -259,26 +256,6 @@ def ensure_demo(cache_dir: str | None = None, recipe: DemoRecipe | None = None) 
         "safeedit_demo.json",
         lambda work: build_demo(work, load_suite(path), recipe),
     )
-
-
-def build_once(target: Path, marker: str, build: Callable[[Path], None]) -> Path:
-    """``target``, built by ``build`` into a temporary folder beside it and moved into place unless a
-    finished build (one with ``marker``) is there already."""
-    if (target / marker).is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        build(work)
-        try:
-            os.replace(work, target)
-        except OSError:
-            # Another process finished the same build first; its result is identical.
-            if not (target / marker).is_file():
-                raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return target
 
 
 def is_demo_model(model: str | None) -> bool:

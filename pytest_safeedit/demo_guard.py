@@ -13,7 +13,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from pytest_safeedit.cache import cache_root
-from pytest_safeedit.demo import DemoRecipe, build_once, build_tokenizer, demo_key, sample_suite_path, train_small_lm
+from pytest_safeedit.demo import DemoRecipe, build_tokenizer, demo_key, sample_suite_path, train_small_lm
+from pytest_safeedit.files import build_once
 from pytest_safeedit.guard_formats import FORMAT_FILE, render_llama_guard_3
 from pytest_safeedit.suite import Suite
 from pytest_safeedit.suite_files import load_suite

@@ -252,7 +252,12 @@ class Engine:
             # Workers share the CPU: split its cores instead of each one taking all of them.
             torch.set_num_threads(threads)
         memo = None if self.cache.root is None else self.cache.root / "file-hashes.json"
-        return HFGenerator(settings, file_hashes=memo)
+        return HFGenerator(
+            settings,
+            file_hashes=memo,
+            gguf_cache=cache_root(self.settings.cache_dir),
+            gguf_mode=self.settings.gguf_cache,
+        )
 
     def _served_generator(self) -> Generator:
         from pytest_safeedit.openai_backend import EndpointSettings, OpenAIGenerator

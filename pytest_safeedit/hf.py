@@ -243,7 +243,7 @@ class LoadedModel:
                     keep.append(row)
             if not keep or produced >= max_new_tokens:
                 break
-            cache = getattr(generated, "past_key_values", None)
+            cache = generated.cache if hasattr(generated, "cache") else generated.past_key_values
             mask = torch.cat([mask, mask.new_ones((mask.shape[0], new.shape[1]))], dim=1)
             if len(keep) < len(active):
                 index = torch.tensor(keep, device=sequences.device)
@@ -278,6 +278,28 @@ def gguf_parts(name_or_path: str) -> tuple[str, str | None]:
     return name_or_path, None
 
 
+def _gguf_source(settings: ModelSettings, root: Path, mode: str, file_hashes: Path | None) -> tuple[str, None] | None:
+    """The converted folder of the run's GGUF file, or None to parse the file (not wanted, or the cache
+    folder cannot be written: said in a warning)."""
+    import warnings
+
+    from pytest_safeedit.gguf_cache import converted_folder, wanted
+
+    path = Path(settings.name_or_path)
+    if not wanted(path, mode):
+        return None
+    try:
+        with gguf_errors(settings.name_or_path), quiet_transformers():
+            return str(converted_folder(path, settings.dtype, root, file_hashes)), None
+    except OSError as exc:
+        warnings.warn(
+            f"{path}: could not keep its converted copy in {root / 'gguf'} ({exc}); the file is parsed on every "
+            "run. Free the disk or give --safeedit-cache-dir, or pass --safeedit-gguf-cache off",
+            stacklevel=2,
+        )
+        return None
+
+
 @contextmanager
 def gguf_errors(name_or_path: str) -> Iterator[None]:
     """Say which GGUF file transformers could not read, and what to do, instead of its bare message."""
@@ -298,11 +320,20 @@ def gguf_errors(name_or_path: str) -> Iterator[None]:
         ) from exc
 
 
-def load_model(settings: ModelSettings, *, lazy: bool = False) -> LoadedModel:
+def load_model(
+    settings: ModelSettings,
+    *,
+    lazy: bool = False,
+    gguf_cache: Path | None = None,
+    gguf_mode: str = "auto",
+    file_hashes: Path | None = None,
+) -> LoadedModel:
     """Load a causal LM and its tokenizer with the Auto classes (a local path or a hub id), with the
     resolved dtype and device of ``settings`` (see :func:`pytest_safeedit.settings.resolve_model_settings`).
 
-    With ``lazy``, only the tokenizer and config load now and the weights on first use.
+    With ``lazy``, only the tokenizer and config load now and the weights on first use. With
+    ``gguf_cache`` (a cache folder), a GGUF file that ``gguf_mode`` converts is read from its converted
+    folder there, converted first if needed (:mod:`pytest_safeedit.gguf_cache`).
     """
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -310,6 +341,8 @@ def load_model(settings: ModelSettings, *, lazy: bool = False) -> LoadedModel:
     torch.manual_seed(settings.seed)
     device = settings.device
     source, gguf = gguf_parts(settings.name_or_path)
+    if gguf is not None and gguf_cache is not None:
+        source, gguf = _gguf_source(settings, gguf_cache, gguf_mode, file_hashes) or (source, gguf)
     common: dict[str, Any] = {"trust_remote_code": settings.trust_remote_code}
     if gguf is not None:
         common["gguf_file"] = gguf  # dequantized on load, to the dtype below
@@ -341,9 +374,17 @@ class HFGenerator:
 
     backend = "hf"
 
-    def __init__(self, settings: ModelSettings, *, file_hashes: Path | None = None) -> None:
+    def __init__(
+        self,
+        settings: ModelSettings,
+        *,
+        file_hashes: Path | None = None,
+        gguf_cache: Path | None = None,
+        gguf_mode: str = "auto",
+    ) -> None:
         self.settings = settings
         self._file_hashes = file_hashes
+        self._gguf = (gguf_cache, gguf_mode)
         self._model: LoadedModel | None = None
         self._identity: str | None = None
 
@@ -351,7 +392,10 @@ class HFGenerator:
     def model(self) -> LoadedModel:
         """The loaded model (tokenizer now, weights on first use)."""
         if self._model is None:
-            self._model = load_model(self.settings, lazy=True)
+            root, mode = self._gguf
+            self._model = load_model(
+                self.settings, lazy=True, gguf_cache=root, gguf_mode=mode, file_hashes=self._file_hashes
+            )
         return self._model
 
     def identity(self) -> str:

@@ -21,6 +21,7 @@ from pytest_safeedit.settings import (
     DEFAULT_MAX_NEW_TOKENS,
     DEFAULT_SUITE_PATTERNS,
     DTYPES,
+    GGUF_CACHE_MODES,
     GPU_BATCH_SIZE,
     RunSettings,
 )
@@ -473,6 +474,15 @@ OPTIONS: tuple[Option, ...] = (
         "Do not read or write the generation cache: generate every response. Default: the cache is on.",
         is_flag=True,
         default=False,
+    ),
+    Option(
+        "--safeedit-gguf-cache",
+        "Convert a .gguf model once to a model folder in the cache folder, so that later runs load it in "
+        "seconds: auto (files up to 1 GiB; the folder holds the dequantized weights), on, off (parse the "
+        "file on every run). Default: auto.",
+        type=choice(*GGUF_CACHE_MODES),
+        metavar="MODE",
+        default="auto",
     ),
 )
 

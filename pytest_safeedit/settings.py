@@ -27,6 +27,7 @@ CPU_BATCH_SIZE = 32
 GPU_BATCH_SIZE = 16
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 CHAT_TEMPLATE_MODES = ("auto", "on", "off")
+GGUF_CACHE_MODES = ("auto", "on", "off")
 #: Where responses come from: the model in this process, an OpenAI-compatible server, vLLM in process.
 BACKENDS = ("hf", "openai", "vllm")
 #: Backends that hold no weights an editor could change.
@@ -82,6 +83,7 @@ class RunSettings:
     shard: tuple[int, int] | None = None
     cache_dir: str | None = None
     no_cache: bool = False
+    gguf_cache: str = "auto"
     show_intervals: bool = False
     samples: int = 1
     temperature: float | None = None
