@@ -83,7 +83,7 @@ def main() -> None:
 
     def answer(texts: list[str]) -> list[str]:
         prompts = [model.format_prompt(t, max_new_tokens=max_new) for t in texts]
-        return model.generate(prompts, max_new_tokens=max_new, batch_size=len(prompts))
+        return model.generate(prompts, max_new_tokens=max_new, batch_size=len(prompts), prune=False)
 
     verdicts: dict[str, list[str]] = {}
     edit_seconds: list[float] = []

@@ -43,7 +43,7 @@ def main() -> None:
     def answer(text: str, suffix: bool) -> str:
         user, system = editor.prompt(text) if suffix else (text, None)
         prompt = model.format_prompt(user, system, max_new_tokens=max_new)
-        return model.generate([prompt], max_new_tokens=max_new, batch_size=1)[0]
+        return model.generate([prompt], max_new_tokens=max_new, batch_size=1, prune=False)[0]
 
     verdicts = {}
     for case in suite.cases:

@@ -186,19 +186,32 @@ class LoadedModel:
             generated = cast(Any, self.model).generate(**enc, generation_config=config)
         return list(self.tokenizer.batch_decode(generated[:, enc["input_ids"].shape[1] :], skip_special_tokens=True))
 
-    def generate(self, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int | None = None) -> list[str]:
+    def generate(
+        self, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int | None = None, prune: bool = True
+    ) -> list[str]:
         """Greedy responses (new tokens only) to formatted prompts, in order.
 
         Each batch is generated ``PRUNE_EVERY`` tokens at a time, continuing from the KV cache; between two
         stretches the rows that have ended leave the batch (their cache rows too), so that the rest run on
-        fewer rows. A row's tokens do not depend on the other rows (greedy, padded on the left; tested)."""
+        fewer rows. A row's tokens do not depend on the other rows (greedy, padded on the left; tested).
+        ``prune=False``: one ``generate`` call per batch, every row to the end of the longest (what a plain
+        batched loop does; the benchmarks' baselines)."""
+        import torch
+
         size = batch_size or CPU_BATCH_SIZE
         self.model.eval()
         stops = self._stop_ids()
         out: list[str] = []
         for start in range(0, len(prompts), size):
             enc = self.encode(prompts[start : start + size], max_new_tokens)
-            tokens = self._pruned(enc, max_new_tokens, stops, first_row=start)
+            if prune:
+                tokens: Any = self._pruned(enc, max_new_tokens, stops, first_row=start)
+            else:
+                with torch.no_grad():
+                    generated = cast(Any, self.model).generate(
+                        **enc, generation_config=self._generation_config(max_new_tokens)
+                    )
+                tokens = generated[:, enc["input_ids"].shape[1] :]
             out.extend(self.tokenizer.batch_decode(tokens, skip_special_tokens=True))
         return out
 
