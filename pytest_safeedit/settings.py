@@ -23,7 +23,9 @@ DEFAULT_SUITE_PATTERNS = (
     "SafeEdit_*.json",
 )
 DEFAULT_MAX_NEW_TOKENS = 128
-CPU_BATCH_SIZE = 32
+#: On the CPU a batch is also split so that its KV cache stays within a quarter of the memory (see
+#: :meth:`pytest_safeedit.hf.LoadedModel.rows_that_fit`).
+CPU_BATCH_SIZE = 64
 GPU_BATCH_SIZE = 16
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 CHAT_TEMPLATE_MODES = ("auto", "on", "off")

@@ -107,3 +107,32 @@ def test_rows_that_end_leave_the_batch_without_changing_any_row(
     texts = model.tokenizer.batch_decode(expected, skip_special_tokens=True)
     assert model.generate(prompts, max_new_tokens=16, batch_size=4) == texts
     assert model.generate(prompts, max_new_tokens=16, batch_size=4, prune=False) == texts
+
+
+def test_kv_cache_size_is_read_from_the_config() -> None:
+    from transformers import GPT2Config, LlamaConfig
+
+    from pytest_safeedit.hf import kv_cache_bytes_per_token
+
+    llama = LlamaConfig(num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, hidden_size=576)
+    assert kv_cache_bytes_per_token(llama, 4) == 2 * 30 * 3 * 64 * 4  # SmolLM2-135M: grouped keys and values
+    gpt2 = GPT2Config(n_layer=12, n_head=12, n_embd=768)
+    assert kv_cache_bytes_per_token(gpt2, 2) == 2 * 12 * 12 * 64 * 2
+    assert kv_cache_bytes_per_token(object(), 4) is None
+
+
+def test_a_batch_too_big_for_the_memory_is_split(tiny_llama_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pytest_safeedit.hf as hf
+    from pytest_safeedit.hf import kv_cache_bytes_per_token
+
+    model = load(tiny_llama_dir)
+    prompts = [model.format_prompt(p, max_new_tokens=8) for p in PROMPTS]
+    whole = model.generate(prompts, max_new_tokens=8, batch_size=len(prompts))
+    per_row = kv_cache_bytes_per_token(model.config, 4)
+    assert per_row is not None
+    width = model.encode(prompts, 8)["input_ids"].shape[1] + 8
+    monkeypatch.setattr(hf, "physical_memory", lambda: 4 * 2 * per_row * width)  # two rows fit
+    assert model.rows_that_fit(width) == 2
+    rows = record_batch_rows(monkeypatch, model)
+    assert model.generate(prompts, max_new_tokens=8, batch_size=len(prompts)) == whole
+    assert rows[0] == 2 and max(rows) < len(prompts)  # later chunks may be narrower, so hold more rows
