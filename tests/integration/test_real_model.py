@@ -117,6 +117,21 @@ def test_gguf_converted_once_loads_as_the_file_does(
     again.model  # noqa: B018 - loads the weights
     assert time.perf_counter() - started < 5
     assert again.generate(prompts[:1], max_new_tokens=24) == model.generate(prompts[:1], max_new_tokens=24)
+    # a run reads the folder in its --safeedit-cache-dir; with --safeedit-gguf-cache off it never looks there
+    from pytest_safeedit.engine import Engine
+    from pytest_safeedit.settings import RunSettings
+
+    run = Engine(RunSettings(model=str(gguf), cache_dir=str(tmp_path), no_cache=True))
+    assert isinstance(run.generator, HFGenerator)
+    assert run.generator.model.format_prompt(texts[0], max_new_tokens=24) == prompts[0]
+    looked: list[Path] = []
+    real_folder = gguf_cache.converted_folder
+    monkeypatch.setattr(gguf_cache, "converted_folder", lambda *a: looked.append(a[2]) or real_folder(*a))
+    off = Engine(RunSettings(model=str(gguf), cache_dir=str(tmp_path), no_cache=True, gguf_cache="off"))
+    assert off.generator.model.format_prompt(texts[0], max_new_tokens=24) == prompts[0] and looked == []
+    on = Engine(RunSettings(model=str(gguf), cache_dir=str(tmp_path), no_cache=True, gguf_cache="on"))
+    on.generator.model  # noqa: B018 - the tokenizer and config, from the folder
+    assert looked == [tmp_path]
     # off, or a file over the auto limit: parsed as before; a cache that cannot be written: said, then parsed
     assert not gguf_cache.wanted(gguf, "off") and gguf_cache.wanted(gguf, "on")
     monkeypatch.setattr(gguf_cache, "AUTO_LIMIT_BYTES", gguf.stat().st_size - 1)
