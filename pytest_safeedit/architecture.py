@@ -30,19 +30,20 @@ class Projection:
         return weight
 
 
-def _config_int(config: Any, *names: str) -> int | None:
+def config_int(config: Any, *names: str) -> int | None:
+    """The first of ``names`` the config (or its text config) sets to a positive integer."""
     for name in names:
         value = getattr(config, name, None)
         if isinstance(value, int) and value > 0:
             return value
     text_config = getattr(config, "text_config", None)
     if text_config is not None and text_config is not config:
-        return _config_int(text_config, *names)
+        return config_int(text_config, *names)
     return None
 
 
 def hidden_size(model: Any) -> int:
-    size = _config_int(model.config, "hidden_size", "n_embd", "d_model", "word_embed_proj_dim")
+    size = config_int(model.config, "hidden_size", "n_embd", "d_model", "word_embed_proj_dim")
     if size is None:
         raise ArchitectureError(f"cannot tell the hidden size of {type(model).__name__} from its config")
     return size
@@ -52,7 +53,7 @@ def transformer_blocks(model: Any) -> Any:
     """The ModuleList of transformer blocks: the largest list of same-class modules, one per layer."""
     import torch
 
-    layers = _config_int(model.config, "num_hidden_layers", "n_layer", "num_layers")
+    layers = config_int(model.config, "num_hidden_layers", "n_layer", "num_layers")
     best = None
     best_size = -1
     for module in model.modules():

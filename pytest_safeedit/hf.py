@@ -285,21 +285,14 @@ class LoadedModel:
 
 def kv_cache_bytes_per_token(config: Any, itemsize: int) -> int | None:
     """Bytes of keys and values one token takes in the KV cache, from the model config (None: unknown)."""
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    from pytest_safeedit.architecture import config_int
 
-    def first(*names: str) -> int | None:
-        for name in names:
-            value = getattr(text, name, None)
-            if isinstance(value, int) and value > 0:
-                return value
-        return None
-
-    layers = first("num_hidden_layers", "n_layer", "num_layers")
-    heads = first("num_attention_heads", "n_head")
-    kv_heads = first("num_key_value_heads", "multi_query_group_num") or heads
-    head_dim = first("head_dim")
+    layers = config_int(config, "num_hidden_layers", "n_layer", "num_layers")
+    heads = config_int(config, "num_attention_heads", "n_head")
+    kv_heads = config_int(config, "num_key_value_heads", "multi_query_group_num") or heads
+    head_dim = config_int(config, "head_dim")
     if head_dim is None:
-        width = first("hidden_size", "n_embd", "d_model")
+        width = config_int(config, "hidden_size", "n_embd", "d_model")
         head_dim = width // heads if width is not None and heads else None
     if layers is None or kv_heads is None or head_dim is None:
         return None
@@ -339,7 +332,7 @@ def gguf_parts(name_or_path: str) -> tuple[str, str | None]:
     return name_or_path, None
 
 
-def _gguf_source(settings: ModelSettings, root: Path, mode: str, file_hashes: Path | None) -> tuple[str, None] | None:
+def _gguf_folder(settings: ModelSettings, root: Path, mode: str, file_hashes: Path | None) -> str | None:
     """The converted folder of the run's GGUF file, or None to parse the file (not wanted, or the cache
     folder cannot be written: said in a warning)."""
     import warnings
@@ -351,7 +344,7 @@ def _gguf_source(settings: ModelSettings, root: Path, mode: str, file_hashes: Pa
         return None
     try:
         with gguf_errors(settings.name_or_path), quiet_transformers():
-            return str(converted_folder(path, settings.dtype, root, file_hashes)), None
+            return str(converted_folder(path, settings.dtype, root, file_hashes))
     except OSError as exc:
         warnings.warn(
             f"{path}: could not keep its converted copy in {root / 'gguf'} ({exc}); the file is parsed on every "
@@ -403,7 +396,9 @@ def load_model(
     device = settings.device
     source, gguf = gguf_parts(settings.name_or_path)
     if gguf is not None and gguf_cache is not None:
-        source, gguf = _gguf_source(settings, gguf_cache, gguf_mode, file_hashes) or (source, gguf)
+        folder = _gguf_folder(settings, gguf_cache, gguf_mode, file_hashes)
+        if folder is not None:
+            source, gguf = folder, None
     common: dict[str, Any] = {"trust_remote_code": settings.trust_remote_code}
     if gguf is not None:
         common["gguf_file"] = gguf  # dequantized on load, to the dtype below
