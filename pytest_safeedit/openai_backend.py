@@ -3,14 +3,17 @@ server, Ollama, ``transformers serve``) instead of loading weights into this pro
 
 Plain HTTP from the standard library: one POST per request, ``concurrency`` of them in flight, each
 with a timeout; 429, 5xx, timeouts and dropped connections are retried with backoff (honouring
-``Retry-After``), other 4xx answers are errors that quote the server. The API key is read from an
-environment variable and goes only into the ``Authorization`` header.
+``Retry-After``, in seconds or as a date), other 4xx answers are errors that quote the server. The API
+key is read from an environment variable and goes only into the ``Authorization`` header, and only to
+the endpoint's own host: a redirect to another host is refused.
 """
 
 from __future__ import annotations
 
+import email.utils
 import http.client
 import json
+import math
 import os
 import random
 import socket
@@ -22,17 +25,23 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime, timezone
+from typing import IO, Any
 
 from pytest_safeedit.generation import GenerationError, Request, decoding_options
 
 #: HTTP statuses worth trying again: rate limiting and server-side trouble.
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 MAX_BACKOFF_S = 30.0
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class EndpointError(Exception):
     """A request to the endpoint failed for good (after any retries)."""
+
+
+class RedirectRefused(EndpointError):
+    """The endpoint redirected a request to another host, where neither the key nor the probes go."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,58 @@ def check_endpoint_url(url: str) -> str:
     return url.strip()
 
 
+def may_follow_redirect(old: str, new: str) -> bool:
+    """Whether a redirect from ``old`` to ``new`` stays on the same server, so that the request may carry
+    the API key there: the same scheme, host and port, or the same host moving from http on port 80 to
+    https on port 443."""
+    was, now = urllib.parse.urlsplit(old), urllib.parse.urlsplit(new)
+    if was.scheme not in DEFAULT_PORTS or now.scheme not in DEFAULT_PORTS:
+        return False
+    try:
+        was_port = was.port or DEFAULT_PORTS[was.scheme]
+        now_port = now.port or DEFAULT_PORTS[now.scheme]
+    except ValueError:  # a port that is not a number
+        return False
+    if not was.hostname or was.hostname != now.hostname:
+        return False
+    if (was.scheme, was_port) == (now.scheme, now_port):
+        return True
+    return (was.scheme, was_port, now.scheme, now_port) == ("http", 80, "https", 443)
+
+
+class _SameHostRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only where :func:`may_follow_redirect` allows it. urllib copies every header,
+    ``Authorization`` included, onto the redirected request, and the probes belong to the server the user
+    named, so a redirect to another host is an error that names both hosts."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: http.client.HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        if may_follow_redirect(req.full_url, newurl):
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
+        fp.close()
+        old_host = urllib.parse.urlsplit(req.full_url).netloc
+        new_host = urllib.parse.urlsplit(newurl).netloc or "?"
+        path = req.full_url.removeprefix(self.base)
+        if path != req.full_url and path and newurl.endswith(path):
+            todo = f"if {new_host} is the server to use, give --safeedit-endpoint {newurl.removesuffix(path)}"
+        else:
+            todo = f"if {new_host} is the server to use, give its API base with --safeedit-endpoint"
+        raise RedirectRefused(
+            f"{req.full_url} redirected (HTTP {code}) to {newurl}, on another host ({old_host} -> {new_host}); "
+            f"the request and its API key are not sent to another host: {todo}"
+        )
+
+
 class OpenAIGenerator:
     """Answers requests through an OpenAI-compatible ``/chat/completions`` endpoint.
 
@@ -94,6 +155,7 @@ class OpenAIGenerator:
         self._down: str | None = None
         self._lock = threading.Lock()
         self._key: str | None = None
+        self._opener = urllib.request.build_opener(_SameHostRedirects(endpoint.base))
         if endpoint.api_key_env:
             key = os.environ.get(endpoint.api_key_env)
             if not key:
@@ -166,6 +228,8 @@ class OpenAIGenerator:
         the model, is said before any probe runs."""
         try:
             listing = self._call("GET", "/models", None)
+        except RedirectRefused:
+            raise
         except EndpointError as exc:
             raise EndpointError(f"{exc}; start the server or fix --safeedit-endpoint") from None
         served = [str(m.get("id")) for m in listing.get("data", []) if isinstance(m, dict)]
@@ -216,7 +280,7 @@ class OpenAIGenerator:
             delay: float | None = None
             try:
                 req = urllib.request.Request(url, data=data, headers=headers, method=method)
-                with urllib.request.urlopen(req, timeout=self.endpoint.timeout) as answer:  # noqa: S310 - http(s) only
+                with self._opener.open(req, timeout=self.endpoint.timeout) as answer:
                     payload = answer.read()
                 try:
                     decoded = json.loads(payload.decode("utf-8"))
@@ -275,13 +339,24 @@ def _status_hint(status: int, api_key_env: str | None) -> str:
     return ""
 
 
-def _retry_after(value: str | None) -> float | None:
+def _retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header, given as seconds or as an HTTP date, within
+    0 and :data:`MAX_BACKOFF_S`; None where there is no header or it cannot be read."""
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:  # "-0000": UTC, as HTTP dates are
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - (now or datetime.now(timezone.utc))).total_seconds()
+    if not math.isfinite(seconds):
         return None
+    return min(MAX_BACKOFF_S, max(0.0, seconds))
 
 
 def _unreachable(exc: BaseException) -> bool:

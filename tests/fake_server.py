@@ -176,3 +176,48 @@ def fault_proxy(target: str, faults: Faults) -> Iterator[str]:
 
     with serve(Handler) as url:
         yield url
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One request a watched server got, GET or POST."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+
+
+@contextmanager
+def watched_server(
+    script: Script, seen: list[Seen], *, moves: dict[str, str] | None = None, status: int = 302
+) -> Iterator[str]:
+    """The fake server, recording every request in ``seen``; a request whose path is a key of ``moves``
+    is answered with ``status`` and a ``Location`` of that key's value (a URL, or a path on this server)."""
+    moved = dict(moves or {})
+
+    class Handler(_handler(script)):  # type: ignore[misc, valid-type]
+        def _watch(self) -> str | None:
+            """Record the request; the Location to send it to, if it is moved."""
+            seen.append(Seen(self.command, self.path, dict(self.headers)))
+            return moved.get(self.path)
+
+        def _move(self, location: str) -> None:
+            self._send((status, {"error": {"message": f"moved to {location}"}}, {"Location": location}))
+
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            location = self._watch()
+            if location is None:
+                super().do_GET()
+            else:
+                self._move(location)
+
+        def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+            location = self._watch()
+            if location is None:
+                super().do_POST()
+            else:
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                self._move(location)
+
+    with serve(Handler) as url:
+        yield url

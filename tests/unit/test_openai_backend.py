@@ -4,10 +4,13 @@ it says when the server misbehaves or is not there."""
 from __future__ import annotations
 
 import socket
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
 from typing import Any
 
 import pytest
 
+from pytest_safeedit import openai_backend
 from pytest_safeedit.generation import GenerationError, Request
 from pytest_safeedit.openai_backend import EndpointError, EndpointSettings, OpenAIGenerator, check_endpoint_url
 from pytest_safeedit.settings import GenerationSettings
@@ -63,6 +66,49 @@ def test_429_and_5xx_are_retried_with_backoff_and_retry_after() -> None:
     assert len(calls) == 3
     assert sleeps[0] == 2.0  # Retry-After honoured
     assert 0.5 <= sleeps[1] <= 1.5  # then exponential backoff with jitter
+
+
+NOW = datetime(2026, 12, 7, 9, 30, 0, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize(
+    ("value", "delay"),
+    [
+        ("2", 2.0),
+        (" 7 ", 7.0),
+        ("0", 0.0),
+        ("-3", 0.0),
+        ("600", openai_backend.MAX_BACKOFF_S),
+        ("Mon, 07 Dec 2026 09:30:12 GMT", 12.0),
+        ("Mon, 07 Dec 2026 09:30:12 -0000", 12.0),
+        ("Mon, 07 Dec 2026 10:30:12 +0100", 12.0),
+        ("Mon, 07 Dec 2026 09:29:00 GMT", 0.0),
+        ("Mon, 07 Dec 2026 11:00:00 GMT", openai_backend.MAX_BACKOFF_S),
+        ("soon", None),
+        ("nan", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_retry_after_is_read_in_seconds_and_as_an_http_date(value: str | None, delay: float | None) -> None:
+    assert openai_backend._retry_after(value, now=NOW) == delay
+
+
+@pytest.mark.parametrize(("ahead_s", "low", "high"), [(3600, 30.0, 30.0), (-60, 0.0, 0.0), (20, 17.0, 20.0)])
+def test_a_retry_after_date_from_the_server_sets_the_wait(ahead_s: int, low: float, high: float) -> None:
+    when = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=ahead_s), usegmt=True)
+    calls: list[int] = []
+
+    def busy_once(body: dict[str, Any]) -> Answer:
+        calls.append(1)
+        if len(calls) == 1:
+            return 503, {"error": {"message": "busy"}}, {"Retry-After": when}
+        return 200, completion(reply_to(body)), {}
+
+    sleeps: list[float] = []
+    with fake_server(Script(chat=busy_once)) as url:
+        assert make(url, sleeps).generate([Request("x", None, GREEDY)]) == ["echo: x"]
+    assert len(sleeps) == 1 and low <= sleeps[0] <= high
 
 
 def test_retries_run_out_with_the_status_and_the_servers_message() -> None:
