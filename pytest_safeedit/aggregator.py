@@ -4,6 +4,7 @@ baseline, and writes the summary and the reports."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from pytest_safeedit.baseline import (
     NEW,
     REGRESSION,
     Baseline,
+    comparison_metadata,
     paired_test,
     paired_test_lines,
 )
@@ -156,9 +158,7 @@ class SafeEditAggregator:
         settings = self.config.stash[settings_key]
         baseline = self.config.stash.get(baseline_key, None)
         return {
-            "baseline_comparison": None
-            if baseline is None
-            else {"path": baseline.path, **paired_test(self.results).to_dict()},
+            "baseline_comparison": None if baseline is None else comparison_metadata(baseline.path, self.results),
             "model": self.worker_model or self.evaluator.engine.metadata(),
             **self.comparable_metadata(),
             "seed": settings.seed,
@@ -216,19 +216,49 @@ class SafeEditAggregator:
             if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
                 failed = bool(self.gate_failures or self.other_failures)
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED if failed else pytest.ExitCode.OK
+        # Warnings wait until every report is written, so that even -W error costs no report.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            self._write_reports()
+        for w in caught:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+    def _write_reports(self) -> None:
+        """Every report asked for; one that fails to be written is a warning, and the others are written."""
+        settings = self.config.stash[settings_key]
         meta = self.metadata()
-        if settings.report:
-            write_json_report(settings.report, self.results, meta)
-        if settings.update_baseline and settings.baseline:
-            write_json_report(settings.baseline, self.results, meta)
-        if settings.report_md:
+
+        def markdown(path: str) -> None:
             from pytest_safeedit.markdown_report import write_markdown
 
-            write_markdown(settings.report_md, self.results, meta, self.gate_failures)
-        if settings.report_html:
+            write_markdown(path, self.results, meta, self.gate_failures)
+
+        def html(path: str) -> None:
             from pytest_safeedit.html_report import write_html
 
-            write_html(settings.report_html, self.results, meta, self.gate_failures)
+            write_html(path, self.results, meta, self.gate_failures)
+
+        def json(path: str) -> None:
+            write_json_report(path, self.results, meta)
+
+        writers: list[tuple[str, str | None, Callable[[str], None]]] = [
+            ("JSON report", settings.report, json),
+            ("baseline", settings.baseline if settings.update_baseline else None, json),
+            ("Markdown report", settings.report_md, markdown),
+            ("HTML report", settings.report_html, html),
+        ]
+        for label, path, write in writers:
+            if not path:
+                continue
+            try:
+                write(path)
+            except Exception as exc:  # any failure: the other reports are still written
+                warnings.warn(
+                    pytest.PytestWarning(
+                        f"SafeEdit: the {label} {path} could not be written ({type(exc).__name__}: {exc})"
+                    ),
+                    stacklevel=1,
+                )
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         settings = self.config.stash[settings_key]
@@ -284,7 +314,11 @@ class SafeEditAggregator:
             f"SafeEdit baseline {baseline.path}: {counts[REGRESSION]} regression(s), {counts[KNOWN]} known unsafe "
             f"(xfail), {counts[IMPROVEMENT]} improvement(s), {counts[NEW]} new probe(s)"
         )
-        for line in paired_test_lines(paired_test(self.results), self.results):
+        try:
+            lines = paired_test_lines(paired_test(self.results), self.results)
+        except Exception as exc:  # already a warning from the end of the session, with the reports written
+            lines = [f"  paired test: could not be computed ({type(exc).__name__}: {exc})"]
+        for line in lines:
             write(line)
         for mismatch in self.mismatches:
             write(f"  mismatch: {mismatch}")

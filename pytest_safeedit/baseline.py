@@ -9,7 +9,7 @@ from typing import Any
 
 from pytest_safeedit.json_report import ReportError, read_report
 from pytest_safeedit.results import ProbeResult
-from pytest_safeedit.stats import McNemar
+from pytest_safeedit.stats import McNemar, guarded
 
 REGRESSION, KNOWN, IMPROVEMENT, UNCHANGED, NEW = "regression", "known", "improvement", "unchanged", "new"
 #: Metadata that must match for a comparison to mean anything (the model may differ: that is the point).
@@ -94,6 +94,23 @@ def paired_test(results: Sequence[ProbeResult]) -> McNemar:
         shared=len(shared),
         b=sum(r.baseline == REGRESSION for r in shared),
         c=sum(r.baseline == IMPROVEMENT for r in shared),
+    )
+
+
+def comparison_metadata(path: str, results: Sequence[ProbeResult]) -> dict[str, Any]:
+    """The paired test against the baseline at ``path``, as the report records it; when the test cannot
+    be computed, a warning and the counts with the ``error`` in place of the p-value."""
+    test = paired_test(results)
+    return guarded(
+        "the paired test against the baseline",
+        lambda: {"path": path, **test.to_dict()},
+        lambda reason: {
+            "path": path,
+            "shared": test.shared,
+            "regressions": test.b,
+            "improvements": test.c,
+            "error": reason,
+        },
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from pytest_safeedit.files import atomic_write
 from pytest_safeedit.results import ProbeResult
+from pytest_safeedit.stats import guarded
 from pytest_safeedit.summary import summary
 
 SCHEMA = "pytest-safeedit-report"
@@ -35,13 +36,14 @@ def package_versions() -> dict[str, str]:
 
 
 def write_json_report(path: str, results: Sequence[ProbeResult], meta: Mapping[str, Any]) -> None:
-    """Write the report atomically (a reader never sees half a file)."""
+    """Write the report atomically (a reader never sees half a file); summary statistics that cannot be
+    computed are a warning and an ``error`` in their place, never a lost report."""
     document = {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "metadata": {"versions": package_versions(), **meta},
-        "summary": summary(results),
+        "summary": guarded("the summary statistics", lambda: summary(results), lambda reason: {"error": reason}),
         "probes": [r.to_dict() for r in results],
     }
     atomic_write(Path(path), json.dumps(document, indent=2, ensure_ascii=False) + "\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 import xml.etree.ElementTree as ET
@@ -289,3 +290,42 @@ def test_merge_rejects_overlapping_or_foreign_reports(run, pytester: pytest.Pyte
     (pytester.path / "x.json").write_text("{}")
     result = pytester.run(sys.executable, "-m", "pytest_safeedit", "merge", "x.json")
     result.stderr.fnmatch_lines(["merge: error: x.json is not a pytest-safeedit JSON report*"])
+
+
+def forced_failure(*args: object, **kwargs: object) -> object:
+    raise OverflowError("forced for the test")
+
+
+@pytest.mark.parametrize(
+    ("target", "lost", "message"),
+    [
+        ("pytest_safeedit.stats.McNemar.p_value", None, "*the paired test against the baseline could not be computed*"),
+        ("pytest_safeedit.json_report.summary", None, "*the summary statistics could not be computed*"),
+        ("pytest_safeedit.html_report.html_report", "r.html", "*the HTML report r.html could not be written*"),
+    ],
+    ids=["p-value", "summary", "html"],
+)
+def test_a_failing_statistic_is_a_warning_and_every_report_is_written(  # type: ignore[no-untyped-def]
+    run, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, target: str, lost: str | None, message: str
+) -> None:
+    run("--safeedit-baseline", "base.json", "--safeedit-update-baseline")
+    module, name = target.rsplit(".", 1)
+    if name == "p_value":
+        from pytest_safeedit.stats import McNemar
+
+        monkeypatch.setattr(McNemar, "p_value", property(forced_failure))
+    else:  # the module as imported now (pytester drops modules that an earlier run imported)
+        monkeypatch.setattr(importlib.import_module(module), name, forced_failure)
+    reports = {"--safeedit-report": "r.json", "--safeedit-report-md": "r.md", "--safeedit-report-html": "r.html"}
+    result = run("--safeedit-baseline", "base.json", *(x for pair in reports.items() for x in pair))
+    assert result.ret == pytest.ExitCode.OK  # every unsafe probe is known unsafe: the statistic changes nothing
+    result.stdout.fnmatch_lines([message + "forced for the test*"])
+    for report in reports.values():
+        assert (pytester.path / report).exists() == (report != lost), report
+    data = json.loads((pytester.path / "r.json").read_text())
+    assert len(data["probes"]) == 8
+    if name == "p_value":
+        assert data["metadata"]["baseline_comparison"]["error"] == "OverflowError: forced for the test"
+        assert data["metadata"]["baseline_comparison"]["shared"] == 8
+    if name == "summary":
+        assert data["summary"] == {"error": "OverflowError: forced for the test"}

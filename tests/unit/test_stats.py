@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+from math import comb
+
 import pytest
 
 from pytest_safeedit.gate import LOWER, POINT, Gate
@@ -77,3 +80,27 @@ def test_sampled_pass_rate_is_the_mean_over_samples() -> None:
     assert rate.rate == 87.5  # (3/4 + 4/4) / 2
     assert (rate.passed, rate.failed, rate.responses) == (1, 1, 8)  # one probe with an unsafe sample
     assert rate.interval == tuple(round(100 * x, 2) for x in wilson(1.75, 2))
+
+
+def exact_cdf(k: int, n: int, p: Fraction = Fraction(1, 2)) -> float:
+    """P(X <= k) for X ~ Binomial(n, p) in exact rational arithmetic (the reference)."""
+    return float(sum(comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k + 1)))
+
+
+@pytest.mark.parametrize(
+    ("k", "n"),
+    [(0, 1), (2, 12), (40, 100), (500, 1000), (540, 1100), (600, 1200), (900, 1900), (500, 1200), (40, 3000)],
+)
+def test_binomial_cdf_matches_exact_fractions_past_float_range(k: int, n: int) -> None:
+    assert binomial_cdf(k, n) == pytest.approx(exact_cdf(k, n), rel=1e-9, abs=0)
+    assert binomial_cdf(k, n, 0.3) == pytest.approx(exact_cdf(k, n, Fraction(3, 10)), rel=1e-9, abs=0)
+
+
+def test_mcnemar_with_many_changed_probes_neither_overflows_nor_underflows() -> None:
+    assert McNemar(2000, 600, 600).p_value == 1.0  # raised OverflowError
+    assert McNemar(2000, 560, 540).p_value == pytest.approx(0.5667514479580453, rel=1e-9)
+    assert McNemar(2000, 1000, 900).p_value == pytest.approx(0.02310884510890107, rel=1e-9)
+    assert McNemar(2000, 700, 500).p_value == pytest.approx(8.535366081034334e-09, rel=1e-9)
+    assert McNemar(2000, 40, 1100).p_value == pytest.approx(1.6098980097820576e-269, rel=1e-9)  # was 0
+    assert McNemar(200_000, 50_000, 50_400).p_value == pytest.approx(0.2079, abs=1e-3)  # the normal approximation
+    assert McNemar(2000, 700, 500).to_dict()["significant"] is True
