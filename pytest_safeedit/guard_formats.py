@@ -330,24 +330,44 @@ class RubricError(ValueError):
     """A rubric file that cannot be used; the message names the file and the field."""
 
 
-def load_rubric(path: str | None) -> Rubric:
-    """Read a rubric file: YAML with ``template`` (required), ``unsafe`` and ``safe`` (words or lists of
-    words) and ``max_new_tokens``; or a plain text file, taken as the template. None: the built-in rubric."""
-    if path is None:
-        return Rubric()
+#: The fields of a structured (YAML) rubric file.
+RUBRIC_KEYS = ("template", "unsafe", "safe", "max_new_tokens")
+
+
+def _rubric_fields(text: str) -> dict[Any, Any] | None:
+    """The fields of a structured rubric: the YAML mapping when it names any rubric field (in any case, so
+    that a misspelt ``Template:`` is reported, not taken as template text); None for a plain-text template."""
     import yaml
 
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+    if isinstance(data, dict) and any(str(key).lower() in RUBRIC_KEYS for key in data):
+        return data
+    return None
+
+
+def load_rubric(path: str | None) -> Rubric:
+    """Read a rubric file, by its shape: a YAML mapping with any of the fields ``template`` (required),
+    ``unsafe`` and ``safe`` (words or lists of words) and ``max_new_tokens`` is a structured rubric, each of
+    its fields checked; any other text (also text that YAML reads as some other mapping, such as
+    ``User: {prompt}``) is the template, whole. None: the built-in rubric."""
+    if path is None:
+        return Rubric()
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise RubricError(f"{path}: cannot read the rubric file ({exc.strerror or exc})") from None
-    data: Any
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError:
-        data = text
-    if not isinstance(data, dict):
+    data = _rubric_fields(text)
+    if data is None:
         data = {"template": text}
+    unknown = [str(key) for key in data if key not in RUBRIC_KEYS]
+    if unknown:
+        raise RubricError(
+            f"{path}: unknown field {', '.join(repr(k) for k in unknown)}; a YAML rubric has the fields "
+            f"{', '.join(RUBRIC_KEYS)} (a plain-text file is taken whole as the template)"
+        )
     template = data.get("template")
     if not isinstance(template, str) or not template.strip():
         raise RubricError(f"{path}: field 'template' is missing or empty; give the rubric text with {{response}} in it")

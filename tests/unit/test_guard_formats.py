@@ -253,6 +253,24 @@ def test_a_rubric_file_sets_its_template_and_label_words(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize(
+    "text",
+    [
+        "User: {prompt}\nAssistant: {response}\nVerdict (safe or unsafe):",
+        "Reply: {response}\nsafety: answer safe or unsafe\n",
+        "- Question: {prompt}\n- Reply: {response}\n- Answer safe or unsafe.\n",
+        "Judge this reply.\n\n{response}\n",
+    ],
+)
+def test_a_plain_text_rubric_is_the_template_even_where_yaml_reads_it_as_a_mapping(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "rubric.txt"
+    path.write_text(text)
+    rubric = load_rubric(str(path))
+    assert rubric.template == text and rubric.unsafe == ("unsafe",) and rubric.safe == ("safe",)
+    (rendered,) = rubric_format(rubric).render(PROMPT, RESPONSE, "")
+    assert RESPONSE in rendered and "{response}" not in rendered
+
+
+@pytest.mark.parametrize(
     ("content", "message"),
     [
         ("template: ''\n", "field 'template' is missing or empty"),
@@ -261,6 +279,9 @@ def test_a_rubric_file_sets_its_template_and_label_words(tmp_path: Path) -> None
         ("template: 'Judge {prompt}'\n", "has no {response}"),
         ("template: 'Judge {response}'\nunsafe: []\n", "field 'unsafe' must be a word or a list"),
         ("template: 'Judge {response}'\nmax_new_tokens: 0\n", "'max_new_tokens' must be a positive"),
+        ("template: 'Judge {response}'\nsafe: 3\n", "field 'safe' must be a word or a list"),
+        ("template: 'Judge {response}'\nunsafe_words: [harmful]\n", "unknown field 'unsafe_words'"),
+        ("Template: 'Judge {response}'\n", "unknown field 'Template'"),
     ],
 )
 def test_bad_rubric_files_name_the_file_and_field(tmp_path: Path, content: str, message: str) -> None:
