@@ -1,9 +1,12 @@
-"""``python -m pytest_safeedit judge-eval LABELS.jsonl``: a judge against human labels.
+"""``python -m pytest_safeedit judge-eval FILE...``: a judge against labelled responses.
 
-A labels file holds one JSON object per line with ``response`` and ``label`` (``safe`` or
-``unsafe``), and optionally ``input`` (the prompt the response answers; given to the judge) and
-``split``. Prints accuracy, precision, recall and F1 for unsafe, Cohen's kappa and the confusion
-matrix, and lists the disagreements.
+A file is a labels file (one JSON object per line with ``response`` and ``label``, ``safe`` or
+``unsafe``, and optionally ``input``, the prompt the response answers, given to the judge; ``category``,
+``attack``, ``source``, ``model``, ``split``), the benchmark's official JSON (each record's safe reference
+should be judged safe and its unsafe one unsafe, read with the record's adversarial prompt) or a YAML
+suite (its attack cases' references). Prints accuracy, precision, recall and F1 for unsafe, the share of
+safe responses judged safe, Cohen's kappa and the confusion matrix, overall and per group
+(``--group-by attack|category|source|model``), and lists the disagreements.
 """
 
 from __future__ import annotations
@@ -19,10 +22,7 @@ from typing import Any
 from pytest_safeedit.guard_formats import GUARD_FORMATS
 from pytest_safeedit.judge_specs import JudgeOptions, build_judge
 from pytest_safeedit.judges import UNPARSED, UNSAFE, Judge, Verdict
-
-
-class LabelsError(Exception):
-    """A labels file that cannot be read; the message names the file, line and field."""
+from pytest_safeedit.labelled import GROUPS, Example, LabelsError, load_examples
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,11 @@ class Agreement:
         return self.tp / (self.tp + self.fn) if self.tp + self.fn else None
 
     @property
+    def specificity(self) -> float | None:
+        """The share of safe responses judged safe."""
+        return self.tn / (self.tn + self.fp) if self.tn + self.fp else None
+
+    @property
     def f1(self) -> float | None:
         p, r = self.precision, self.recall
         return 2 * p * r / (p + r) if p is not None and r is not None and p + r else None
@@ -67,7 +72,7 @@ class Agreement:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"n": self.n, **asdict(self)}
-        for name in ("accuracy", "precision", "recall", "f1", "kappa"):
+        for name in ("accuracy", "precision", "recall", "specificity", "f1", "kappa"):
             value = getattr(self, name)
             out[name] = None if value is None else round(value, 4)
         return out
@@ -83,70 +88,70 @@ def agreement(judged_unsafe: Sequence[bool], labelled_unsafe: Sequence[bool]) ->
     )
 
 
-def load_labels(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a labels file, checked: each has a string ``response`` and a ``label`` of safe or
-    unsafe."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise LabelsError(f"cannot read {path}: {exc.strerror or exc}") from None
-    records = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise LabelsError(f"{path}:{number}: not JSON ({exc.msg}); write one JSON object per line") from None
-        if not isinstance(record, dict) or not isinstance(record.get("response"), str):
-            raise LabelsError(f"{path}:{number}: needs a string 'response'")
-        if record.get("label") not in ("safe", "unsafe"):
-            raise LabelsError(f"{path}:{number}: 'label' must be 'safe' or 'unsafe', got {record.get('label')!r}")
-        records.append(record)
-    if not records:
-        raise LabelsError(f"{path}: no records")
-    return records
+def judge_examples(examples: Sequence[Example], judge: Judge) -> list[Verdict]:
+    """The judge's verdicts on labelled responses, read with their prompts and categories."""
+    return judge.judge([e.response for e in examples], [e.prompt for e in examples], [e.category for e in examples])
 
 
-def judge_records(records: Sequence[dict[str, Any]], judge: Judge) -> list[Verdict]:
-    """The judge's verdicts on the labelled responses, read with their inputs and categories."""
-    return judge.judge(
-        [r["response"] for r in records],
-        [str(r.get("input", "")) for r in records],
-        [str(r.get("category", "")) for r in records],
-    )
+def judged_unsafe(verdicts: Sequence[Verdict], examples: Sequence[Example]) -> list[bool]:
+    """Whether each response was judged unsafe; an answer that could not be read counts as the judge's
+    error, whatever the label."""
+    return [v.label == UNSAFE if v.label != UNPARSED else not e.unsafe for v, e in zip(verdicts, examples)]
 
 
 def percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+HEADERS = ["data", "group", "judge", "n", "accuracy", "precision", "recall", "safe kept", "F1", "kappa"]
+HEADERS += ["TP", "FP", "FN", "TN", "unparsed"]
+
+
+def _row(data: str, group: str, spec: str, a: Agreement, unread: int) -> list[Any]:
+    kappa = "-" if a.kappa is None else f"{a.kappa:.3f}"
+    figures = [percent(x) for x in (a.accuracy, a.precision, a.recall, a.specificity, a.f1)]
+    return [data, group, spec, a.n, *figures, kappa, a.tp, a.fp, a.fn, a.tn, unread]
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pytest_safeedit judge-eval",
-        description="A judge against human labels: accuracy, precision, recall, F1, Cohen's kappa, confusion "
-        "matrix and the disagreements.",
+        description="A judge against labelled responses (label files, the benchmark's official JSON, YAML "
+        "suites): accuracy, precision, recall, safe kept, F1, Cohen's kappa and the confusion matrix, overall "
+        "and per group, and the disagreements.",
     )
-    parser.add_argument("labels", nargs="+", metavar="LABELS.jsonl")
+    parser.add_argument("files", nargs="+", metavar="FILE", help="labels (.jsonl), official SafeEdit JSON or a suite")
     parser.add_argument(
         "--judge",
         action="append",
         default=None,
-        help="refusal (default), refusal-strict, classifier:PATH_OR_ID, guard:PATH_OR_ID (guard:demo: the demo "
-        "guard) or llm:PATH_OR_ID; repeatable (each is evaluated on its own)",
+        help="refusal (default), refusal-strict, safeedit, classifier:PATH_OR_ID, guard:PATH_OR_ID (guard:demo: "
+        "the demo guard) or llm:PATH_OR_ID; repeatable (each is evaluated on its own)",
     )
     parser.add_argument("--judge-format", default="auto", choices=("auto", *GUARD_FORMATS), help="guard judges' format")
     parser.add_argument("--judge-rubric", metavar="FILE", help="rubric file of llm: judges (default: built-in)")
     parser.add_argument("--split", help="only records whose 'split' is this (e.g. holdout)")
-    parser.add_argument("--judge-unsafe-labels", default="1", help="classifier classes that mean unsafe")
-    parser.add_argument("--judge-max-length", type=int, default=512)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--group-by",
+        action="append",
+        choices=GROUPS,
+        default=[],
+        help="also report per attack template, category, source or model (repeatable)",
+    )
+    parser.add_argument("--pool", action="store_true", help="one row over all files together instead of one per file")
+    parser.add_argument("--judge-unsafe-labels", default="1", help="classifier classes that mean unsafe (default 1)")
+    parser.add_argument("--judge-max-length", type=int, default=512, help="classifier input limit (default 512)")
+    parser.add_argument("--device", default="cpu", help="torch device of model judges (default cpu)")
     parser.add_argument("--dtype", default="auto", help="guard and llm judges' dtype (default: float32 on the CPU)")
-    parser.add_argument("--batch-size", type=int, default=8, help="guard and llm judges' checks per pass")
+    parser.add_argument("--batch-size", type=int, default=8, help="guard and llm judges' checks per pass (default 8)")
     parser.add_argument("--cache-dir", help="where the demo guard is built (default: the plugin's cache)")
     parser.add_argument("--disagreements", type=int, default=10, metavar="N", help="list at most N (default 10)")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     options = JudgeOptions(
         unsafe_labels=tuple(x.strip() for x in args.judge_unsafe_labels.split(",") if x.strip()),
         max_length=args.judge_max_length,
@@ -157,65 +162,65 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch_size=args.batch_size,
         cache_dir=args.cache_dir,
     )
+    data: dict[str, list[Example]] = {}
+    try:
+        for path in args.files:
+            examples = load_examples(path)
+            if args.split:
+                examples = [e for e in examples if e.split == args.split]
+            name = Path(path).name + (f" [{args.split}]" if args.split else "")
+            if examples:
+                data.setdefault(name, []).extend(examples)
+    except LabelsError as exc:
+        print(f"judge-eval: error: {exc}", file=sys.stderr)
+        return 2
+    if not data:
+        print(f"judge-eval: error: no records with split {args.split!r} in {', '.join(args.files)}", file=sys.stderr)
+        return 2
+    if args.pool:
+        data = {" + ".join(data): [e for examples in data.values() for e in examples]}
     judges: dict[str, Judge] = {}
     figures: dict[str, dict[str, Any]] = {}
-    rows = []
+    rows: list[list[Any]] = []
     listed: list[str] = []
-    for path in args.labels:
+    for spec in args.judge or ["refusal"]:
         try:
-            records = load_labels(path)
-        except LabelsError as exc:
+            judges[spec] = judges.get(spec) or build_judge(spec, options)
+        except (ValueError, OSError) as exc:
             print(f"judge-eval: error: {exc}", file=sys.stderr)
             return 2
-        if args.split:
-            records = [r for r in records if r.get("split") == args.split]
-        labelled = [r["label"] == UNSAFE for r in records]
-        for spec in args.judge or ["refusal"]:
-            try:
-                if spec not in judges:
-                    judges[spec] = build_judge(spec, options)
-                verdicts = judge_records(records, judges[spec])
-            except (ValueError, OSError) as exc:
-                print(f"judge-eval: error: {exc}", file=sys.stderr)
-                return 2
-            # An answer that could not be read is an error of the judge, whatever the label.
-            judged = [v.label == UNSAFE if v.label != UNPARSED else not lab for v, lab in zip(verdicts, labelled)]
-            unread = sum(v.label == UNPARSED for v in verdicts)
-            a = agreement(judged, labelled)
-            name = Path(path).name + (f" [{args.split}]" if args.split else "")
-            figures[f"{name} / {spec}"] = {**a.to_dict(), "unparsed": unread}
-            rows.append(
-                [name, spec, a.n, percent(a.accuracy), percent(a.precision), percent(a.recall), percent(a.f1),
-                 "-" if a.kappa is None else f"{a.kappa:.3f}", a.tp, a.fp, a.fn, a.tn, unread]
-            )  # fmt: skip
-            wrong = [(r, v) for r, v, j, lab in zip(records, verdicts, judged, labelled) if j != lab]
-            for record, verdict in wrong[: args.disagreements]:
-                text = " ".join(record["response"].split())[:100]
+        for name, examples in data.items():
+            verdicts = judge_examples(examples, judges[spec])
+            judged = judged_unsafe(verdicts, examples)
+            groups: list[tuple[str, list[int]]] = [("all", list(range(len(examples))))]
+            for by in args.group_by:
+                members: dict[str, list[int]] = {}
+                for i, e in enumerate(examples):
+                    members.setdefault(f"{by}={e.group(by)}", []).append(i)
+                groups += sorted(members.items())
+            for group, indices in groups:
+                a = agreement([judged[i] for i in indices], [examples[i].unsafe for i in indices])
+                unread = sum(verdicts[i].label == UNPARSED for i in indices)
+                key = f"{name} / {spec}" + ("" if group == "all" else f" / {group}")
+                figures[key] = {**a.to_dict(), "unparsed": unread}
+                rows.append(_row(name, group, spec, a, unread))
+            wrong = [(e, v) for e, v, j in zip(examples, verdicts, judged) if j != e.unsafe]
+            for example, verdict in wrong[: args.disagreements]:
+                text = " ".join(example.response.split())[:100]
                 reason = verdict.reason.removeprefix(f"{judges[spec].name}: ")
                 listed.append(
-                    f"{name} / {spec}: labelled {record['label']}, judged {verdict.label} ({reason[:60]}): {text!r}"
+                    f"{name} / {spec}: {example.where}: labelled {example.label}, judged {verdict.label} "
+                    f"({reason[:60]}): {text!r}"
                 )
             if len(wrong) > args.disagreements:
                 listed.append(f"{name} / {spec}: ... and {len(wrong) - args.disagreements} more")
     from tabulate import tabulate
 
-    headers = [
-        "labels",
-        "judge",
-        "n",
-        "accuracy",
-        "precision",
-        "recall",
-        "F1",
-        "kappa",
-        "TP",
-        "FP",
-        "FN",
-        "TN",
-        "unparsed",
-    ]
-    print(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True))
-    print("(unsafe is the positive class: precision and recall are for unsafe; an unparsed answer counts as an error)")
+    print(tabulate(rows, headers=HEADERS, tablefmt="simple", disable_numparse=True))
+    print(
+        "(unsafe is the positive class: precision and recall are for unsafe, 'safe kept' is the share of safe "
+        "responses judged safe; an unparsed answer counts as an error)"
+    )
     if listed:
         print("\ndisagreements:")
         print("\n".join(f"  {line}" for line in listed))
