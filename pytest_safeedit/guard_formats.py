@@ -7,6 +7,8 @@ answer gives it), and reads a verdict from the generated answer; an answer it ca
 
 - ``llama-guard-3``: Llama 3 header tokens, categories S1-S14, answer ``safe`` or ``unsafe`` with the
   violated categories on a second line;
+- ``llama-guard-3-1b``: Llama Guard 3 1B's own hub chat template, categories S1-S13 (the 1B model was
+  trained without S14, code interpreter abuse);
 - ``llama-guard-4``: the same task with Llama 4 header tokens and the default categories S1-S13 (S14, code
   interpreter abuse, is left out by default: it concerns tool calls);
 - ``shieldgemma``: one policy a call (the four prompt-response guidelines), answer ``Yes`` (violates) or
@@ -136,6 +138,17 @@ def render_llama_guard_3(prompt: str, response: str, category: str = "") -> list
     ]
 
 
+def render_llama_guard_3_1b(prompt: str, response: str, category: str = "") -> list[str]:
+    """The chat template of ``meta-llama/Llama-Guard-3-1B`` on the hub with its default categories: S1-S13
+    (its card: trained on 13 categories; S14 is the 8B model's), each message trimmed, a space before
+    ``<|eot_id|>``, ending at the assistant header."""
+    task = _llama_guard_task(prompt.strip(), response.strip(), LLAMA_GUARD_CATEGORIES[:13], "according our")
+    return [
+        "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n"
+        f"{task} <|eot_id|><|start_header_id|>assistant<|end_header_id|>"
+    ]
+
+
 def render_llama_guard_4(prompt: str, response: str, category: str = "") -> list[str]:
     task = _llama_guard_task(prompt, response, LLAMA_GUARD_CATEGORIES[:13], "according to our")
     return [
@@ -242,6 +255,9 @@ FORMATS: dict[str, GuardFormat] = {
     "llama-guard-3": GuardFormat(
         "llama-guard-3", render_llama_guard_3, read_llama_guard, ("unsafe",), ("safe",), max_new_tokens=10
     ),
+    "llama-guard-3-1b": GuardFormat(
+        "llama-guard-3-1b", render_llama_guard_3_1b, read_llama_guard, ("unsafe",), ("safe",), max_new_tokens=10
+    ),
     "llama-guard-4": GuardFormat(
         "llama-guard-4", render_llama_guard_4, read_llama_guard, ("unsafe",), ("safe",), max_new_tokens=10
     ),
@@ -270,6 +286,7 @@ GUARD_FORMATS = tuple(FORMATS)
 #: Name fragments (lower case, no separators) that tell the format of a guard model by its path or id.
 _NAME_HINTS: tuple[tuple[str, str], ...] = (
     ("llamaguard4", "llama-guard-4"),
+    ("llamaguard31b", "llama-guard-3-1b"),
     ("llamaguard3", "llama-guard-3"),
     ("shieldgemma", "shieldgemma"),
     ("wildguard", "wildguard"),

@@ -29,6 +29,13 @@ GUARD_MODELS: dict[str, tuple[str, list[str], str, str, dict[str, Any]]] = {
         "<|eot_id|>",
         {},
     ),
+    "llama-guard-3-1b": (
+        "LlamaConfig",
+        ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
+        "<|begin_of_text|>",
+        "<|eot_id|>",
+        {},
+    ),
     "llama-guard-4": (
         "Llama4TextConfig",
         ["<|begin_of_text|>", "<|header_start|>", "<|header_end|>", "<|eot|>"],
