@@ -90,6 +90,43 @@ def test_the_guard_identity_follows_format_and_content(tiny_guard: tuple[str, Pa
     assert judge_identity(spec) != judge_identity(f"llm:{path}")
 
 
+@pytest.fixture(scope="module")
+def llama_guard_4(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    path = build_guard(tmp_path_factory.mktemp("guards") / "llama-guard-4-tiny", "llama-guard-4")
+    return build_judge(f"guard:{path}")
+
+
+def test_llama_guard_4_is_scored_at_its_answer_word_with_or_without_a_blank_line_before_it(llama_guard_4: Any) -> None:
+    import torch
+
+    judge = llama_guard_4
+    # The template ends at the assistant header: what follows it is the model's own.
+    assert judge.inputs(PROMPT, RESPONSE)[0].endswith("<|eot|><|header_start|>assistant<|header_end|>")
+    tokenizer = judge.loaded.tokenizer
+
+    def tokens(text: str) -> list[int]:
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def favouring(ids: list[int]) -> torch.Tensor:
+        logits = torch.zeros(judge.loaded.model.config.vocab_size)
+        logits[ids] = 8.0
+        return logits
+
+    answer = tokens("unsafe\nS1")
+    # At the blank line the model leans to 'safe': a score read there instead of at the answer word would be near 0.
+    blank = tokens("\n\n")
+    readings = {
+        "without": judge._read(answer, [favouring(judge.unsafe_ids)] * len(answer)),
+        "with": judge._read(
+            blank + answer, [favouring(judge.safe_ids)] * len(blank) + [favouring(judge.unsafe_ids)] * len(answer)
+        ),
+    }
+    for reading, score in readings.values():
+        assert reading.label == UNSAFE and "S1 Violent Crimes" in reading.detail
+        assert score is not None and score > 0.99
+    assert readings["with"] == readings["without"]
+
+
 # ------------------------------------------------------------------ the demo guard
 
 
