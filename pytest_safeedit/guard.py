@@ -71,16 +71,23 @@ class GuardJudge:
         return list(self.loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def input_ids(self, text: str) -> list[int]:
-        """Token ids of one model input, as the model sees it: a format whose template does not spell the
-        BOS token gets it in front, as the model's tokenizer adds it (HarmBench); at most the budget's
-        worth of tokens, from the right."""
+        """Token ids of one model input, as the model sees it: a template that spells the BOS token (after
+        the leading space of Llama Guard 3 8B's hub template) is tokenized as is, as ``apply_chat_template``
+        does; one that does not gets the tokenizer's BOS in front, as the model's tokenizer adds it
+        (HarmBench). At most the budget's worth of tokens: the template's start up to its BOS, and the rest
+        from the right."""
         ids = self._tokens(text)
-        bos = self.loaded.tokenizer.bos_token_id
+        tokenizer = self.loaded.tokenizer
+        bos = tokenizer.bos_token_id
         if bos is None or self.format.chat:
             return ids[-self.budget :]
-        if ids and ids[0] == bos:
-            ids = ids[1:]
-        return [int(bos), *ids[-(self.budget - 1) :]]
+        if text.lstrip().startswith(str(tokenizer.bos_token)) and bos in ids:
+            start = ids.index(bos) + 1
+            head, ids = ids[:start], ids[start:]
+        else:
+            head = [int(bos)]
+        room = self.budget - len(head)
+        return [*head, *ids[max(0, len(ids) - room) :]]
 
     def _text(self, ids: Sequence[int]) -> str:
         return str(self.loaded.tokenizer.decode(list(ids), skip_special_tokens=False))

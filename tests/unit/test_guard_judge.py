@@ -29,7 +29,12 @@ def test_each_guard_architecture_reads_its_template_as_special_tokens(tiny_guard
     tokenizer = judge.loaded.tokenizer
     text = judge.inputs(PROMPT, RESPONSE)[0]
     ids = judge.input_ids(text)
-    assert ids[0] == tokenizer.convert_tokens_to_ids(bos)
+    # One BOS, first or after the template's own leading space (Llama Guard 3 8B's hub template), as
+    # apply_chat_template tokenizes it.
+    bos_id = tokenizer.convert_tokens_to_ids(bos)
+    lead = tokenizer(text[: len(text) - len(text.lstrip())], add_special_tokens=False)["input_ids"]
+    assert ids[: len(lead) + 1] == [*lead, bos_id] and ids.count(bos_id) == 1
+    assert bool(lead) == (fmt == "llama-guard-3")
     in_template = [t for t in specials if t in text]
     assert len(in_template) >= (0 if fmt == "harmbench" else 3)  # HarmBench spells none: its BOS is added
     for token in in_template:
