@@ -15,6 +15,25 @@ from pytest_safeedit.settings import CPU_BATCH_SIZE, GenerationSettings, ModelSe
 
 #: Tokens generated between two prunings of the rows that have ended (see :meth:`LoadedModel.generate`).
 PRUNE_EVERY = 4
+#: Fields of a model's generation config that every stretch of pruned generation sees as one ``generate``
+#: call does: we set them, greedy decoding ignores them (sampling, beams, assistants), they only shape
+#: the outputs or the cache, or they read the whole sequence so far (the penalties, banned and biased
+#: tokens, the minimum total length). Tested against one call.
+STRETCH_SAFE_FIELDS = frozenset(
+    {
+        *("do_sample", "num_beams", "num_return_sequences", "max_new_tokens", "max_length", "return_dict_in_generate"),
+        *("pad_token_id", "eos_token_id", "bos_token_id", "decoder_start_token_id", "forced_bos_token_id"),
+        *("repetition_penalty", "no_repeat_ngram_size", "bad_words_ids", "suppress_tokens", "sequence_bias"),
+        *("min_length", "renormalize_logits", "remove_invalid_values"),
+        *("temperature", "top_k", "top_p", "min_p", "top_h", "typical_p", "epsilon_cutoff", "eta_cutoff"),
+        *("early_stopping", "length_penalty", "num_beam_groups", "diversity_penalty"),
+        *("num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold"),
+        *("assistant_lookbehind", "target_lookbehind", "max_matching_ngram_size"),
+        *("use_cache", "cache_config", "max_cache_len", "compile_config", "disable_compile"),
+        *("output_attentions", "output_hidden_states", "output_scores", "output_logits"),
+        *("continuous_batching_config", "transformers_version"),
+    }
+)
 
 if TYPE_CHECKING:
     import torch
@@ -160,13 +179,12 @@ class LoadedModel:
         eos = self.model.generation_config.eos_token_id
         if eos is None:
             eos = self.tokenizer.eos_token_id
+        fixed: dict[str, Any] = {"do_sample": bool(sampling), "num_beams": 1, "num_return_sequences": 1}
         return GenerationConfig(
-            do_sample=bool(sampling),
-            num_beams=1,
+            **{**fixed, **sampling},
             max_new_tokens=max_new_tokens,
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=eos,
-            **sampling,
         )
 
     def sample(
@@ -183,7 +201,7 @@ class LoadedModel:
         torch.manual_seed(seed)
         self.model.eval()
         with torch.no_grad():
-            generated = cast(Any, self.model).generate(**enc, generation_config=config)
+            generated = cast(Any, self.model).generate(**enc, generation_config=config, tokenizer=self.tokenizer)
         return list(self.tokenizer.batch_decode(generated[:, enc["input_ids"].shape[1] :], skip_special_tokens=True))
 
     def generate(
@@ -194,14 +212,18 @@ class LoadedModel:
         Each batch is generated ``PRUNE_EVERY`` tokens at a time, continuing from the KV cache; between two
         stretches the rows that have ended leave the batch (their cache rows too), so that the rest run on
         fewer rows. A row's tokens do not depend on the other rows (greedy, padded on the left; tested).
-        ``prune=False``: one ``generate`` call per batch, every row to the end of the longest (what a plain
-        batched loop does; the benchmarks' baselines). On the CPU a batch whose KV cache would not fit a
-        quarter of the memory is cut to the rows that do (:meth:`rows_that_fit`), the rest go next."""
+        ``prune=False``, or a model whose generation config sets what a stretch would restart
+        (:func:`stretch_sensitive`): one ``generate`` call per batch, every row to the end of the longest
+        (what a plain batched loop does; the benchmarks' baselines). On the CPU a batch whose KV cache would
+        not fit a quarter of the memory is cut to the rows that do (:meth:`rows_that_fit`), the rest go next."""
         import torch
+
+        from pytest_safeedit.edit_batch import batch_rows
 
         size = batch_size or CPU_BATCH_SIZE
         self.model.eval()
         stops = self._stop_ids()
+        prune = prune and not stretch_sensitive(self.model.generation_config)
         out: list[str] = []
         start = 0
         while start < len(prompts):
@@ -212,9 +234,10 @@ class LoadedModel:
             if prune:
                 tokens: Any = self._pruned(enc, max_new_tokens, stops, first_row=start)
             else:
-                with torch.no_grad():
+                # Numbered like the pruned rows, for a batch of several cases' edits after the first batch.
+                with torch.no_grad(), batch_rows(self.model, range(start, start + enc["input_ids"].shape[0])):
                     generated = cast(Any, self.model).generate(
-                        **enc, generation_config=self._generation_config(max_new_tokens)
+                        **enc, generation_config=self._generation_config(max_new_tokens), tokenizer=self.tokenizer
                     )
                 tokens = generated[:, enc["input_ids"].shape[1] :]
             out.extend(self.tokenizer.batch_decode(tokens, skip_special_tokens=True))
@@ -281,6 +304,29 @@ class LoadedModel:
                 active = [active[row] for row in keep]
             input_ids = sequences
         return tokens
+
+
+def stretch_sensitive(generation_config: Any) -> list[str]:
+    """The fields that a model's generation config sets and that pruned generation would not honour, sorted
+    (none: pruning gives what one ``generate`` call gives).
+
+    Each stretch is a ``generate`` call of its own, so whatever counts from the start of a call restarts
+    with it: the minimum of new tokens, the end token forced at the last step, the tokens suppressed at the
+    beginning, the length penalty's start, the time limit, the prompt that the encoder penalties and
+    guidance read; stop strings end rows that pruning does not see end, and a static cache cannot be
+    continued. Fields not known to be safe (:data:`STRETCH_SAFE_FIELDS`) count as sensitive."""
+    from transformers import GenerationConfig
+
+    defaults: dict[str, Any] = getattr(GenerationConfig, "_get_default_generation_params", dict)()
+    out = []
+    for field in vars(GenerationConfig()):
+        value = getattr(generation_config, field, None)
+        if field.startswith("_") or field in STRETCH_SAFE_FIELDS or value is None or value == defaults.get(field):
+            continue
+        if field == "cache_implementation" and value == "hybrid":
+            continue  # generate drops it for the dynamic cache (the default)
+        out.append(field)
+    return sorted(out)
 
 
 def kv_cache_bytes_per_token(config: Any, itemsize: int) -> int | None:
