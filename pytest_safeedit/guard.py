@@ -98,9 +98,22 @@ class GuardJudge:
         messages = [{"role": "user", "content": text}]
         return str(self.loaded.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
 
+    def clip(self, response: str) -> str:
+        """The response as the format's benchmark reads it: with ``response_tokens`` set, its first tokens
+        of this tokenizer, special tokens counted, decoded without them (HarmBench: ``encode(generation,
+        max_length=512, truncation=True)`` then ``decode(..., skip_special_tokens=True)``)."""
+        limit = self.format.response_tokens
+        if limit is None:
+            return response
+        tokenizer = self.loaded.tokenizer
+        room = max(0, limit - int(tokenizer.num_special_tokens_to_add(pair=False)))
+        return str(tokenizer.decode(self._tokens(response)[:room], skip_special_tokens=True))
+
     def inputs(self, prompt: str, response: str, category: str = "") -> list[str]:
-        """The model inputs that check one response; when too long for the model, the prompt is cut from its
-        start (its end holds the question) and then the response from its end, so that both stay seen."""
+        """The model inputs that check one response (clipped as the format's benchmark does); when too long
+        for the model, the prompt is cut from its start (its end holds the question) and then the response
+        from its end, so that both stay seen."""
+        response = self.clip(response)
         texts = [self._wrap(t) for t in self.format.render(prompt, response, category)]
         if all(len(self._tokens(t)) < self.budget for t in texts):
             return texts
@@ -115,8 +128,22 @@ class GuardJudge:
     # ------------------------------------------------------------------ judging
 
     def judge(
-        self, responses: Sequence[str], prompts: Sequence[str] | None = None, categories: Sequence[str] | None = None
+        self,
+        responses: Sequence[str],
+        prompts: Sequence[str] | None = None,
+        categories: Sequence[str] | None = None,
+        *,
+        questions: Sequence[str] | None = None,
     ) -> list[Verdict]:
+        """One verdict per response. ``questions``: each probe's bare question, which a format that
+        ``reads_question`` (``harmbench-benchmark``) puts in its behavior field instead of the prompt."""
+        if self.format.reads_question:
+            if questions is None:
+                raise ValueError(
+                    f"guard format {self.format.name!r} reads each probe's bare question (HarmBench's behavior), "
+                    "and this caller gives only the prompts; use --safeedit-judge-format harmbench for the prompt"
+                )
+            prompts = questions
         given = prompts or [""] * len(responses)
         kinds = categories or [""] * len(responses)
         checks: list[tuple[int, int, str]] = []  # (response index, check index, input)

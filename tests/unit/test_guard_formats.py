@@ -187,6 +187,14 @@ def test_each_format_renders_its_documented_template(name: str, expected: str) -
     assert FORMATS[name].render(PROMPT, RESPONSE, "illegal activities") == [expected]
 
 
+def test_harmbench_benchmark_is_the_card_prompt_under_harmbenchs_scoring_protocol() -> None:
+    card, benchmark = FORMATS["harmbench"], FORMATS["harmbench-benchmark"]
+    assert benchmark.render(PROMPT, RESPONSE, "") == card.render(PROMPT, RESPONSE, "") == [HARMBENCH]
+    assert (benchmark.response_tokens, benchmark.reads_question, benchmark.max_new_tokens) == (512, True, 1)
+    assert (card.response_tokens, card.reads_question) == (None, False)
+    assert detect_format("cais/HarmBench-Llama-2-13b-cls") == "harmbench"  # the benchmark protocol is chosen by name
+
+
 def test_llama_guard_3_1b_lists_the_13_categories_it_was_trained_on_and_trims_each_message() -> None:
     (text,) = FORMATS["llama-guard-3-1b"].render(f"  {PROMPT}\n", f"\n{RESPONSE}  ", "")
     assert "S13: Elections.\n<END UNSAFE" in text and "S14" not in text
