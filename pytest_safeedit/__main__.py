@@ -1,4 +1,5 @@
-"""Command line: ``python -m pytest_safeedit merge REPORT...``, ``judge-eval LABELS.jsonl...`` and ``tune``."""
+"""Command line: ``python -m pytest_safeedit merge REPORT...``, ``judge-eval FILE...``, ``train-judge FILE...``
+and ``tune``."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import sys
 
 USAGE = (
     "usage: python -m pytest_safeedit merge REPORT... [--min-pass-rate RATE] [--report PATH] ...\n"
-    "       python -m pytest_safeedit judge-eval LABELS.jsonl... [--judge JUDGE] [--split SPLIT] ...\n"
+    "       python -m pytest_safeedit judge-eval FILE... [--judge JUDGE] [--group-by attack] [--split SPLIT] ...\n"
+    "       python -m pytest_safeedit train-judge FILE... --encoder PATH_OR_ID --out DIR [--holdout-by attack] ...\n"
     "       python -m pytest_safeedit tune --model MODEL [--editor dinm] [--lr 1e-4,5e-4] [--steps 10,20] ..."
 )
 
@@ -20,6 +22,10 @@ def main(argv: list[str]) -> int:
         from pytest_safeedit.judge_eval import main as judge_eval
 
         return judge_eval(argv[1:])
+    if argv and argv[0] == "train-judge":
+        from pytest_safeedit.train_judge import main as train_judge
+
+        return train_judge(argv[1:])
     if argv and argv[0] == "tune":
         from pytest_safeedit.tune import main as tune
 

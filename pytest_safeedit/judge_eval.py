@@ -21,7 +21,7 @@ from typing import Any
 
 from pytest_safeedit.guard_formats import GUARD_FORMATS
 from pytest_safeedit.judge_specs import JudgeOptions, build_judge
-from pytest_safeedit.judges import UNPARSED, UNSAFE, Judge, Verdict
+from pytest_safeedit.judges import POLICIES, UNPARSED, UNSAFE, Judge, PanelJudge, Verdict
 from pytest_safeedit.labelled import GROUPS, Example, LabelsError, load_examples
 
 
@@ -138,6 +138,11 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         help="also report per attack template, category, source or model (repeatable)",
     )
+    parser.add_argument(
+        "--panel",
+        choices=POLICIES,
+        help="also evaluate the --judge judges together as one panel with this policy (any, majority, all)",
+    )
     parser.add_argument("--pool", action="store_true", help="one row over all files together instead of one per file")
     parser.add_argument("--judge-unsafe-labels", default="1", help="classifier classes that mean unsafe (default 1)")
     parser.add_argument("--judge-max-length", type=int, default=512, help="classifier input limit (default 512)")
@@ -183,12 +188,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     figures: dict[str, dict[str, Any]] = {}
     rows: list[list[Any]] = []
     listed: list[str] = []
-    for spec in args.judge or ["refusal"]:
-        try:
-            judges[spec] = judges.get(spec) or build_judge(spec, options)
-        except (ValueError, OSError) as exc:
-            print(f"judge-eval: error: {exc}", file=sys.stderr)
-            return 2
+    specs = list(dict.fromkeys(args.judge or ["refusal"]))
+    try:
+        for spec in specs:
+            judges[spec] = build_judge(spec, options)
+    except (ValueError, OSError) as exc:
+        print(f"judge-eval: error: {exc}", file=sys.stderr)
+        return 2
+    if args.panel:
+        panel = PanelJudge([judges[s] for s in specs], args.panel)
+        judges[panel.name] = panel
+    for spec in judges:
         for name, examples in data.items():
             verdicts = judge_examples(examples, judges[spec])
             judged = judged_unsafe(verdicts, examples)

@@ -15,6 +15,20 @@ from pytest_safeedit.judges import ClassifierJudge, Judge, PanelJudge, RefusalJu
 
 #: The judge kinds a spec may name before a colon.
 MODEL_JUDGES = ("classifier", "guard", "llm")
+#: The judges that need no model.
+OFFLINE_JUDGES = ("refusal", "refusal-strict")
+#: The SafeEdit paper's safety classifier on the Hugging Face hub (RoBERTa-large; class 1 is unsafe; it
+#: reads the response alone, up to 512 tokens): what ``--safeedit-judge safeedit`` loads.
+SAFEEDIT_CLASSIFIER = "zjunlp/SafeEdit-Safety-Classifier"
+
+
+def check_judge_spec(text: str) -> str:
+    """``text`` if it names a judge (``refusal``, ``refusal-strict``, ``safeedit`` or ``KIND:PATH_OR_ID``),
+    else ValueError saying which judges there are."""
+    kind, _, path = text.partition(":")
+    if text in (*OFFLINE_JUDGES, "safeedit") or (kind in MODEL_JUDGES and path.strip()):
+        return text
+    raise ValueError(f"{text!r} is not a judge; {JUDGE_HELP}")
 
 
 @dataclass(frozen=True)
@@ -80,15 +94,43 @@ def guard_format_of(spec: str, path: str, options: JudgeOptions) -> GuardFormat:
     return FORMATS[name]
 
 
+def safeedit_classifier_path() -> str:
+    """Where the SafeEdit classifier is: its snapshot in the local Hugging Face cache, or its hub id when
+    it may still be downloaded; a clear error when it is not cached and the hub is off."""
+    import os
+
+    from huggingface_hub import constants, snapshot_download
+
+    try:
+        return str(snapshot_download(SAFEEDIT_CLASSIFIER, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached: say how to get it
+        pass
+    help_text = (
+        f"the SafeEdit safety classifier ({SAFEEDIT_CLASSIFIER}) is not in the local Hugging Face cache "
+        f"({constants.HF_HUB_CACHE}); download it once on a machine with network (it is gated: accept its terms "
+        f"on the hub, then `huggingface-cli download {SAFEEDIT_CLASSIFIER}`), or give a local copy as "
+        "--safeedit-judge classifier:FOLDER"
+    )
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        raise ValueError(help_text)
+    try:
+        return str(snapshot_download(SAFEEDIT_CLASSIFIER))
+    except Exception as exc:  # noqa: BLE001 - no network, no access, ...: the same advice
+        raise ValueError(f"{help_text} ({type(exc).__name__})") from None
+
+
 def build_judge(spec: str, options: JudgeOptions | None = None) -> Judge:
-    """The judge a ``--safeedit-judge`` value names: ``refusal``, ``refusal-strict``,
-    ``classifier:PATH_OR_ID``, ``guard:PATH_OR_ID`` or ``llm:PATH_OR_ID``."""
+    """The judge a ``--safeedit-judge`` value names: ``refusal``, ``refusal-strict``, ``safeedit`` (the
+    paper's classifier), ``classifier:PATH_OR_ID``, ``guard:PATH_OR_ID`` or ``llm:PATH_OR_ID``."""
     options = options or JudgeOptions()
-    if spec in ("refusal", "refusal-strict"):
+    if spec in OFFLINE_JUDGES:
         return RefusalJudge(name=spec, strict=spec == "refusal-strict")
-    kind = spec.split(":", 1)[0]
-    if kind not in MODEL_JUDGES or len(spec) <= len(kind) + 1:
-        raise ValueError(f"{spec!r} is not a judge; {JUDGE_HELP}")
+    if spec == "safeedit":
+        # The paper's protocol, whatever the classifier options say: class 1, the response alone, 512 tokens.
+        return ClassifierJudge(
+            safeedit_classifier_path(), unsafe_labels=("1",), max_length=512, device=options.device, name=spec
+        )
+    kind = check_judge_spec(spec).split(":", 1)[0]
     if kind == "classifier":
         return ClassifierJudge(
             spec.split(":", 1)[1],
@@ -124,7 +166,8 @@ def build_judges(specs: Sequence[str], policy: str = "any", options: JudgeOption
 
 
 JUDGE_HELP = (
-    "use 'refusal', 'refusal-strict', 'classifier:PATH_OR_ID' (a sequence classifier), 'guard:PATH_OR_ID' "
+    "use 'refusal', 'refusal-strict', 'safeedit' (the SafeEdit paper's classifier, from the Hugging Face "
+    "cache), 'classifier:PATH_OR_ID' (a sequence classifier, e.g. one train-judge wrote), 'guard:PATH_OR_ID' "
     "(a guard model: Llama Guard 3/4, ShieldGemma, WildGuard, HarmBench; 'guard:demo' is the built-in demo "
     "guard) or 'llm:PATH_OR_ID' (a chat model with a rubric)"
 )
@@ -138,9 +181,12 @@ def judge_identity(spec: str, options: JudgeOptions | None = None, memo_file: An
     from pytest_safeedit.cache import digest, files_identity
 
     options = options or JudgeOptions()
-    if spec in ("refusal", "refusal-strict"):
+    if spec in OFFLINE_JUDGES:
         rules = Path(__file__).with_name("judges.py")
         return digest("judge", spec, hashlib.sha256(rules.read_bytes()).hexdigest())
+    if spec == "safeedit":
+        content = files_identity(SAFEEDIT_CLASSIFIER, memo_file)
+        return None if content is None else digest("judge", "safeedit", content)
     kind = spec.split(":", 1)[0]
     if kind not in MODEL_JUDGES:
         return None

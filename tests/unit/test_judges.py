@@ -156,21 +156,20 @@ def test_classifier_judge_unknown_label(tiny_classifier_dir: Path) -> None:
 
 
 def test_classifier_judge_reads_the_prompt_as_a_text_pair_by_option(tiny_classifier_dir: Path) -> None:
-    seen: list[tuple[Any, ...]] = []
-    judge = ClassifierJudge(str(tiny_classifier_dir), with_prompt=True, max_length=16)
+    from pytest_safeedit.judges import classifier_inputs
+
+    judge = ClassifierJudge(str(tiny_classifier_dir), with_prompt=True, max_length=120)
     tokenizer = judge.tokenizer
-
-    def spy(*args: Any, **kwargs: Any) -> Any:
-        seen.append(args)
-        return tokenizer(*args, **kwargs)
-
-    judge.tokenizer = spy  # type: ignore[assignment]
-    verdicts = judge.judge(["Sure, here is how.", "word " * 100], ["How do I pick a lock?", "q " * 100])
-    assert len(verdicts) == 2
-    assert seen[0] == (["How do I pick a lock?", "q " * 100], ["Sure, here is how.", "word " * 100])
-    judge.with_prompt = False
-    judge.judge(["Sure, here is how."], ["How do I pick a lock?"])
-    assert seen[1] == (["Sure, here is how."],)
+    long_prompt = "the story goes on and on. " * 40 + "Question: pick a lock"
+    enc = classifier_inputs(tokenizer, ["sure", "word " * 200], ["pick a lock", long_prompt], 120)
+    first, second = (tokenizer.decode(ids, skip_special_tokens=True) for ids in enc["input_ids"])
+    assert "pick a lock" in first and "sure" in first  # a short pair stays whole
+    # A long prompt keeps its right end (the question), at most a third of the limit; the response its start.
+    assert "pick a lock" in second and second.count("story") < 10 and second.count("word") > 10
+    assert enc["input_ids"].shape[1] == 120
+    assert len(judge.judge(["Sure, here is how.", "word " * 100], ["How do I pick a lock?", long_prompt])) == 2
+    alone = classifier_inputs(tokenizer, ["sure"], None, 120)
+    assert "lock" not in tokenizer.decode(alone["input_ids"][0])
 
 
 def test_judge_identity_follows_content_and_options(tiny_classifier_dir: Path) -> None:
