@@ -479,8 +479,11 @@ class Engine:
         self, editor: Editor, items: Sequence[tuple[Case, Sequence[Request]]]
     ) -> list[tuple[EditDetails, list[str]] | EditFailed]:
         """Each case's edit in turn, keeping a copy of its edited weight; then all their requests in
-        batches, every row with its own case's weight."""
-        from pytest_safeedit.edit_batch import row_weights
+        batches, every row with its own case's weight (where the edited module's rows cannot be told apart,
+        said in a warning, each case is edited and answered alone)."""
+        import warnings
+
+        from pytest_safeedit.edit_batch import RowLayoutError, row_weights
 
         settings = items[0][1][0].settings
         model = self.generator.editable(settings)
@@ -504,8 +507,14 @@ class Engine:
         answers: dict[int, list[str]] = {index: [] for index in edited}
         for start in range(0, len(rows), settings.batch_size):
             chunk = rows[start : start + settings.batch_size]
-            with row_weights(model.model, [edited[index][1] for index, _ in chunk]):
-                outputs = self.generator.generate([request for _, request in chunk])
+            try:
+                with row_weights(model.model, [edited[index][1] for index, _ in chunk]):
+                    outputs = self.generator.generate([request for _, request in chunk])
+            except RowLayoutError as exc:
+                warnings.warn(f"{editor.name}: {exc}", stacklevel=2)
+                return [
+                    o if isinstance(o, EditFailed) else self._edit_alone(editor, *items[i]) for i, o in enumerate(out)
+                ]
             for (index, _), output in zip(chunk, outputs):
                 answers[index].append(output)
         return [o if isinstance(o, EditFailed) else (o[0], answers[i]) for i, o in enumerate(out)]

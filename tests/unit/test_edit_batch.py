@@ -44,7 +44,7 @@ def test_edits_answered_together_equal_edits_answered_alone(
     alone_engine = engine_for(path)
     alone = [alone_engine.generate_edited(chosen, {}, case, requests) for case, requests in group]
     assert [o[1] for o in together] == [o[1] for o in alone]  # type: ignore[index]
-    assert [o[0].layer for o in together] == [o[0].layer for o in alone]  # type: ignore[union-attr]
+    assert [o[0].layer for o in together] == [o[0].layer for o in alone]  # type: ignore[index]
     assert together_engine.edits_run == 4 and together_engine.generated == sum(len(r) for _, r in group)
     # The edited models differ from the unedited one, and from each other's answers somewhere.
     unedited = together_engine.generate([r.text for r in group[0][1]], max_new_tokens=6)
@@ -102,3 +102,122 @@ def test_rows_that_end_early_keep_their_own_edited_weight(
     alone_engine = engine_for(path)
     alone = [alone_engine.generate_edited(editor, {}, case, requests)[1] for case, requests in group]
     assert [o[1] for o in together] == alone  # type: ignore[index]
+
+
+def tiny_moe(target: Path, tiny_model_dir: Path) -> Path:
+    """A tiny Qwen2-MoE: its MLP output projection (the shared expert's ``down_proj``) sees the batch
+    flattened to ``[batch * tokens, width]``."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2MoeConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    config = Qwen2MoeConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        moe_intermediate_size=16,
+        shared_expert_intermediate_size=64,
+        num_experts=4,
+        num_experts_per_tok=2,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        initializer_range=0.3,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return target
+
+
+def test_a_module_that_sees_the_batch_flattened_gives_each_row_its_own_weight(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Mixture-of-experts blocks flatten the batch: each row's tokens still get their own case's weight."""
+    path = tiny_moe(tmp_path / "moe", tiny_model_dir)
+    editor = DINM(**{**DINM_SPEC.defaults, "lr": 0.5})
+    group = items(3)
+    together_engine = engine_for(path)
+    together = together_engine.generate_edited_group(editor, {}, group)
+    assert ".shared_expert.down_proj" in str(together[0][0].module)  # type: ignore[index]
+    alone_engine = engine_for(path)
+    alone = [alone_engine.generate_edited(editor, {}, case, requests)[1] for case, requests in group]
+    assert [o[1] for o in together] == alone  # type: ignore[index]
+    assert alone[0] != together_engine.generate([r.text for r in group[0][1]], max_new_tokens=6), "edits change answers"
+
+
+def toy_model(drop_tokens: bool) -> Any:
+    """Embeddings, then a linear map on the batch flattened to one row per token (every other token
+    with ``drop_tokens``: an expert that sees only the tokens routed to it)."""
+    import torch
+
+    class Toy(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = torch.nn.Embedding(10, 4)
+            self.proj = torch.nn.Linear(4, 4)
+
+        def forward(self, input_ids: torch.Tensor) -> Any:
+            flat = self.embed(input_ids).reshape(-1, 4)
+            return self.proj(flat[::2] if drop_tokens else flat)
+
+    torch.manual_seed(0)
+    return Toy()
+
+
+def test_flattened_rows_are_mapped_back_to_their_sequences() -> None:
+    import torch
+
+    from pytest_safeedit.edit_batch import row_weights
+
+    model = toy_model(drop_tokens=False)
+    ids = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    weights = [torch.randn(4, 4), torch.randn(4, 4)]
+    with torch.no_grad(), row_weights(model, [("proj", weights[0]), ("proj", weights[1])]):
+        out = model(ids)
+    embedded = model.embed(ids).detach()
+    for row in range(2):
+        expected = torch.nn.functional.linear(embedded[row], weights[row], model.proj.bias.detach())
+        assert torch.allclose(out[row * 3 : row * 3 + 3], expected)
+
+
+def test_rows_that_are_neither_sequences_nor_tokens_are_refused() -> None:
+    import torch
+
+    from pytest_safeedit.edit_batch import RowLayoutError, row_weights
+
+    model = toy_model(drop_tokens=True)
+    with (
+        torch.no_grad(),
+        row_weights(model, [("proj", torch.ones(4, 4)), None]),
+        pytest.raises(RowLayoutError, match=r"proj gets 3 input rows in a batch of 2 sequences of 3 tokens"),
+    ):
+        model(torch.tensor([[1, 2, 3], [4, 5, 6]]))
+
+
+def test_a_refused_module_answers_the_edits_one_at_a_time(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from contextlib import contextmanager
+
+    import pytest_safeedit.edit_batch as edit_batch
+    from pytest_safeedit.edit_batch import RowLayoutError
+
+    @contextmanager
+    def refused(model: Any, rows: Any) -> Any:
+        raise RowLayoutError("mlp.c_proj gets 3 input rows")
+        yield
+
+    editor = DINM(**{**DINM_SPEC.defaults, "lr": 0.05})
+    group = items(2)
+    monkeypatch.setattr(edit_batch, "row_weights", refused)
+    engine = engine_for(tiny_model_dir)
+    with pytest.warns(UserWarning, match="mlp.c_proj gets 3 input rows"):
+        together = engine.generate_edited_group(editor, {}, group)
+    alone_engine = engine_for(tiny_model_dir)
+    assert [o[1] for o in together] == [alone_engine.generate_edited(editor, {}, c, r)[1] for c, r in group]  # type: ignore[index]
+    assert engine.edits_run == 2
