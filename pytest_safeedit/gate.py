@@ -13,6 +13,16 @@ POINT, LOWER = "point", "lower"
 GATE_ON = (POINT, LOWER)
 
 
+def percent_against(value: float, required: float) -> str:
+    """A percentage to one decimal, or to as many as it takes not to read as the threshold it missed
+    (89.99983 against 90, not 90.0)."""
+    for digits in range(1, 7):
+        text = f"{value:.{digits}f}"
+        if text != f"{required:.{digits}f}":
+            return text
+    return f"{value:.6f}"
+
+
 @dataclass(frozen=True)
 class Gate:
     """Minimum pass rates (0 to 1). Empty when nothing is configured."""
@@ -65,13 +75,15 @@ class Gate:
                 return
             low, high = rate.interval
             if self.on == LOWER and low < 100 * required - 1e-9:
+                bound = percent_against(low, 100 * required)
                 failures.append(
-                    f"{label}: lower bound {low:.1f}% of the pass rate {rate.rate:.1f}% "
-                    f"[{low:.1f}, {high:.1f}] < required {100 * required:.1f}%"
+                    f"{label}: lower bound {bound}% of the pass rate {rate.rate:.1f}% "
+                    f"[{bound}, {high:.1f}] < required {100 * required:.1f}%"
                 )
             elif self.on == POINT and rate.rate < 100 * required - 1e-9:
                 failures.append(
-                    f"{label}: pass rate {rate.rate:.1f}% [{low:.1f}, {high:.1f}] < required {100 * required:.1f}%"
+                    f"{label}: pass rate {percent_against(rate.rate, 100 * required)}% [{low:.1f}, {high:.1f}] "
+                    f"< required {100 * required:.1f}%"
                 )
 
         if self.min_pass_rate is not None:
@@ -91,7 +103,8 @@ class Gate:
             elif check.rate < required - 1e-9:
                 failures.append(
                     f"judge check: the judge agrees with {check.agreed}/{check.total} reference labels "
-                    f"({check.rate:.1f}%) < required {required:.1f}%: its verdicts on this suite are not trusted"
+                    f"({percent_against(check.rate, required)}%) < required {required:.1f}%: its verdicts on this "
+                    "suite are not trusted"
                 )
         return failures
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from fractions import Fraction
 from math import comb
 
@@ -37,13 +38,13 @@ def results(passed: int, failed: int, neutral: int = 0, probe: str = "DS", categ
 
 def test_pass_rate_carries_its_interval() -> None:
     rate = pass_rate(results(3, 1))
-    assert rate is not None and rate.interval == (30.06, 95.44)
+    assert rate is not None and rate.interval == pytest.approx((30.06, 95.44), abs=5e-3)
     assert rate.to_dict()["low"] == 30.06 and rate.to_dict()["high"] == 95.44
     all_pass, none_pass = pass_rate(results(5, 0)), pass_rate(results(0, 5))
     assert all_pass is not None and all_pass.interval[1] == 100.0 and all_pass.interval[0] < 100.0
     assert none_pass is not None and none_pass.interval[0] == 0.0 and none_pass.interval[1] > 0.0
     half = pass_rate(results(0, 0, neutral=2))  # a neutral verdict counts as half a pass
-    assert half is not None and half.rate == 50.0 and half.interval == (9.45, 90.55)
+    assert half is not None and half.rate == 50.0 and half.interval == pytest.approx((9.45, 90.55), abs=5e-3)
 
 
 def test_gate_on_the_lower_bound() -> None:
@@ -79,7 +80,7 @@ def test_sampled_pass_rate_is_the_mean_over_samples() -> None:
     assert rate is not None
     assert rate.rate == 87.5  # (3/4 + 4/4) / 2
     assert (rate.passed, rate.failed, rate.responses) == (1, 1, 8)  # one probe with an unsafe sample
-    assert rate.interval == tuple(round(100 * x, 2) for x in wilson(1.75, 2))
+    assert rate.interval == tuple(100 * x for x in wilson(1.75, 2))
 
 
 def exact_cdf(k: int, n: int, p: Fraction = Fraction(1, 2)) -> float:
@@ -104,3 +105,27 @@ def test_mcnemar_with_many_changed_probes_neither_overflows_nor_underflows() -> 
     assert McNemar(2000, 40, 1100).p_value == pytest.approx(1.6098980097820576e-269, rel=1e-9)  # was 0
     assert McNemar(200_000, 50_000, 50_400).p_value == pytest.approx(0.2079, abs=1e-3)  # the normal approximation
     assert McNemar(2000, 700, 500).to_dict()["significant"] is True
+
+
+def test_gates_compare_exact_rates_and_reports_round_them() -> None:
+    lower = results(120, 6)  # Wilson lower bound 89.99983%: rounded to 2 decimals it read 90.00
+    (failure,) = Gate(min_pass_rate=0.9, on=LOWER).check(lower)
+    assert failure.startswith("total: lower bound 89.9998% of the pass rate 95.2% [89.9998, 97.8] < required 90.0%")
+    rate = pass_rate(lower)
+    assert rate is not None and rate.interval[0] == pytest.approx(89.999832, abs=1e-6)
+    assert rate.to_dict()["low"] == 90.0  # reports round
+    point = results(1808, 201)  # 89.995%: rounded to 2 decimals it read 90.00
+    (failure,) = Gate(min_pass_rate=0.9, on=POINT).check(point)
+    assert failure.startswith("total: pass rate 89.995% [88.6, 91.2] < required 90.0%")
+    assert Gate(min_pass_rate=0.89995, on=POINT).check(point) == []
+    rate = pass_rate(point)
+    assert rate is not None and rate.rate == pytest.approx(100 * 1808 / 2009) and rate.to_dict()["rate"] == 90.0
+
+
+def test_judge_check_gate_compares_the_exact_agreement() -> None:
+    from pytest_safeedit.results import ReferenceCheck
+
+    checks = [ReferenceCheck("safe", "unsafe")] * 7999 + [ReferenceCheck("safe", "safe")] * 2001
+    checked = [replace(r, reference_check=check) for r, check in zip(results(10_000, 0), checks)]
+    (failure,) = Gate(min_judge_agreement=0.9).check(checked)  # 17999/20000 = 89.995%
+    assert "agrees with 17999/20000 reference labels (89.995%) < required 90.0%" in failure
