@@ -515,6 +515,16 @@ class Engine:
                 return [
                     o if isinstance(o, EditFailed) else self._edit_alone(editor, *items[i]) for i, o in enumerate(out)
                 ]
+            except ModelUnavailable:
+                raise
+            except Exception as exc:  # noqa: BLE001 - out of memory, say: fails the cases of these rows only
+                for index in dict.fromkeys(index for index, _ in chunk):
+                    case = items[index][0]
+                    out[index] = EditFailed(
+                        f"the {editor.name} edit of case {case.id!r} was made, but answering with the edited model "
+                        f"failed: {type(exc).__name__}: {exc}"
+                    )
+                continue
             for (index, _), output in zip(chunk, outputs):
                 answers[index].append(output)
         return [o if isinstance(o, EditFailed) else (o[0], answers[i]) for i, o in enumerate(out)]

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from pytest_safeedit.baseline import Baseline
 from pytest_safeedit.editor import EditDetails, Editor
 from pytest_safeedit.editor_registry import SuiteEditors
-from pytest_safeedit.engine import EditFailed, Engine
+from pytest_safeedit.engine import EditFailed, Engine, ModelUnavailable
 from pytest_safeedit.generation import Request
 from pytest_safeedit.results import BenignUnderEdit, ProbeResult, SampleOutcome, SideEffects
 from pytest_safeedit.side_effects import KnowledgeRetention, mean_fluency, over_refusal_verdict
@@ -192,9 +192,16 @@ class Evaluator:
             plans = [self._plan(suite, c) for c in self._edit_group(suite, case)]
             editor = self.editors.for_suite(suite)
             assert editor is not None
-            outcomes = self.engine.generate_edited_group(
-                editor, self.editors.hyperparameters(suite), [(p.case, p.requests) for p in plans]
-            )
+            try:
+                outcomes: list[tuple[EditDetails, list[str]] | EditFailed] = self.engine.generate_edited_group(
+                    editor, self.editors.hyperparameters(suite), [(p.case, p.requests) for p in plans]
+                )
+            except ModelUnavailable:
+                raise
+            except Exception as exc:  # noqa: BLE001 - remembered: the group's probes report it, none re-edits
+                ids = ", ".join(repr(p.case.id) for p in plans)
+                failed = EditFailed(f"the {editor.name} edits of cases {ids} failed: {type(exc).__name__}: {exc}")
+                outcomes = [failed] * len(plans)
             for plan, edited in zip(plans, outcomes):
                 self._edits[(suite.key, plan.case.id)] = (
                     str(edited) if isinstance(edited, EditFailed) else self._result(plan, *edited)

@@ -221,3 +221,70 @@ def test_a_refused_module_answers_the_edits_one_at_a_time(
     alone_engine = engine_for(tiny_model_dir)
     assert [o[1] for o in together] == [alone_engine.generate_edited(editor, {}, c, r)[1] for c, r in group]  # type: ignore[index]
     assert engine.edits_run == 2
+
+
+def out_of_memory_after(monkeypatch: pytest.MonkeyPatch, calls: int) -> None:
+    """Answering edits together runs out of memory from its ``calls``-th generation on."""
+    from contextlib import contextmanager
+
+    import torch
+
+    import pytest_safeedit.edit_batch as edit_batch
+
+    real = edit_batch.row_weights
+    made: list[None] = []
+
+    @contextmanager
+    def failing(model: Any, rows: Any) -> Any:
+        made.append(None)
+        with real(model, rows):
+            if len(made) >= calls:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            yield
+
+    monkeypatch.setattr(edit_batch, "row_weights", failing)
+
+
+def test_out_of_memory_while_answering_fails_only_the_cases_of_its_rows(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    editor = DINM(**{**DINM_SPEC.defaults, "lr": 0.05})
+    group = items(3)
+    size = len(group[0][1]) + len(group[1][1])
+    group = [(c, [replace(r, settings=replace(r.settings, batch_size=size)) for r in rs]) for c, rs in group]
+    out_of_memory_after(monkeypatch, 2)  # the first batch (cases 1 and 2) is answered, the second is not
+    outcomes = engine_for(tiny_model_dir).generate_edited_group(editor, {}, group)
+    assert [isinstance(o, EditFailed) for o in outcomes] == [False, False, True]
+    assert str(outcomes[2]) == (
+        f"the dinm edit of case {group[2][0].id!r} was made, but answering with the edited model failed: "
+        "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    )
+    alone = engine_for(tiny_model_dir)
+    assert [o[1] for o in outcomes[:2]] == [alone.generate_edited(editor, {}, c, r)[1] for c, r in group[:2]]  # type: ignore[index]
+
+
+def test_a_group_that_failed_to_answer_is_not_edited_again(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pytest_safeedit.editor import EditorSpec
+    from pytest_safeedit.editor_registry import SuiteEditors
+    from pytest_safeedit.evaluator import Evaluator
+
+    edits: list[str] = []
+
+    class Counted(DINM):
+        def choose_layer(self, model: Any, case: Any, details: Any) -> int:
+            edits.append(case.id)
+            return super().choose_layer(model, case, details)
+
+    editor = Counted(**{**DINM_SPEC.defaults, "lr": 0.05})
+    suite = load_suite(SAMPLE_SUITE)
+    attacks = [c for c in suite.cases if not c.benign][:2]
+    engine = Engine(RunSettings(model=str(tiny_model_dir), no_cache=True, max_new_tokens=4))
+    evaluator = Evaluator(engine, SuiteEditors(EditorSpec("dinm", lambda: editor)))
+    evaluator.upcoming_cases = lambda: [(suite, c) for c in attacks]
+    out_of_memory_after(monkeypatch, 1)
+    for case in attacks:
+        with pytest.raises(EditFailed, match="answering with the edited model failed: OutOfMemoryError"):
+            evaluator.evaluate(suite, case, case.probes[0])
+    assert edits == [c.id for c in attacks]  # each edited once, answered together, failed once

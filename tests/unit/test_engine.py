@@ -85,7 +85,7 @@ def test_requests_of_other_settings_are_not_batched_together(tmp_path: Path, sui
 
 
 def test_each_distinct_response_is_judged_once(tmp_path: Path) -> None:
-    judged: list[str] = []
+    judged: list[tuple[str, str]] = []
 
     class CountingJudge:
         name = "counting"
@@ -222,6 +222,29 @@ def test_a_failing_edit_fails_its_case_once_and_others_go_on(tmp_path: Path, sui
     assert editor.edited == ["case-001"]  # not retried per probe
     other = suite.cases[1]
     assert evaluator.evaluate(suite, other, other.probes[0]).editor == editor.name
+
+
+def test_an_error_escaping_an_edit_group_fails_its_cases_once(
+    tmp_path: Path, suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    editor = FakeEditor()
+    evaluator = evaluator_with(tmp_path, editor)
+    attacks = [c for c in suite.cases if not c.benign]
+    evaluator.upcoming_cases = lambda: [(suite, c) for c in attacks]
+    groups = []
+
+    def failing(editor: object, hyperparameters: object, items: list[tuple[object, object]]) -> None:
+        groups.append(len(items))
+        raise MemoryError("out of memory")
+
+    monkeypatch.setattr(evaluator.engine, "generate_edited_group", failing)
+    for case in attacks:
+        for probe in case.probes:
+            with pytest.raises(
+                EditFailed, match=r"the fake-editor edits of cases 'case-001', 'case-002', 'case-003' failed: MemoryE"
+            ):
+                evaluator.evaluate(suite, case, probe)
+    assert groups == [3]  # one group, tried once
 
 
 def test_benign_probes_use_only_the_selected_edits(tmp_path: Path, suite: Suite) -> None:
