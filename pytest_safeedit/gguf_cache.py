@@ -5,7 +5,9 @@ weights) and dequantizing every tensor: about 20 s for SmolLM2-135M on two cores
 first load of a file writes what it gave (tokenizer, config, generation config, the dequantized weights
 in the run's dtype as safetensors) into the cache folder, keyed by the file's content, the dtype and the
 library versions; later loads read that folder. The responses are the same (tested): it holds exactly
-what loading the file gives.
+what loading the file gives. A conversion is written into a temporary folder that a failure removes, and
+that the next conversion removes where the process converting was killed
+(:func:`pytest_safeedit.files.build_once`).
 """
 
 from __future__ import annotations
