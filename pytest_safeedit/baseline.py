@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from pytest_safeedit.json_report import ReportError, read_report
 from pytest_safeedit.results import ProbeResult
+from pytest_safeedit.settings import GenerationSettings
 from pytest_safeedit.stats import McNemar, guarded
 
 REGRESSION, KNOWN, IMPROVEMENT, UNCHANGED, NEW = "regression", "known", "improvement", "unchanged", "new"
@@ -24,9 +25,21 @@ class BaselineError(Exception):
 PER_SUITE = ("generation", "editor_hyperparameters")
 
 
+def response_settings(generation: Any) -> Any:
+    """One suite's recorded generation settings less those that do not change a response: what the
+    generation cache key holds (:meth:`GenerationSettings.cache_part`: not the batch size, nor the
+    sampling settings under greedy decoding) and what the record adds (the chat-template mode)."""
+    if not isinstance(generation, Mapping):
+        return generation
+    names = {f.name for f in fields(GenerationSettings)}
+    recorded = GenerationSettings(**{k: v for k, v in generation.items() if k in names})
+    return {**recorded.cache_part(), **{k: v for k, v in generation.items() if k not in names}}
+
+
 def setup_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     """The compared setup that differs between two runs' metadata, as readable lines (per-suite
-    settings are compared for the suites both runs have)."""
+    settings are compared for the suites both runs have; generation settings only where they change a
+    response, so that a CPU run at batch size 64 compares with a GPU run at 16)."""
     out = []
     for key in COMPARED:
         if key not in a or key not in b:
@@ -35,6 +48,9 @@ def setup_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
         if key in PER_SUITE and isinstance(mine, Mapping) and isinstance(theirs, Mapping):
             shared = sorted(set(mine) & set(theirs))
             mine, theirs = {k: mine[k] for k in shared}, {k: theirs[k] for k in shared}
+            if key == "generation":
+                mine = {k: response_settings(v) for k, v in mine.items()}
+                theirs = {k: response_settings(v) for k, v in theirs.items()}
         if mine != theirs:
             out.append(f"{key}: baseline {mine!r}, this run {theirs!r}")
     return out

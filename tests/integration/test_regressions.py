@@ -186,3 +186,29 @@ def test_unwritable_cache_warns_and_changes_nothing_else(pytester: pytest.Pytest
     data = report(pytester)
     assert len(data["probes"]) == 7
     assert data["metadata"]["model"]["cache"]["edits_run"] == 2  # one per case: never re-run for a cache error
+
+
+def test_batch_size_is_no_setup_difference_for_a_baseline_or_a_merge(
+    pytester: pytest.Pytester, tiny_model_dir: Path
+) -> None:
+    pytester.makefile(".safeedit.yaml", mini=MINI_SUITE)
+    run_suite(pytester, tiny_model_dir, "--safeedit-batch-size", "32", "--safeedit-baseline", "base.json",
+              "--safeedit-update-baseline")  # fmt: skip
+    strict = run_suite(
+        pytester, tiny_model_dir, "--safeedit-batch-size", "64", "--safeedit-baseline", "base.json",
+        "--safeedit-baseline-strict",
+    )  # fmt: skip
+    assert strict.ret == pytest.ExitCode.OK, strict.stderr.str()
+    assert "mismatch" not in strict.stdout.str()
+    for i, size in ((1, "64"), (2, "16")):  # a CPU shard and a GPU shard
+        run_suite(
+            pytester, tiny_model_dir, "--safeedit-batch-size", size, "--safeedit-shard", f"{i}/2",
+            "--safeedit-report", f"s{i}.json",
+        )  # fmt: skip
+    merged = pytester.run(sys.executable, "-m", "pytest_safeedit", "merge", "s1.json", "s2.json", "--report", "m.json")
+    assert merged.ret == 1, merged.stderr.str()  # the unsafe probes fail it, as in an unsharded run
+    assert report(pytester, "m.json")["metadata"]["generation"]["mini.safeedit.yaml"]["batch_size"] == 64  # kept
+    run_suite(pytester, tiny_model_dir, "--safeedit-max-new-tokens", "3", "--safeedit-report", "s3.json")
+    other = pytester.run(sys.executable, "-m", "pytest_safeedit", "merge", "s1.json", "s3.json")
+    assert other.ret == 2  # a setting that changes responses still refuses the merge
+    other.stderr.fnmatch_lines(["*s3.json comes from another setup than s1.json: generation:*max_new_tokens*"])
