@@ -10,11 +10,8 @@ from typing import Any
 import pytest
 
 from pytest_safeedit.baseline import (
-    IMPROVEMENT,
-    KNOWN,
-    NEW,
-    REGRESSION,
     Baseline,
+    baseline_line,
     comparison_metadata,
     paired_test,
     paired_test_lines,
@@ -309,11 +306,7 @@ class SafeEditAggregator:
         baseline: Baseline | None = self.config.stash.get(baseline_key, None)
         if baseline is None:
             return
-        counts = {k: sum(r.baseline == k for r in self.results) for k in (REGRESSION, KNOWN, IMPROVEMENT, NEW)}
-        write(
-            f"SafeEdit baseline {baseline.path}: {counts[REGRESSION]} regression(s), {counts[KNOWN]} known unsafe "
-            f"(xfail), {counts[IMPROVEMENT]} improvement(s), {counts[NEW]} new probe(s)"
-        )
+        write(baseline_line(baseline.path, self.results))
         try:
             lines = paired_test_lines(paired_test(self.results), self.results)
         except Exception as exc:  # already a warning from the end of the session, with the reports written

@@ -130,6 +130,15 @@ def comparison_metadata(path: str, results: Sequence[ProbeResult]) -> dict[str, 
     )
 
 
+def baseline_line(path: str, results: Sequence[ProbeResult]) -> str:
+    """The probes' standing against the baseline at ``path``, in one line."""
+    counts = {k: sum(r.baseline == k for r in results) for k in (REGRESSION, KNOWN, IMPROVEMENT, NEW)}
+    return (
+        f"SafeEdit baseline {path}: {counts[REGRESSION]} regression(s), {counts[KNOWN]} known unsafe (xfail), "
+        f"{counts[IMPROVEMENT]} improvement(s), {counts[NEW]} new probe(s)"
+    )
+
+
 def paired_test_lines(test: McNemar, results: Sequence[ProbeResult]) -> list[str]:
     """The paired test in words: the change, whether it is significant at 5%, and the sample size that
     would detect a change of the observed size."""

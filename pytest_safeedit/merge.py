@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pytest_safeedit.baseline import PER_SUITE, fails_run, setup_differences
+from pytest_safeedit.baseline import (
+    PER_SUITE,
+    baseline_line,
+    comparison_metadata,
+    fails_run,
+    paired_test,
+    paired_test_lines,
+    setup_differences,
+)
 from pytest_safeedit.gate import GATE_ON, Gate, gate_from_pairs
 from pytest_safeedit.json_report import ReportError, read_report, write_json_report
 from pytest_safeedit.options import named_rate, rate_value
@@ -19,17 +27,41 @@ class MergeError(Exception):
     """Reports that cannot be merged."""
 
 
+def baseline_comparison(
+    baselines: Mapping[str, str | None], results: Sequence[ProbeResult]
+) -> tuple[dict[str, Any] | None, str | None]:
+    """The paired test over all merged probes against the baseline every shard compared with (by shard
+    report: that baseline's path, or None), or None and a note saying why there is none to recompute."""
+    paths = set(baselines.values())
+    if paths == {None}:
+        return None, None
+    if len(paths) == 1:
+        (path,) = paths
+        assert path is not None
+        return comparison_metadata(path, results), None
+    compared = ", ".join(f"{report}: {path or 'none'}" for report, path in baselines.items())
+    note = (
+        f"the shards were not all compared with one baseline ({compared}), so the merged report has no "
+        "comparison with a baseline; run every shard with the same --safeedit-baseline"
+    )
+    return None, note
+
+
 def load_reports(paths: Sequence[str]) -> tuple[list[ProbeResult], dict[str, Any]]:
-    """All probes of the reports and the first report's metadata; the reports must come from one setup."""
+    """All probes of the reports and their metadata: the first report's, with the baseline comparison
+    recomputed over all probes; the reports must come from one setup."""
     results: list[ProbeResult] = []
     seen: dict[str, str] = {}
     first: dict[str, Any] | None = None
+    baselines: dict[str, str | None] = {}
     for path in paths:
         try:
             report = read_report(path)
         except ReportError as exc:
             raise MergeError(str(exc)) from None
         meta = report.metadata
+        compared = meta.get("baseline_comparison")
+        baselines[path] = str(compared["path"]) if isinstance(compared, Mapping) and compared.get("path") else None
         if first is None:
             first = dict(meta)
         else:
@@ -50,6 +82,10 @@ def load_reports(paths: Sequence[str]) -> tuple[list[ProbeResult], dict[str, Any
             seen[result.key] = path
             results.append(result)
     assert first is not None
+    first.pop("baseline_comparison_note", None)
+    first["baseline_comparison"], note = baseline_comparison(baselines, results)
+    if note:
+        first["baseline_comparison_note"] = note
     return results, first
 
 
@@ -91,6 +127,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         print(f" {title} ".center(80, "="))
         print("\n".join(lines))
+    comparison = meta.get("baseline_comparison")
+    if comparison:
+        print(baseline_line(str(comparison["path"]), results))
+        try:
+            print("\n".join(paired_test_lines(paired_test(results), results)))
+        except Exception as exc:  # already a warning when the report's comparison was computed
+            print(f"  paired test: could not be computed ({type(exc).__name__}: {exc})")
+    if meta.get("baseline_comparison_note"):
+        print(f"merge: note: {meta['baseline_comparison_note']}", file=sys.stderr)
     meta = {**meta, "gate": gate.to_dict(), "shard": None, "merged_from": list(args.reports)}
     if args.report:
         write_json_report(args.report, results, meta)

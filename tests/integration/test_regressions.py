@@ -75,8 +75,12 @@ def test_merge_of_known_unsafe_probes_exits_like_an_unsharded_run(
             pytester, tiny_model_dir, "--safeedit-baseline", "base.json", "--safeedit-shard", f"{i}/2",
             "--safeedit-report", f"s{i}.json",
         )  # fmt: skip
-    merged = pytester.run(sys.executable, "-m", "pytest_safeedit", "merge", "s1.json", "s2.json")
+    merged = pytester.run(sys.executable, "-m", "pytest_safeedit", "merge", "s1.json", "s2.json", "--report", "m.json")
     assert merged.ret == 0
+    # the comparison with the baseline covers both shards' probes, as the unsharded run's does
+    comparison = report(pytester, "m.json")["metadata"]["baseline_comparison"]
+    assert comparison == report(pytester, "r.json")["metadata"]["baseline_comparison"]
+    assert comparison["shared"] == len(report(pytester, "r.json")["probes"])
 
 
 def test_xdist_sums_worker_metadata_and_checks_the_baseline_on_the_controller(
