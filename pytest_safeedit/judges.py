@@ -545,7 +545,7 @@ def classifier_inputs(tokenizer: Any, responses: Sequence[str], prompts: Sequenc
     budget = max(1, max_length // 3)
     kept = []
     for prompt in prompts:
-        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        ids = tokenizer(prompt, add_special_tokens=False, verbose=False)["input_ids"]
         kept.append(prompt if len(ids) <= budget else tokenizer.decode(ids[-budget:]))
     return tokenizer(
         kept, list(responses), padding=True, truncation="longest_first", max_length=max_length, return_tensors="pt"
