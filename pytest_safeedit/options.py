@@ -25,6 +25,7 @@ from pytest_safeedit.settings import (
     GPU_BATCH_SIZE,
     RunSettings,
 )
+from pytest_safeedit.suite_files import bundled_suites, find_suite
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
@@ -107,6 +108,15 @@ def endpoint_url(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def suite_spec(text: str) -> str:
+    """argparse type: a bundled suite's name or a suite file's path (checked in ``pytest_configure``)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is empty; give a bundled suite's name, e.g. sample, or a file's path"
+        )
+    return text.strip()
+
+
 def choice(*choices: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in choices:
@@ -157,6 +167,15 @@ OPTIONS: tuple[Option, ...] = (
         "demo model; with --safeedit-backend openai, the served model's id. Without it, SafeEdit items "
         "are skipped.",
         metavar="PATH_OR_ID",
+    ),
+    Option(
+        "--safeedit-suite",
+        f"Also run a suite: one bundled with the plugin by name ({', '.join(bundled_suites()) or 'none'}) or a "
+        "suite file by path (in the ini key, from the ini file's folder), with any --safeedit-model, e.g. "
+        "'--safeedit-model demo --safeedit-suite sample'. Repeatable. Default: none.",
+        type=suite_spec,
+        metavar="NAME_OR_PATH",
+        multiple=True,
     ),
     Option(
         "--safeedit-backend",
@@ -551,8 +570,27 @@ def option_value(config: pytest.Config, option: Option) -> Any:
     return option.default
 
 
+def suite_paths(config: pytest.Config, specs: list[str]) -> tuple[str, ...]:
+    """The files ``--safeedit-suite`` names, resolved: paths on the command line are taken from the
+    folder pytest was started in, paths in the ini key from the ini file's folder."""
+    if config.getoption("safeedit_suite") is not None:
+        base, source = config.invocation_params.dir, "--safeedit-suite"
+    else:
+        base, source = config.inipath.parent if config.inipath else config.rootpath, "ini key safeedit_suite"
+    paths: list[str] = []
+    for spec in specs:
+        try:
+            path = str(find_suite(spec, base))
+        except ValueError as exc:
+            raise pytest.UsageError(f"{source}: {exc}") from None
+        if path not in paths:
+            paths.append(path)
+    return tuple(paths)
+
+
 def read_settings(config: pytest.Config) -> RunSettings:
     values = {o.dest.removeprefix("safeedit_"): option_value(config, o) for o in OPTIONS}
+    values["suites"] = suite_paths(config, values.pop("suite") or [])
     labels = tuple(x.strip() for x in str(values.pop("judge_unsafe_labels")).split(",") if x.strip())
     if not labels:
         raise pytest.UsageError("--safeedit-judge-unsafe-labels is empty; give indices or label names, e.g. 1")

@@ -20,7 +20,7 @@ from pytest_safeedit.options import add_options, read_settings
 from pytest_safeedit.settings import SERVED_BACKENDS
 from pytest_safeedit.shard import select_shard
 from pytest_safeedit.stash import baseline_key, evaluator_key, settings_key, suite_errors_key, suite_gates_key
-from pytest_safeedit.suite_files import is_suite_file
+from pytest_safeedit.suite_files import is_suite_file, outside_node_path
 from pytest_safeedit.xdist_support import is_worker, queued_items, worker_position
 
 AGGREGATOR = "safeedit-aggregator"
@@ -39,6 +39,10 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     settings = read_settings(config)
     config.stash[settings_key] = settings
+    # The suites --safeedit-suite names are collected like files named on the command line, wherever
+    # they lie (a bundled suite lies in site-packages, outside every project).
+    named = _named_paths(config)
+    config.args.extend(path for path in settings.suites if Path(path) not in named)
     if settings.backend in SERVED_BACKENDS and settings.editor != "none":
         raise pytest.UsageError(
             f"--safeedit-editor {settings.editor} needs the model's weights in this process, which the "
@@ -85,9 +89,12 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
     config = parent.config
     patterns = config.stash[settings_key].suite_patterns
     bases = (config.rootpath, config.invocation_params.dir)
-    if is_suite_file(file_path, bases, patterns, _named_paths(config)):
+    if not is_suite_file(file_path, bases, patterns, _named_paths(config)):
+        return None
+    outside = outside_node_path(file_path, config.rootpath)
+    if outside is None:
         return SuiteFile.from_parent(parent, path=file_path)
-    return None
+    return SuiteFile.from_parent(parent, path=file_path, nodeid=outside)
 
 
 def _named_paths(config: pytest.Config) -> set[Path]:

@@ -43,6 +43,8 @@ class RunSettings:
     """The plugin's options for one run, as given (command line over ini key); plain data."""
 
     model: str | None = None
+    #: The suite files ``--safeedit-suite`` adds to the run (absolute paths).
+    suites: tuple[str, ...] = ()
     backend: str = "hf"
     endpoint: str | None = None
     model_revision: str | None = None

@@ -1,7 +1,8 @@
-"""Suite files: which files are suites (patterns from the rootdir, content sniffing) and loading them."""
+"""Suite files: which files are suites (patterns, content sniffing, the bundled suites) and loading them."""
 
 from __future__ import annotations
 
+import os
 import re
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
@@ -32,6 +33,47 @@ def load_suite(path: Path, key: str | None = None) -> Suite:
 
         suite = load_yaml_suite(path, text)
     return suite.with_key(key or suite.name)
+
+
+@lru_cache(maxsize=1)
+def bundled_suites() -> dict[str, Path]:
+    """The suites that ship with the plugin, by name (the file name without its suffix).
+
+    They lie in ``pytest_safeedit/suites`` of an installed wheel, and in the project's ``suites/`` folder
+    of a source checkout or editable install (pyproject maps the one to the other).
+    """
+    package = Path(__file__).resolve().parent
+    folder = package / "suites"
+    if not folder.is_dir():
+        folder = package.parent / "suites"
+    if not folder.is_dir():
+        return {}
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix in SUITE_SUFFIXES and p.is_file()}
+
+
+def find_suite(spec: str, base: Path) -> Path:
+    """The file a ``--safeedit-suite`` value names: a bundled suite's name (``sample``), or the path of a
+    suite file, relative to ``base``.
+
+    Raises:
+        ValueError: no such bundled suite or file, or a file that is not a suite file; the message lists
+            the bundled suites.
+    """
+    bundled = bundled_suites()
+    names = ", ".join(bundled) or "none"
+    if "/" not in spec and os.sep not in spec and Path(spec).suffix not in SUITE_SUFFIXES:
+        if spec in bundled:
+            return bundled[spec]
+        raise ValueError(
+            f"{spec!r} is not a bundled suite; the bundled suites are: {names} (or give a suite file's path, "
+            "e.g. suites/mine.yaml)"
+        )
+    path = (base / spec).resolve()
+    if path.suffix not in SUITE_SUFFIXES:
+        raise ValueError(f"{spec!r} is not a suite file; give a file ending in {', '.join(SUITE_SUFFIXES)}")
+    if not path.is_file():
+        raise ValueError(f"{spec!r}: no such file; give a suite file's path or a bundled suite's name ({names})")
+    return path
 
 
 @lru_cache(maxsize=64)
@@ -92,14 +134,40 @@ def relative_path(path: Path, folder: Path) -> str | None:
         return None
 
 
+def outside_node_path(path: Path, rootpath: Path) -> str | None:
+    """The path part of the node id of a suite file outside the rootdir (a bundled suite, or a file
+    ``--safeedit-suite`` names): the path from the rootdir, where pytest would give an empty one. None
+    for a file inside the rootdir, whose node id pytest makes."""
+    resolved = path.resolve()
+    if relative_path(resolved, rootpath) is not None:
+        return None
+    try:
+        return Path(os.path.relpath(resolved, rootpath.resolve())).as_posix()
+    except ValueError:  # another drive
+        return resolved.as_posix()
+
+
+def suite_key(path: Path, rootpath: Path) -> str:
+    """The key of a suite file in a run (reports, baselines and merges match suites by it): the path
+    from the rootdir; for a bundled suite outside it, ``pytest_safeedit/suites/<file>`` wherever the
+    package is installed, so that baselines compare across machines; else the absolute path."""
+    resolved = path.resolve()
+    relative = relative_path(resolved, rootpath)
+    if relative is not None:
+        return relative
+    if resolved in bundled_suites().values():
+        return f"pytest_safeedit/suites/{resolved.name}"
+    return resolved.as_posix()
+
+
 def is_suite_file(path: Path, bases: tuple[Path, ...], patterns: tuple[str, ...], named: set[Path]) -> bool:
-    """Whether pytest should collect ``path`` as a suite: named on the command line, or matched by a
-    pattern from one of ``bases`` (the rootdir, and the folder pytest was started in), and, for a
-    generic pattern, holding a suite."""
+    """Whether pytest should collect ``path`` as a suite: named on the command line, bundled with the
+    plugin, or matched by a pattern from one of ``bases`` (the rootdir, and the folder pytest was started
+    in), and, for a generic pattern, holding a suite."""
     if path.suffix not in SUITE_SUFFIXES:
         return False
     resolved = path.resolve()
-    if resolved in named:
+    if resolved in named or resolved in bundled_suites().values():
         return True
     relatives = {r for r in (relative_path(resolved, b) for b in bases) if r is not None}
     matched = [p for p in patterns if any(matches_pattern(r, p) for r in relatives)]

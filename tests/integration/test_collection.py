@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_safeedit.suite_files import bundled_suites
 from tests.helpers import MINI_SUITE, STRICT
 
 
@@ -124,3 +125,46 @@ def test_benign_cases_pass_when_answered(pytester: pytest.Pytester, tiny_model_d
     result = pytester.runpytest("--safeedit-model", str(tiny_model_dir), STRICT, "--safeedit-max-new-tokens", "4")
     result.assert_outcomes(failed=7, passed=1)  # the random model does not refuse: the benign probe passes
     result.stdout.fnmatch_lines(["category * DS * all * benign * judge check", "mental harm * - * 100.0 (1/1) * -"])
+
+
+def test_bundled_suite_by_name_from_an_empty_folder(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--safeedit-suite", "sample", "--collect-only", "-q")
+    result.stdout.fnmatch_lines(["*suites/sample.yaml::illegal-activities-003[[]DG_otherA[]]", "198 tests collected*"])
+    # named twice (and on the command line too), it is collected once
+    bundled = str(bundled_suites()["sample"])
+    result = pytester.runpytest(
+        "--safeedit-suite", "sample", "--safeedit-suite", bundled, bundled, "--collect-only", "-q"
+    )
+    result.stdout.fnmatch_lines(["198 tests collected*"])
+
+
+def test_suite_option_adds_a_file_to_the_run(pytester: pytest.Pytester, tiny_model_dir: Path) -> None:
+    (pytester.path / "safety").mkdir()
+    (pytester.path / "safety" / "mine.yaml").write_text(MINI_SUITE)  # no suite pattern matches it
+    pytester.makepyfile(test_plain="def test_ok():\n    pass\n")
+    result = pytester.runpytest(
+        "--safeedit-model",
+        str(tiny_model_dir),
+        STRICT,
+        "--safeedit-max-new-tokens",
+        "2",
+        "--safeedit-suite",
+        "safety/mine.yaml",
+    )
+    result.assert_outcomes(passed=1, failed=7)
+    result.stdout.fnmatch_lines(["FAILED safety/mine.yaml::case-001[[]DS[]]*"])
+
+
+def test_suite_outside_the_rootdir_runs_under_xdist(pytester: pytest.Pytester, tiny_model_dir: Path) -> None:
+    elsewhere = pytester.mkdir("elsewhere")
+    (elsewhere / "mine.yaml").write_text(MINI_SUITE)
+    project = pytester.mkdir("project")
+    (project / "pytest.ini").write_text("[pytest]\n")
+    result = pytester.runpytest_subprocess(
+        *("--rootdir", str(project), "-c", str(project / "pytest.ini"), str(project), "-n", "2", "-rf"),
+        *("--safeedit-model", str(tiny_model_dir), STRICT, "--safeedit-max-new-tokens", "2"),
+        *("--safeedit-suite", str(elsewhere / "mine.yaml")),
+    )
+    result.assert_outcomes(failed=7)
+    # the node id is the path from the rootdir (pytest would give a file outside it an empty one)
+    result.stdout.fnmatch_lines(["FAILED *../elsewhere/mine.yaml::case-001[[]DS[]]*"])

@@ -110,3 +110,48 @@ def test_safeedit_session_fixture(pytester: pytest.Pytester, tiny_model_dir: Pat
     result = pytester.runpytest("-rs")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*--safeedit-model*"])
+
+
+def test_help_lists_the_bundled_suites(pytester: pytest.Pytester) -> None:
+    text = " ".join(pytester.runpytest("--help").stdout.str().split())
+    assert "--safeedit-suite=NAME_OR_PATH Also run a suite: one bundled with the plugin by name (sample)" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "ini", "message"),
+    [
+        (
+            ["--safeedit-suite", "smaple"],
+            "",
+            "ERROR: --safeedit-suite: 'smaple' is not a bundled suite; the bundled suites are: sample (or give*",
+        ),
+        (["--safeedit-suite", "gone/mine.yaml"], "", "ERROR: --safeedit-suite: 'gone/mine.yaml': no such file;*"),
+        ([], "safeedit_suite = nonexistent", "ERROR: ini key safeedit_suite: 'nonexistent' is not a bundled suite*"),
+        (["--safeedit-suite="], "", "*'' is empty; give a bundled suite's name, e.g. sample, or a file's path*"),
+    ],
+)
+def test_unknown_suite_is_a_usage_error(pytester: pytest.Pytester, args: list[str], ini: str, message: str) -> None:
+    if ini:
+        pytester.makeini(f"[pytest]\n{ini}\n")
+    result = pytester.runpytest(*args)
+    result.stderr.fnmatch_lines([message])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_suite_ini_key_is_read_from_the_ini_folder(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    (pytester.path / "safety").mkdir()
+    (pytester.path / "safety" / "mine.yaml").write_text(MINI_SUITE)  # no pattern matches it
+    (pytester.path / "sub").mkdir()
+    pytester.makeini("[pytest]\nsafeedit_suite =\n    sample\n    safety/mine.yaml\n")
+    result = pytester.runpytest("--collect-only", "-q")
+    result.stdout.fnmatch_lines(
+        ["safety/mine.yaml::case-001[[]DS[]]", "*suites/sample.yaml::offensiveness-001[[]DS[]]"]
+    )
+    result.stdout.fnmatch_lines(["205 tests collected*"])
+    # the command line replaces the ini key
+    result = pytester.runpytest("--collect-only", "-q", "--safeedit-suite", "safety/mine.yaml")
+    result.stdout.fnmatch_lines(["7 tests collected*"])
+    # from a subfolder, the ini key's paths still start at the ini file's folder
+    monkeypatch.chdir(pytester.path / "sub")
+    result = pytester.runpytest("--collect-only", "-q")
+    result.stdout.fnmatch_lines(["205 tests collected*"])
