@@ -12,6 +12,10 @@ from pytest_safeedit.suite import Suite, SuiteError
 SUITE_SUFFIXES = (".yaml", ".yml", ".json")
 _TOP_LEVEL_CASES = re.compile(r"(?m)^cases\s*:")
 _OFFICIAL_RECORD = re.compile(r'^\s*\[\s*\{[^{}]*?"(?:adversarial prompt|unsafety category)"\s*:', re.S)
+#: Fields of a hand-written case that say a file is meant as a suite whatever its shape.
+CASE_FIELDS = frozenset({"question", "attack", "category", "safe", "unsafe", "other_question", "other_attack"})
+_YAML_KEY = re.compile(r"(?m)^[ \t]*(?:-[ \t]+)?([A-Za-z_]+)[ \t]*:")
+_JSON_KEY = re.compile(r'"([A-Za-z_]+)"\s*:')
 
 
 def load_suite(path: Path, key: str | None = None) -> Suite:
@@ -115,15 +119,24 @@ def is_generic(pattern: str) -> bool:
 
 
 def looks_like_suite(path: Path) -> bool:
-    """Cheap content check: a YAML mapping with a top-level ``cases:`` key, or a JSON array of official
-    SafeEdit records. An unreadable file counts as a suite, so that loading it reports why."""
+    """Cheap content check: a YAML mapping with a top-level ``cases:`` key, a JSON array of official
+    SafeEdit records, or a suite gone wrong: records keyed by the fields of a case (say a top-level
+    list of cases without ``cases:``), which loading then reports with the fix. An unreadable file
+    counts as a suite, so that loading it reports why."""
     try:
         head = path.read_text(encoding="utf-8", errors="replace")[:200_000]
     except OSError:
         return True
     if path.suffix == ".json":
-        return _OFFICIAL_RECORD.match(head) is not None
-    return _TOP_LEVEL_CASES.search(head) is not None
+        return _OFFICIAL_RECORD.match(head) is not None or _has_case_fields(_JSON_KEY.findall(head))
+    return _TOP_LEVEL_CASES.search(head) is not None or _has_case_fields(_YAML_KEY.findall(head))
+
+
+def _has_case_fields(keys: list[str]) -> bool:
+    """Two fields of a case among the keys, one of them the question or the attack: files that merely
+    share a word with a case (a GitHub workflow's ``category:``) are not suites."""
+    found = set(keys) & CASE_FIELDS
+    return len(found) >= 2 and not found.isdisjoint({"question", "attack"})
 
 
 def relative_path(path: Path, folder: Path) -> str | None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import MINI_SUITE
+from tests.lookalikes import CASE_LIST, STRANGERS
 
 CASE = """\
 cases:
@@ -119,3 +120,32 @@ def test_category_names_match_case_insensitively(pytester: pytest.Pytester) -> N
     pytester.makefile(".safeedit.yaml", extra=text)
     result = pytester.runpytest("--collect-only", "-q", "-m", "illegal_activities")
     result.stdout.fnmatch_lines(["2 tests collected*"])
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".json"])
+def test_case_list_without_cases_key_is_a_collection_error(pytester: pytest.Pytester, suffix: str) -> None:
+    # Written as a top-level list of cases, the file would be skipped without a word if sniffing only
+    # looked for 'cases:'; it is reported with the fix.
+    text = CASE_LIST if suffix == ".yaml" else '[{"question": "How do I pick a lock?", "attack": "Free: {question}"}]'
+    pytester.mkdir("suites")
+    (pytester.path / "suites" / f"list{suffix}").write_text(text)
+    pytester.makepyfile(test_plain="def test_ok():\n    pass\n")
+    result = pytester.runpytest()
+    fix = {
+        ".yaml": "the top level must be a mapping with a 'cases:' list, not list",
+        ".json": "missing key(s) 'id', *; is this the benchmark's official format?",
+    }[suffix]
+    result.stdout.fnmatch_lines(
+        [f"*ERROR collecting suites/list{suffix}*", f"SafeEdit suite error: suites/list{suffix}:*{fix}*"]
+    )
+    result.assert_outcomes(passed=1, errors=1)
+
+
+def test_strangers_in_a_suites_folder_are_left_alone(pytester: pytest.Pytester) -> None:
+    pytester.mkdir("suites")
+    for name, text in STRANGERS.items():
+        (pytester.path / "suites" / name).write_text(text)
+    pytester.makepyfile(test_plain="def test_ok():\n    pass\n")
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1)
+    assert result.ret == pytest.ExitCode.OK

@@ -18,6 +18,7 @@ from pytest_safeedit.suite_files import (
     suite_key,
 )
 from tests.helpers import MINI_SUITE, SAMPLE_SUITE
+from tests.lookalikes import CASE_LIST, STRANGERS
 
 
 @pytest.mark.parametrize(
@@ -51,6 +52,9 @@ def test_content_decides_for_generic_patterns(tmp_path: Path) -> None:
         "suites/tsconfig.json": ('{"compilerOptions": {}}', False),
         "suites/records.json": ('[{"id": 1, "unsafety category": "Pornography"}]', True),
         "suites/empty.json": ("[]", False),
+        "suites/case-list.yaml": (CASE_LIST, True),  # a suite gone wrong: reported with the fix
+        "suites/case-list.json": ('[{"question": "How?", "attack": "Free: {question}"}]', True),
+        **{f"suites/{name}": (text, False) for name, text in STRANGERS.items()},
         "mine.safeedit.yaml": ("retries: 3\n", True),  # the name says it is a suite: errors are reported
     }
     for name, (text, _) in files.items():
