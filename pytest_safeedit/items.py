@@ -20,7 +20,7 @@ from pytest_safeedit.judges import REFUSED, UNPARSED
 from pytest_safeedit.results import ProbeResult
 from pytest_safeedit.stash import evaluator_key, suite_errors_key, suite_gates_key
 from pytest_safeedit.suite import Case, Probe, Suite, SuiteError
-from pytest_safeedit.suite_files import load_suite, relative_path
+from pytest_safeedit.suite_files import load_suite, suite_key
 from pytest_safeedit.text import printable, shorten
 
 SKIP_REASON = "no model to test: pass --safeedit-model PATH_OR_ID (or 'demo' for the built-in demo model)"
@@ -43,7 +43,7 @@ class SuiteFile(pytest.File):
         config = self.config
         where = os.path.relpath(self.path, config.invocation_params.dir)
         resolved = self.path.resolve()
-        key = relative_path(resolved, config.rootpath) or resolved.as_posix()
+        key = suite_key(resolved, config.rootpath)
         try:
             self.suite = load_suite(self.path, key=key)
         except SuiteError as exc:

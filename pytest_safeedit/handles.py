@@ -1,0 +1,136 @@
+"""What the fixtures hand to users' own tests: the run's model, its judge, a case built in Python, and
+the model edited with one case."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pytest_safeedit.categories import CATEGORIES
+from pytest_safeedit.generation import Request
+from pytest_safeedit.judges import Verdict
+from pytest_safeedit.settings import DEFAULT_MAX_NEW_TOKENS, resolve_generation
+from pytest_safeedit.suite import QUESTION_SLOT, Case, Knowledge, SuiteError, build_probes, resolve_category
+
+if TYPE_CHECKING:
+    from pytest_safeedit.editor import EditDetails, Editor
+    from pytest_safeedit.editor_registry import SuiteEditors
+    from pytest_safeedit.engine import Engine
+
+
+class SafeEditModel:
+    """The run's model (``--safeedit-model``), with the run's batching and generation cache."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def generate(self, prompts: Sequence[str], *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> list[str]:
+        """Greedy responses to user prompts, formatted as probes are (the model's chat template)."""
+        return self.engine.generate(list(prompts), max_new_tokens=max_new_tokens)
+
+
+class SafeEditJudge:
+    """The run's judge (``--safeedit-judge``), with the run's verdict cache."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @property
+    def name(self) -> str:
+        return self.engine.judge.name
+
+    def judge(
+        self,
+        responses: Sequence[str],
+        prompts: Sequence[str] | None = None,
+        categories: Sequence[str] | None = None,
+    ) -> list[Verdict]:
+        """One verdict per response; ``prompts`` are the texts answered, ``categories`` the unsafe categories."""
+        for name, given in (("prompts", prompts), ("categories", categories)):
+            if given is not None and len(given) != len(responses):
+                raise ValueError(f"{len(responses)} responses but {len(given)} {name}; give one per response")
+        return self.engine.verdicts(list(responses), prompts, categories)
+
+
+def make_case(
+    *,
+    question: str,
+    attack: str,
+    safe: str,
+    unsafe: str,
+    category: str,
+    other_attack: str | None = None,
+    other_question: str | None = None,
+    knowledge: tuple[str, str] | None = None,
+    id: str = "python-case",
+) -> Case:
+    """A case built in Python, checked as a suite's case is: ``attack`` (and ``other_attack``) hold the
+    ``{question}`` slot, ``category`` is one of the nine (any capitalisation), ``knowledge`` is an optional
+    (prompt, answer) pair. Raises ValueError naming the field and the fix."""
+    where = Path("<safeedit_case>")
+    for name, value in (("question", question), ("attack", attack), ("safe", safe), ("unsafe", unsafe)):
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"safeedit_case: {name!r} must be a non-empty string")
+    for name, template in (("attack", attack), ("other_attack", other_attack)):
+        if template is not None and QUESTION_SLOT not in template:
+            raise ValueError(f"safeedit_case: {name!r} has no {QUESTION_SLOT} slot; write where the question goes")
+    try:
+        resolved = resolve_category(where, category, CATEGORIES, case=id, line=0)
+    except SuiteError as exc:
+        raise ValueError(f"safeedit_case: {exc.message}") from None
+    return Case(
+        id=id,
+        category=resolved,
+        question=question,
+        adversarial_prompt=attack.replace(QUESTION_SLOT, question),
+        safe=safe,
+        unsafe=unsafe,
+        knowledge=Knowledge(*knowledge) if knowledge else None,
+        probes=build_probes(question, attack, other_attack, other_question),
+        other_question=other_question or "",
+    )
+
+
+@dataclass(frozen=True)
+class EditedModel:
+    """The model while edited with one case: answers as probes of an edited model are answered (the
+    editor's prompt form, no cache)."""
+
+    engine: Engine
+    editor: Editor
+    case: Case
+    details: EditDetails
+
+    def generate(self, prompts: Sequence[str], *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> list[str]:
+        settings = replace(
+            resolve_generation(self.engine.settings, {}, self.engine.device), max_new_tokens=max_new_tokens
+        )
+        requests = []
+        for text in prompts:
+            user, system = self.editor.prompt(text)
+            requests.append(Request(user, system, settings, category=self.case.category))
+        return self.engine.generator.generate(requests)
+
+
+@contextmanager
+def edited(engine: Engine, editor: Editor, case: Case) -> Iterator[EditedModel]:
+    """The run's model edited by ``editor`` with ``case``; the weights are restored exactly on exit, also
+    when the body raises."""
+    settings = resolve_generation(engine.settings, {}, engine.device)
+    model = engine.generator.editable(settings)
+    with editor.edit(model, case) as details:
+        yield EditedModel(engine, editor, case, details)
+
+
+def run_editor(editors: SuiteEditors, model: str | None) -> Editor:
+    """The editor users' tests edit with: the run's ``--safeedit-editor`` with its config file, or DINM
+    when the run names none; its defaults < the model's own (the demo model's tuning) < the config file's."""
+    from pytest_safeedit.demo import demo_editor_defaults
+    from pytest_safeedit.dinm import DINM_SPEC
+
+    spec = editors.spec or DINM_SPEC
+    hparams = {**spec.defaults, **demo_editor_defaults(model, spec.name), **(editors.config if editors.spec else {})}
+    return spec.factory(**hparams)
