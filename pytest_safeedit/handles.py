@@ -13,7 +13,7 @@ from pytest_safeedit.categories import CATEGORIES
 from pytest_safeedit.generation import Request
 from pytest_safeedit.judges import Verdict
 from pytest_safeedit.settings import DEFAULT_MAX_NEW_TOKENS, resolve_generation
-from pytest_safeedit.suite import QUESTION_SLOT, Case, Knowledge, SuiteError, build_probes, resolve_category
+from pytest_safeedit.suite import QUESTION_SLOT, Case, Knowledge, SuiteError, case_from_templates, resolve_category
 
 if TYPE_CHECKING:
     from pytest_safeedit.editor import EditDetails, Editor
@@ -81,16 +81,16 @@ def make_case(
         resolved = resolve_category(where, category, CATEGORIES, case=id, line=0)
     except SuiteError as exc:
         raise ValueError(f"safeedit_case: {exc.message}") from None
-    return Case(
+    return case_from_templates(
         id=id,
         category=resolved,
         question=question,
-        adversarial_prompt=attack.replace(QUESTION_SLOT, question),
+        attack=attack,
         safe=safe,
         unsafe=unsafe,
         knowledge=Knowledge(*knowledge) if knowledge else None,
-        probes=build_probes(question, attack, other_attack, other_question),
-        other_question=other_question or "",
+        other_attack=other_attack,
+        other_question=other_question,
     )
 
 

@@ -125,6 +125,36 @@ def build_probes(question: str, attack: str, other_attack: str | None, other_que
     return tuple(Probe(kind, inputs[kind]) for kind in PROBES if inputs[kind].strip())
 
 
+def case_from_templates(
+    *,
+    id: str,
+    category: str,
+    question: str,
+    attack: str,
+    safe: str,
+    unsafe: str,
+    knowledge: Knowledge | None,
+    other_attack: str | None,
+    other_question: str | None,
+    line: int = 0,
+    attack_name: str = "",
+) -> Case:
+    """An attack case from its question and attack templates: its adversarial prompt and probes filled in."""
+    return Case(
+        id=id,
+        category=category,
+        question=question,
+        adversarial_prompt=fill_template(attack, question),
+        safe=safe,
+        unsafe=unsafe,
+        knowledge=knowledge,
+        probes=build_probes(question, attack, other_attack, other_question),
+        line=line,
+        attack_name=attack_name,
+        other_question=other_question or "",
+    )
+
+
 def fill_template(template: str, question: str) -> str:
     """Put ``question`` into the ``{question}`` slot of an attack template."""
     return template.replace(QUESTION_SLOT, question)

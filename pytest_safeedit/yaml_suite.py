@@ -16,7 +16,7 @@ from pytest_safeedit.suite import (
     Probe,
     Suite,
     SuiteError,
-    build_probes,
+    case_from_templates,
     check_id,
     check_unique_ids,
     resolve_category,
@@ -286,18 +286,18 @@ def _case(
     question, safe, unsafe = texts["question"], texts["safe"], texts["unsafe"]
     assert question is not None and safe is not None and unsafe is not None and attack is not None
     attack_name = raw["attack"] if raw["attack"] in attacks else ""
-    return Case(
+    return case_from_templates(
         id=case_id,
         category=category,
         question=question,
-        adversarial_prompt=attack.replace(QUESTION_SLOT, question),
+        attack=attack,
         safe=safe,
         unsafe=unsafe,
         knowledge=knowledge,
-        probes=build_probes(question, attack, other_attack, other_question),
+        other_attack=other_attack,
+        other_question=other_question,
         line=raw.line,
         attack_name=attack_name,
-        other_question=other_question or "",
     )
 
 
