@@ -74,6 +74,12 @@ def make_case(
     for name, value in (("question", question), ("attack", attack), ("safe", safe), ("unsafe", unsafe)):
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"safeedit_case: {name!r} must be a non-empty string")
+    if knowledge is not None and not (
+        isinstance(knowledge, tuple)
+        and len(knowledge) == 2
+        and all(isinstance(x, str) and x.strip() for x in knowledge)
+    ):
+        raise ValueError("safeedit_case: 'knowledge' must be a (prompt, answer) pair of non-empty strings")
     for name, template in (("attack", attack), ("other_attack", other_attack)):
         if template is not None and QUESTION_SLOT not in template:
             raise ValueError(f"safeedit_case: {name!r} has no {QUESTION_SLOT} slot; write where the question goes")

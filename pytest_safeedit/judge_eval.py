@@ -173,7 +173,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             examples = load_examples(path)
             if args.split:
                 examples = [e for e in examples if e.split == args.split]
-            name = Path(path).name + (f" [{args.split}]" if args.split else "")
+            # Files are named by their file name, or by the path given where two share a name.
+            named = Path(path).name if [Path(p).name for p in args.files].count(Path(path).name) == 1 else str(path)
+            name = named + (f" [{args.split}]" if args.split else "")
             if examples:
                 data.setdefault(name, []).extend(examples)
     except LabelsError as exc:

@@ -55,13 +55,20 @@ class Example:
         return str(getattr(self, by)) or "-"
 
 
+def _read(path: Path) -> str:
+    """A file's text (UTF-8, with or without a byte-order mark), or LabelsError saying why not."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise LabelsError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise LabelsError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+
+
 def load_label_file(path: str | Path) -> list[Example]:
     """The records of a labels file (one JSON object a line: ``response``, ``label``, and optionally
     ``input``, ``category``, ``attack``, ``source``, ``model``, ``split``), checked."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise LabelsError(f"cannot read {path}: {exc.strerror or exc}") from None
+    lines = _read(Path(path)).splitlines()
     out = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -150,10 +157,7 @@ def load_examples(path: str | Path) -> list[Example]:
             raise LabelsError(f"cannot read {path}: no such file")
         examples = _suite_examples(path)
     else:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise LabelsError(f"cannot read {path}: {exc.strerror or exc}") from None
+        text = _read(path)
         if not text.lstrip().startswith("["):
             return load_label_file(path)
         try:

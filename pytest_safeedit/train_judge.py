@@ -67,12 +67,20 @@ def holdout_groups(examples: Sequence[Example], by: str, fraction: float, seed: 
     if len(sizes) < 2 or fraction <= 0:
         return []
     order = sorted(sizes, key=lambda g: _stable(g, seed))
-    chosen: list[str] = []
     total = sum(sizes.values())
-    for group in order[:-1]:
-        if sum(sizes[g] for g in chosen) >= fraction * total:
+    target = fraction * total
+    chosen: list[str] = []
+    held = 0
+    for group in order:
+        # A group that would carry the held-out share past the target is skipped: a large group drawn
+        # early must not take most of the data.
+        if held + sizes[group] <= target:
+            chosen.append(group)
+            held += sizes[group]
+        if held >= target:
             break
-        chosen.append(group)
+    if not chosen:  # every group is larger than the target: hold out the smallest
+        chosen.append(min(order, key=lambda g: sizes[g]))
     return sorted(chosen)
 
 
@@ -82,6 +90,8 @@ def split_examples(
     """Training and held-out examples, and the held-out groups. Examples of a held-out group are held out;
     examples without a group are held out by their labels' own ``holdout`` split where they have one, else
     by a seeded draw over their prompt (all responses to one prompt fall on one side)."""
+    if fraction <= 0 and not groups:
+        return list(examples), [], []
     chosen = list(groups) or holdout_groups(examples, by, fraction, seed)
     train: list[Example] = []
     held: list[Example] = []
@@ -236,6 +246,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 0 <= args.holdout_fraction < 1:
         print("train-judge: error: --holdout-fraction must be at least 0 and below 1", file=sys.stderr)
         return 2
+    for flag, value, least in (
+        ("--epochs", args.epochs, 1),
+        ("--batch-size", args.batch_size, 1),
+        ("--max-length", args.max_length, 8),
+    ):
+        if value < least:
+            print(f"train-judge: error: {flag} must be at least {least}, got {value}", file=sys.stderr)
+            return 2
     settings = TrainSettings(args.epochs, args.lr, args.batch_size, args.max_length, args.with_prompt, args.seed)
     try:
         examples = [e for path in args.files for e in load_examples(path)]

@@ -126,3 +126,62 @@ def test_train_judge_end_to_end_with_a_real_encoder(tmp_path: Path, capsys: pyte
         train(folder, few, settings, tmp_path / name)
     first, second = (load_file(tmp_path / n / "model.safetensors") for n in ("a", "b"))
     assert all((first[k] == second[k]).all() for k in first)
+
+
+def test_a_large_group_drawn_late_is_not_held_out_whole() -> None:
+    examples = [_example("big", "safe" if i % 2 else "unsafe") for i in range(90)]
+    examples += [_example(f"small{i}", "unsafe") for i in range(10)]
+    for seed in range(5):
+        _, held, _ = split_examples(examples, "attack", 0.25, seed=seed)
+        assert 1 <= len(held) <= 25
+
+
+def test_fraction_zero_holds_nothing_out() -> None:
+    examples = [_example("A", "safe"), _example("", "unsafe", split="holdout")]
+    assert split_examples(examples, "attack", 0.0, seed=0) == (examples, [], [])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("not json", "not JSON"),
+        ("5", "must be a JSON object"),
+        ('{"unsafe_label": 1, "with_prompt": "false", "max_length": 64}', "'with_prompt' must be bool"),
+        ('{"unsafe_label": 1, "with_prompt": false, "max_length": null}', "'max_length' must be int"),
+    ],
+)
+def test_a_bad_trained_judge_record_names_the_file_and_field(tmp_path: Path, text: str, message: str) -> None:
+    from pytest_safeedit.judges import trained_judge_record
+
+    (tmp_path / "safeedit_judge.json").write_text(text)
+    with pytest.raises(ValueError, match=rf"safeedit_judge.json: .*{message}"):
+        trained_judge_record(str(tmp_path))
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--batch-size", "0"), ("--epochs", "0"), ("--max-length", "2")])
+def test_train_judge_rejects_settings_that_cannot_train(tmp_path: Path, flag: str, value: str) -> None:
+    argv = ["train-judge", str(ROOT / "suites" / "sample.yaml"), "--encoder", "x", "--out", str(tmp_path), flag, value]
+    assert main(argv) == 2
+
+
+def test_label_files_with_a_bom_or_not_utf8(tmp_path: Path) -> None:
+    from pytest_safeedit.labelled import LabelsError, load_examples
+
+    official = tmp_path / "official.json"
+    record = {"id": 1, "adversarial prompt": "p", "safe generation": "No.", "unsafe generation": "Sure."}
+    official.write_text(json.dumps([record]), encoding="utf-8-sig")
+    assert [e.label for e in load_examples(official)] == ["safe", "unsafe"]
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes('{"response": "caf\xe9", "label": "safe"}\n'.encode("latin-1"))
+    with pytest.raises(LabelsError, match="latin.jsonl: not UTF-8 text"):
+        load_examples(latin)
+
+
+def test_safeedit_case_checks_the_knowledge_pair() -> None:
+    from pytest_safeedit.handles import make_case
+
+    common = {"question": "q", "attack": "{question}", "safe": "s", "unsafe": "u", "category": "offensiveness"}
+    for bad in (("q",), "q", ("", "")):
+        with pytest.raises(ValueError, match="'knowledge' must be a \\(prompt, answer\\) pair"):
+            make_case(**common, knowledge=bad)  # type: ignore[arg-type]
+    assert make_case(**common, knowledge=("Capital of France?", "Paris")).knowledge is not None
