@@ -7,6 +7,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from pytest_safeedit.cache import cache_root
@@ -173,6 +174,15 @@ JUDGE_HELP = (
 )
 
 
+def module_digest(module: ModuleType) -> str:
+    """The content of the module that decides verdicts, as imported (not a file found by name): a changed
+    rule changes the verdict cache's key, and a moved module is found wherever it is."""
+    source = getattr(module, "__file__", None)
+    if source is None:
+        raise ValueError(f"{module.__name__} has no source file to name its rules by")
+    return hashlib.sha256(Path(source).read_bytes()).hexdigest()
+
+
 def judge_identity(spec: str, options: JudgeOptions | None = None, memo_file: Any = None) -> str | None:
     """What decides the verdicts of the judge ``spec`` names, without loading it (for the verdict cache):
     the offline judges by their rules (this module's source), a model judge by its files' content, its
@@ -182,8 +192,9 @@ def judge_identity(spec: str, options: JudgeOptions | None = None, memo_file: An
 
     options = options or JudgeOptions()
     if spec in OFFLINE_JUDGES:
-        rules = Path(__file__).with_name("judges.py")
-        return digest("judge", spec, hashlib.sha256(rules.read_bytes()).hexdigest())
+        from pytest_safeedit import judges
+
+        return digest("judge", spec, module_digest(judges))
     if spec == "safeedit":
         content = files_identity(SAFEEDIT_CLASSIFIER, memo_file)
         return None if content is None else digest("judge", "safeedit", content)
@@ -211,8 +222,9 @@ def judge_identity(spec: str, options: JudgeOptions | None = None, memo_file: An
         loaded = load_rubric(options.rubric)
         rubric = (loaded.template, loaded.unsafe, loaded.safe, loaded.max_new_tokens)
     dtype = resolve_dtype(options.dtype, options.device, path, options.trust_remote_code)
-    here = Path(__file__).parent
-    source = [hashlib.sha256((here / f).read_bytes()).hexdigest() for f in ("guard_formats.py", "guard.py")]
+    from pytest_safeedit import guard, guard_formats
+
+    source = [module_digest(guard_formats), module_digest(guard)]
     return digest("judge", kind, content, fmt.name, rubric, dtype, options.device, source)
 
 
