@@ -38,7 +38,7 @@ GUARD_CODES = {
 
 #: The demo guard's size and training (a recipe like the demo model's; part of the cache key).
 GUARD_RECIPE = DemoRecipe(
-    version=1, vocab_size=1500, n_layer=2, n_embd=96, n_head=4, n_positions=512, epochs=8, seed=4321, suffix=""
+    version=2, vocab_size=1500, n_layer=2, n_embd=96, n_head=4, n_positions=512, epochs=12, seed=4321, suffix=""
 )
 
 

@@ -128,7 +128,9 @@ def _parser() -> argparse.ArgumentParser:
         help="refusal (default), refusal-strict, safeedit, classifier:PATH_OR_ID, guard:PATH_OR_ID (guard:demo: "
         "the demo guard) or llm:PATH_OR_ID; repeatable (each is evaluated on its own)",
     )
-    parser.add_argument("--judge-format", default="auto", choices=("auto", *GUARD_FORMATS), help="guard judges' format")
+    # harmbench-benchmark reads the bare question, which label files do not carry.
+    formats = [f for f in GUARD_FORMATS if f != "harmbench-benchmark"]
+    parser.add_argument("--judge-format", default="auto", choices=("auto", *formats), help="guard judges' format")
     parser.add_argument("--judge-rubric", metavar="FILE", help="rubric file of llm: judges (default: built-in)")
     parser.add_argument("--split", help="only records whose 'split' is this (e.g. holdout)")
     parser.add_argument(

@@ -50,3 +50,11 @@ def test_a_trained_classifier_folder_is_the_runs_judge(
     assert data["probes"] and all(p["verdict"]["label"] == "safe" for p in data["probes"])  # the head says class 0
     assert f"classifier:{folder}" in data["metadata"]["judge"]
     assert result.ret == pytest.ExitCode.OK
+
+
+def test_harmbench_benchmark_format_is_refused_in_runs_until_questions_reach_judges(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--safeedit-judge", "guard:x", "--safeedit-judge-format", "harmbench-benchmark")
+    result.stderr.fnmatch_lines(
+        ["*harmbench-benchmark needs each probe's bare question*use --safeedit-judge-format harmbench*"]
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
