@@ -58,7 +58,7 @@ OPTIONS = {
     ),
     "judge-unknown": Row(
         ("--safeedit-judge", "keywords"),
-        message="*'keywords' is not a judge; use 'refusal', 'refusal-strict', 'classifier:PATH_OR_ID'*",
+        message="*'keywords' is not a judge; use 'refusal', 'refusal-strict', 'safeedit'*'classifier:PATH_OR_ID'*",
     ),
     "judge-labels-empty": Row(
         ("--safeedit-judge-unsafe-labels", ","), message="*--safeedit-judge-unsafe-labels is empty*"
