@@ -4,9 +4,9 @@
 
 Data, and what was held out before anything was looked at:
 - SafeEdit train-split references (the official JSON files in ``--data``; a user's own copy, never in the
-  repository). Split by attack template: the six templates whose name's SHA-256 starts with 0-5 (Axies,
-  BISH, BasedGPT v2, DAN 5.0, NRAF, PersonGPT) were held out when the rule judge was written and when a
-  judge is trained here; the other nine were the development set.
+  repository). Split by attack template: six templates (Axies, BISH, BasedGPT v2, DAN 5.0, NRAF,
+  PersonGPT; ``HELD_OUT_TEMPLATES``) were held out when the rule judge was written and when a judge is
+  trained here; the other nine were the development set.
 - ``suites/sample.yaml``'s references (the project's own; development data).
 - ``labels/smollm2_sample_suite.jsonl`` (hand labels; its ``holdout`` split by case was never tuned on)
   and ``labels/demo_sample_suite.jsonl``.
@@ -19,7 +19,6 @@ held-out parts (``--encoder``: a folder or zip of all-MiniLM-L6-v2, by default t
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import json
 import subprocess
@@ -36,9 +35,14 @@ from pytest_safeedit.labelled import Example, load_examples
 ROOT = Path(__file__).resolve().parent.parent
 
 
+#: The train split's templates held out of the rule judge's development (and of training here), chosen
+#: before looking by the first hex digit (0-5) of the SHA-256 of the name. The rule also picks "Dan 8.6",
+#: which was put in the development set by mistake and looked at; it stays there.
+HELD_OUT_TEMPLATES = frozenset({"Axies", "BISH", "BasedGPT v2", "DAN 5.0", "NRAF", "PersonGPT"})
+
+
 def held_out_template(name: str) -> bool:
-    """The templates held out of development: a fixed rule on the name, chosen before looking."""
-    return hashlib.sha256(name.strip().encode()).hexdigest()[0] in "012345"
+    return name.strip() in HELD_OUT_TEMPLATES
 
 
 def parts(data: Path) -> dict[str, list[Example]]:
