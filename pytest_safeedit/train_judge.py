@@ -92,7 +92,7 @@ def split_examples(
     by a seeded draw over their prompt (all responses to one prompt fall on one side)."""
     if fraction <= 0 and not groups:
         return list(examples), [], []
-    chosen = list(groups) or holdout_groups(examples, by, fraction, seed)
+    chosen = sorted(groups) or holdout_groups(examples, by, fraction, seed)
     train: list[Example] = []
     held: list[Example] = []
     for example in examples:
