@@ -99,6 +99,17 @@ def judged_unsafe(verdicts: Sequence[Verdict], examples: Sequence[Example]) -> l
     return [v.label == UNSAFE if v.label != UNPARSED else not e.unsafe for v, e in zip(verdicts, examples)]
 
 
+def group_members(examples: Sequence[Example], keys: Sequence[str]) -> dict[str, list[int]]:
+    """The indices of all examples (``all``), then of each group of each key (``attack=NAME``), sorted."""
+    out: dict[str, list[int]] = {"all": list(range(len(examples)))}
+    for key in dict.fromkeys(keys):
+        members: dict[str, list[int]] = {}
+        for i, example in enumerate(examples):
+            members.setdefault(f"{key}={example.group(key)}", []).append(i)
+        out.update(sorted(members.items()))
+    return out
+
+
 def percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
@@ -206,13 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, examples in data.items():
             verdicts = judge_examples(examples, judges[spec])
             judged = judged_unsafe(verdicts, examples)
-            groups: list[tuple[str, list[int]]] = [("all", list(range(len(examples))))]
-            for by in args.group_by:
-                members: dict[str, list[int]] = {}
-                for i, e in enumerate(examples):
-                    members.setdefault(f"{by}={e.group(by)}", []).append(i)
-                groups += sorted(members.items())
-            for group, indices in groups:
+            for group, indices in group_members(examples, args.group_by).items():
                 a = agreement([judged[i] for i in indices], [examples[i].unsafe for i in indices])
                 unread = sum(verdicts[i].label == UNPARSED for i in indices)
                 key = f"{name} / {spec}" + ("" if group == "all" else f" / {group}")

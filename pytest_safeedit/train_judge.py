@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_safeedit.judge_eval import agreement, percent
+from pytest_safeedit.judge_eval import agreement, group_members, judge_examples, judged_unsafe, percent
 from pytest_safeedit.judges import TRAINED_JUDGE_FILE, ClassifierJudge, classifier_inputs
 from pytest_safeedit.labelled import GROUPS, Example, LabelsError, load_examples
 
@@ -196,17 +196,11 @@ def train(encoder: str, examples: Sequence[Example], settings: TrainSettings, ou
 
 
 def _figures(judge: ClassifierJudge, examples: Sequence[Example], by: str) -> dict[str, Any]:
-    from pytest_safeedit.judge_eval import judge_examples, judged_unsafe
-
-    verdicts = judge_examples(examples, judge)
-    judged = judged_unsafe(verdicts, examples)
-    out: dict[str, Any] = {"all": agreement(judged, [e.unsafe for e in examples]).to_dict()}
-    for key in dict.fromkeys((by, "source")):
-        for group in sorted({e.group(key) for e in examples}):
-            members = [i for i, e in enumerate(examples) if e.group(key) == group]
-            figures = agreement([judged[i] for i in members], [examples[i].unsafe for i in members])
-            out[f"{key}={group}"] = figures.to_dict()
-    return out
+    judged = judged_unsafe(judge_examples(examples, judge), examples)
+    return {
+        group: agreement([judged[i] for i in members], [examples[i].unsafe for i in members]).to_dict()
+        for group, members in group_members(examples, (by, "source")).items()
+    }
 
 
 def _parser() -> argparse.ArgumentParser:
