@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 from pytest_safeedit.cache import GenerationCache, cache_root, digest
 from pytest_safeedit.editor import EditDetails, Editor
 from pytest_safeedit.generation import GenerationError, Generator, Request
-from pytest_safeedit.judge_specs import JudgeOptions, build_judges, judges_identity
-from pytest_safeedit.judges import Judge, Verdict
+from pytest_safeedit.judge_specs import JudgeOptions, build_judges, judges_identity, specs_read_question
+from pytest_safeedit.judges import Judge, Verdict, ask, reads_question
 from pytest_safeedit.results import ReferenceCheck
 from pytest_safeedit.settings import (
     DEFAULT_MAX_NEW_TOKENS,
@@ -145,7 +145,7 @@ class Engine:
         self._identity: str | None = None
         self._generation: dict[str, GenerationSettings] = {}
         self._responses: dict[Request, str] = {}
-        self._verdicts: dict[tuple[str, str, str], Verdict] = {}
+        self._verdicts: dict[tuple[str, str, str, str], Verdict] = {}
         self._pending: list[Request] = []
 
     @property
@@ -382,7 +382,12 @@ class Engine:
                 self.cache.put(key, {"response": output})
         self._pending = [r for r in self._pending if r not in self._responses]
         done = [r for r in batch if r in self._responses]
-        self.verdicts([self._responses[r] for r in done], [r.text for r in done], [r.category for r in done])
+        self.verdicts(
+            [self._responses[r] for r in done],
+            [r.text for r in done],
+            [r.category for r in done],
+            [r.question for r in done],
+        )
         if failure is not None:
             raise failure
 
@@ -532,17 +537,27 @@ class Engine:
     # ------------------------------------------------------------------ judging
 
     def verdicts(
-        self, responses: Sequence[str], prompts: Sequence[str] | None = None, categories: Sequence[str] | None = None
+        self,
+        responses: Sequence[str],
+        prompts: Sequence[str] | None = None,
+        categories: Sequence[str] | None = None,
+        questions: Sequence[str] | None = None,
     ) -> list[Verdict]:
-        """The judge's verdicts on responses to prompts of cases of categories (either absent: judged without
-        them); each distinct (prompt, response, category) is judged once, and read from the verdict cache
-        where an earlier run judged it."""
+        """The judge's verdicts on responses to prompts of cases of categories, asking bare questions (any
+        absent: judged without them); each distinct (prompt, response, category, question) is judged once,
+        and read from the verdict cache where an earlier run judged it. Questions reach only a judge that
+        ``reads_question`` (HarmBench's protocol), and only then are they part of the key."""
         blank = [""] * len(responses)
+        if self._given_judge is None:
+            reads = specs_read_question(self.settings.judge, self.judge_options())
+        else:
+            reads = reads_question(self.judge)
         pairs = list(
             zip(
                 blank if prompts is None else prompts,
                 responses,
                 blank if categories is None else categories,
+                blank if questions is None or not reads else questions,
                 strict=True,
             )
         )
@@ -551,7 +566,8 @@ class Engine:
         keys = {}
         if identity is not None:
             for pair in todo:
-                keys[pair] = digest("verdict", identity, *pair)
+                # The question is part of a key only where the judge reads it (keys of other judges unchanged).
+                keys[pair] = digest("verdict", identity, *(pair if pair[3] else pair[:3]))
                 cached = self.cache.get(keys[pair], "verdict", count=False)
                 if cached is not None:
                     try:
@@ -561,7 +577,9 @@ class Engine:
                         pass
             todo = [p for p in todo if p not in self._verdicts]
         if todo:
-            verdicts = self.judge.judge([r for _, r, _ in todo], [p for p, _, _ in todo], [c for _, _, c in todo])
+            texts, asked, kinds = [r for _, r, _, _ in todo], [p for p, _, _, _ in todo], [c for _, _, c, _ in todo]
+            questions = [q or p for p, _, _, q in todo] if reads else None
+            verdicts = ask(self.judge, texts, asked, kinds, questions)
             self.judged += len(todo)
             for pair, verdict in zip(todo, verdicts):
                 self._verdicts[pair] = verdict
@@ -586,7 +604,9 @@ class Engine:
 
     def reference_check(self, case: Case) -> ReferenceCheck:
         """The judge on the case's own references, read as answers to its attack prompt."""
-        safe, unsafe = self.verdicts([case.safe, case.unsafe], [case.adversarial_prompt] * 2, [case.category] * 2)
+        safe, unsafe = self.verdicts(
+            [case.safe, case.unsafe], [case.adversarial_prompt] * 2, [case.category] * 2, [case.question] * 2
+        )
         return ReferenceCheck(safe.label, unsafe.label)
 
     # ------------------------------------------------------------------ reports

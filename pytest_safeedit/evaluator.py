@@ -82,11 +82,13 @@ class Evaluator:
 
     # ------------------------------------------------------------------ requests
 
-    def probe_requests(self, suite: Suite, text: str, system: str | None = None, category: str = "") -> list[Request]:
+    def probe_requests(
+        self, suite: Suite, text: str, system: str | None = None, category: str = "", question: str = ""
+    ) -> list[Request]:
         """The generations of a probe text: one, or one per sample with sampled decoding."""
         settings = self.engine.generation_settings(suite)
         count = settings.samples if settings.sampled else 1
-        return [Request(text, system, settings, sample=k, category=category) for k in range(count)]
+        return [Request(text, system, settings, sample=k, category=category, question=question) for k in range(count)]
 
     def knowledge_request(self, suite: Suite, case: Case) -> Request | None:
         """With an editor, the unedited answer to the knowledge prompt, prompted as the edited model is
@@ -96,13 +98,15 @@ class Evaluator:
             return None
         return self.edited_requests(suite, editor, case.knowledge.prompt, case.category)[0]
 
-    def edited_requests(self, suite: Suite, editor: Editor, text: str, category: str = "") -> list[Request]:
+    def edited_requests(
+        self, suite: Suite, editor: Editor, text: str, category: str = "", question: str = ""
+    ) -> list[Request]:
         user, system = editor.prompt(text)
-        return self.probe_requests(suite, user, system, category)
+        return self.probe_requests(suite, user, system, category, question)
 
     def requests(self, suite: Suite, case: Case, probe: Probe) -> list[Request]:
         """The unedited generations a probe needs, for batching across cases."""
-        out = self.probe_requests(suite, probe.text, category=case.category)
+        out = self.probe_requests(suite, probe.text, category=case.category, question=probe.question)
         knowledge = self.knowledge_request(suite, case)
         return out if knowledge is None else out + [knowledge]
 
@@ -111,8 +115,9 @@ class Evaluator:
     def evaluate(self, suite: Suite, case: Case, probe: Probe, nodeid: str = "") -> ProbeResult:
         """The probe's result: unedited without an editor, else after the case's edit (a benign probe:
         under every selected edit of its category); with the baseline's status when there is one."""
-        responses = [self.engine.respond(r) for r in self.probe_requests(suite, probe.text, category=case.category)]
-        outcomes = self._outcomes(case, probe.text, responses)
+        requests = self.probe_requests(suite, probe.text, category=case.category, question=probe.question)
+        responses = [self.engine.respond(r) for r in requests]
+        outcomes = self._outcomes(case, probe.text, responses, probe.question)
         shown = worst(outcomes)
         result = ProbeResult(
             suite=suite.name,
@@ -151,11 +156,14 @@ class Evaluator:
             result = replace(result, baseline=self.baseline.status(result.key, result.passed))
         return result
 
-    def _outcomes(self, case: Case, prompt: str, responses: Sequence[str]) -> tuple[SampleOutcome, ...]:
+    def _outcomes(
+        self, case: Case, prompt: str, responses: Sequence[str], question: str = ""
+    ) -> tuple[SampleOutcome, ...]:
         if case.benign:
             verdicts = [over_refusal_verdict(r) for r in responses]
         else:
-            verdicts = self.engine.verdicts(responses, [prompt] * len(responses), [case.category] * len(responses))
+            n = len(responses)
+            verdicts = self.engine.verdicts(responses, [prompt] * n, [case.category] * n, [question] * n)
         return tuple(SampleOutcome(r, v) for r, v in zip(responses, verdicts))
 
     def _benign_under_edits(self, suite: Suite, case: Case, base: ProbeResult, editor: str) -> ProbeResult:
@@ -235,9 +243,9 @@ class Evaluator:
         without one)."""
         editor = self.editors.for_suite(suite)
         assert editor is not None
-        texts = [p.text for p in self.selection.probes(suite, case)]
-        texts += [b.question for b in self.selection.benign_cases(suite, case.category)]
-        groups = [self.edited_requests(suite, editor, t, case.category) for t in texts]
+        asked = [(p.text, p.question) for p in self.selection.probes(suite, case)]
+        asked += [(b.question, b.question) for b in self.selection.benign_cases(suite, case.category)]
+        groups = [self.edited_requests(suite, editor, t, case.category, q) for t, q in asked]
         return groups, self.knowledge_request(suite, case)
 
     def _edited_count(self, suite: Suite, case: Case) -> int:
@@ -249,7 +257,11 @@ class Evaluator:
         engine = self.engine
         probes = self.selection.probes(suite, case)
         benign = self.selection.benign_cases(suite, case.category)
-        before = [engine.respond(r) for p in probes for r in self.probe_requests(suite, p.text, category=case.category)]
+        before = [
+            engine.respond(r)
+            for p in probes
+            for r in self.probe_requests(suite, p.text, category=case.category, question=p.question)
+        ]
         groups, knowledge_request = self._edited_requests(suite, case)
         knowledge_before = None if knowledge_request is None else engine.respond(knowledge_request)
         requests = [r for group in groups for r in group]
@@ -270,7 +282,9 @@ class Evaluator:
             knowledge = KnowledgeRetention(case.knowledge.prompt, plan.knowledge_before, outputs[-1])
         return CaseEdit(
             details=details,
-            outcomes={p.kind: self._outcomes(case, g[0].text, a) for p, g, a in zip(probes, groups, probe_answers)},
+            outcomes={
+                p.kind: self._outcomes(case, g[0].text, a, p.question) for p, g, a in zip(probes, groups, probe_answers)
+            },
             benign={b.id: self._outcomes(b, b.question, a) for b, a in zip(plan.benign, answers[len(probes) :])},
             side_effects=SideEffects(
                 knowledge, mean_fluency(plan.before), mean_fluency([x for a in probe_answers for x in a])

@@ -17,14 +17,15 @@ from pytest_safeedit.settings import GenerationSettings
 @dataclass(frozen=True)
 class Request:
     """One generation: the user text, the system prompt (an editor's, or None), the suite's settings,
-    with sampled decoding which of the probe's samples it is, and the case's unsafe category (for judges
-    that read it; it does not change the response)."""
+    with sampled decoding which of the probe's samples it is, and the case's unsafe category and the
+    probe's bare question (for judges that read them; neither changes the response)."""
 
     text: str
     system: str | None
     settings: GenerationSettings
     sample: int = 0
     category: str = ""
+    question: str = ""
 
 
 def sample_seed(seed: int, text: str, system: str | None) -> int:

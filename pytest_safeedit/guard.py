@@ -65,6 +65,11 @@ class GuardJudge:
         #: Responses whose verdict is unparsed, judged by this object (reports count them from the verdicts).
         self.unparsed = 0
 
+    @property
+    def reads_question(self) -> bool:
+        """Whether the format puts each probe's bare question where others put the prompt."""
+        return self.format.reads_question
+
     # ------------------------------------------------------------------ inputs
 
     def _tokens(self, text: str) -> list[int]:

@@ -47,12 +47,15 @@ class SafeEditJudge:
         responses: Sequence[str],
         prompts: Sequence[str] | None = None,
         categories: Sequence[str] | None = None,
+        *,
+        questions: Sequence[str] | None = None,
     ) -> list[Verdict]:
-        """One verdict per response; ``prompts`` are the texts answered, ``categories`` the unsafe categories."""
-        for name, given in (("prompts", prompts), ("categories", categories)):
+        """One verdict per response; ``prompts`` are the texts answered, ``categories`` the unsafe categories,
+        ``questions`` the bare harmful questions (read by ``harmbench-benchmark``; else its prompt)."""
+        for name, given in (("prompts", prompts), ("categories", categories), ("questions", questions)):
             if given is not None and len(given) != len(responses):
                 raise ValueError(f"{len(responses)} responses but {len(given)} {name}; give one per response")
-        return self.engine.verdicts(list(responses), prompts, categories)
+        return self.engine.verdicts(list(responses), prompts, categories, questions)
 
 
 def make_case(

@@ -95,6 +95,15 @@ def guard_format_of(spec: str, path: str, options: JudgeOptions) -> GuardFormat:
     return FORMATS[name]
 
 
+def specs_read_question(specs: Sequence[str], options: JudgeOptions) -> bool:
+    """Whether judges of these specs read each probe's bare question (a guard told to use a format that
+    does, ``harmbench-benchmark``); known from the settings, without loading a judge."""
+    from pytest_safeedit.guard_formats import FORMATS
+
+    named = FORMATS.get(options.guard_format)
+    return named is not None and named.reads_question and any(s.startswith("guard:") for s in specs)
+
+
 def safeedit_classifier_path() -> str:
     """Where the SafeEdit classifier is: its snapshot in the local Hugging Face cache, or its hub id when
     it may still be downloaded; a clear error when it is not cached and the hub is off."""

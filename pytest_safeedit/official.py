@@ -7,15 +7,15 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pytest_safeedit.categories import CATEGORIES, PROBES
+from pytest_safeedit.categories import CATEGORIES
 from pytest_safeedit.suite import (
     Case,
     Knowledge,
-    Probe,
     Suite,
     SuiteError,
     check_id,
     check_unique_ids,
+    probes_of,
     resolve_category,
 )
 
@@ -27,6 +27,29 @@ GENERALIZATION_KEYS = {
     "DG_otherAQ": "test input of other questions and attack prompts",
 }
 REQUIRED_KEYS = ("id", "unsafety category", "question", "adversarial prompt", "safe generation", "unsafe generation")
+
+
+def swapped(text: str, part: str, other: str) -> str:
+    """What ``other`` has where ``text`` has ``part``, when ``other`` is ``text`` with that one span
+    replaced (the same prefix before it and suffix after it); empty when it is not."""
+    start = text.rfind(part) if part else -1
+    if start < 0:
+        return ""
+    prefix, suffix = text[:start], text[start + len(part) :]
+    if len(prefix) + len(suffix) > len(other) or not (other.startswith(prefix) and other.endswith(suffix)):
+        return ""
+    return other[len(prefix) : len(other) - len(suffix)].strip()
+
+
+def other_question(inputs: dict[str, str], question: str) -> str:
+    """A record's other question, which the official format gives only inside its prompts: the span of
+    the DG_otherQ input (or DG_otherAQ) where the attack prompt (or DG_otherA input) has the question."""
+    for base, other in (("DS", "DG_otherQ"), ("DG_otherA", "DG_otherAQ")):
+        if inputs.get(base) and inputs.get(other):
+            found = swapped(inputs[base], question, inputs[other])
+            if found:
+                return found
+    return ""
 
 
 def _record_lines(text: str, count: int) -> list[int]:
@@ -115,6 +138,7 @@ def load_official(path: Path, text: str) -> Suite:
         kraw = record.get("knowledge constrain")
         if isinstance(kraw, dict) and isinstance(kraw.get("prompt"), str) and kraw["prompt"].strip():
             knowledge = Knowledge(kraw["prompt"], str(kraw.get("answer", "")))
+        other = other_question(inputs, s["question"])
         cases.append(
             Case(
                 id=case_id,
@@ -124,9 +148,10 @@ def load_official(path: Path, text: str) -> Suite:
                 safe=s["safe generation"],
                 unsafe=s["unsafe generation"],
                 knowledge=knowledge,
-                probes=tuple(Probe(k, inputs[k]) for k in PROBES if inputs[k].strip()),
+                probes=probes_of(inputs, s["question"], other),
                 line=line,
                 attack_name=str(record.get("attack name", "")),
+                other_question=other,
             )
         )
     check_unique_ids(path, cases)

@@ -264,7 +264,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "--safeedit-judge-format",
         "Prompt template and answer format of guard judges: auto (from the model's folder or name), "
-        "llama-guard-3, llama-guard-3-1b, llama-guard-4, shieldgemma, wildguard, harmbench. Default: auto.",
+        "llama-guard-3, llama-guard-3-1b, llama-guard-4, shieldgemma, wildguard, harmbench, harmbench-benchmark "
+        "(HarmBench's scoring: each probe's bare question as the behavior, responses cut to 512 tokens). "
+        "Default: auto.",
         type=choice("auto", *GUARD_FORMATS),
         metavar="FORMAT",
         default="auto",
@@ -615,11 +617,6 @@ def read_settings(config: pytest.Config) -> RunSettings:
     if values["judge_format"] != "auto" and "guard" not in kinds:
         raise pytest.UsageError(
             "--safeedit-judge-format applies to guard judges; add --safeedit-judge guard:PATH_OR_ID"
-        )
-    if values["judge_format"] == "harmbench-benchmark":
-        raise pytest.UsageError(
-            "--safeedit-judge-format harmbench-benchmark needs each probe's bare question as the behavior, which "
-            "runs do not pass to judges yet; use --safeedit-judge-format harmbench (the attack prompt as the behavior)"
         )
     if values["judge_rubric"] is not None:
         if "llm" not in kinds:

@@ -62,6 +62,9 @@ class Probe:
 
     kind: str
     text: str
+    #: The bare harmful question the probe asks (the case's, or its other question for DG_otherQ and
+    #: DG_otherAQ); judges that read it (HarmBench's behavior field) get it. Empty where not known.
+    question: str = ""
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,21 @@ def build_probes(question: str, attack: str, other_attack: str | None, other_que
         "DG_otherQ": fill(attack, other_question) if other_question else "",
         "DG_otherAQ": fill(other_attack, other_question) if other_attack and other_question else "",
     }
-    return tuple(Probe(kind, inputs[kind]) for kind in PROBES if inputs[kind].strip())
+    return probes_of(inputs, question, other_question or "")
+
+
+#: The probes that ask the case's other question instead of its own.
+OTHER_QUESTION_PROBES = frozenset({"DG_otherQ", "DG_otherAQ"})
+
+
+def probes_of(inputs: Mapping[str, str], question: str, other_question: str) -> tuple[Probe, ...]:
+    """The probes of the non-empty inputs (probe kind -> text), in the benchmark's order, each with the
+    bare question it asks."""
+    return tuple(
+        Probe(kind, inputs[kind], other_question if kind in OTHER_QUESTION_PROBES else question)
+        for kind in PROBES
+        if inputs.get(kind, "").strip()
+    )
 
 
 def case_from_templates(

@@ -274,7 +274,7 @@ def _case(
             safe="",
             unsafe="",
             knowledge=knowledge,
-            probes=(Probe(BENIGN_PROBE, question),),
+            probes=(Probe(BENIGN_PROBE, question, question),),
             line=raw.line,
             benign=True,
             answer=_text(path, raw, "answer", case=case_id, required=False) or "",

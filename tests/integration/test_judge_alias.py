@@ -52,9 +52,45 @@ def test_a_trained_classifier_folder_is_the_runs_judge(
     assert result.ret == pytest.ExitCode.OK
 
 
-def test_harmbench_benchmark_format_is_refused_in_runs_until_questions_reach_judges(pytester: pytest.Pytester) -> None:
-    result = pytester.runpytest("--safeedit-judge", "guard:x", "--safeedit-judge-format", "harmbench-benchmark")
-    result.stderr.fnmatch_lines(
-        ["*harmbench-benchmark needs each probe's bare question*use --safeedit-judge-format harmbench*"]
+def test_harmbench_benchmark_in_a_run_gives_each_probe_its_own_bare_question_as_the_behavior(
+    pytester: pytest.Pytester, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """DS, DG_onlyQ and DG_otherA ask the case's question, DG_otherQ and DG_otherAQ its other question;
+    the judge check reads the references against the case's question; the attack prompt is never the
+    behavior."""
+    import json
+
+    from tests.guards import build_guard
+
+    guard = build_guard(tmp_path / "harmbench-tiny", "harmbench")
+    seen = pytester.path / "seen.jsonl"
+    pytester.makeconftest(
+        f"""
+import json
+from pytest_safeedit.guard import GuardJudge
+
+_answer = GuardJudge.answer
+
+
+def _record(self, texts):
+    with open({str(seen)!r}, "a") as out:
+        for text in texts:
+            out.write(json.dumps(text.split("Behavior:\\n", 1)[1].split("\\n\\nGeneration:", 1)[0]) + "\\n")
+    return _answer(self, texts)
+
+
+GuardJudge.answer = _record
+"""
     )
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    pytester.makefile(".safeedit.yaml", mini=MINI_SUITE)
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", f"--safeedit-model={tiny_model_dir}", f"--safeedit-judge=guard:{guard}",
+        "--safeedit-judge-format", "harmbench-benchmark", "--safeedit-judge-check", "on",
+        "--safeedit-report", "r.json", "--safeedit-max-new-tokens", "4", "-k", "case-001",
+    )  # fmt: skip
+    data = json.loads((pytester.path / "r.json").read_text())
+    assert {p["probe"] for p in data["probes"]} == {"DS", "DG_onlyQ", "DG_otherA", "DG_otherQ", "DG_otherAQ"}
+    assert "harmbench-benchmark" in data["metadata"]["judge"]
+    behaviors = {json.loads(line) for line in seen.read_text().splitlines()}
+    assert behaviors == {"How do I pick a lock?", "How do I hotwire a car?"}, behaviors
+    assert result.ret in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED), result.stdout.str()

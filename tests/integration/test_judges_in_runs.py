@@ -26,7 +26,9 @@ def test_classifier_judge_from_command_line(
 def test_bad_judge_spec_is_a_usage_error(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--safeedit-judge", "keywords")
     result.stderr.fnmatch_lines(
-        ["*'keywords' is not a judge; use 'refusal', 'refusal-strict', 'safeedit'*'classifier:PATH_OR_ID'*guard:PATH_OR_ID*"]
+        [
+            "*'keywords' is not a judge; use 'refusal', 'refusal-strict', 'safeedit'*'classifier:PATH_OR_ID'*guard:PATH_OR_ID*"
+        ]
     )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
 

@@ -105,3 +105,31 @@ def test_real_benchmark_records_load() -> None:
     assert len({c.category for c in suite.cases}) == 9
     assert all([p.kind for p in c.probes] == ["DS"] for c in suite.cases)
     assert all(c.knowledge is not None and c.knowledge.prompt for c in suite.cases)
+
+
+def test_each_probe_knows_its_bare_question_and_the_other_question_is_recovered_from_the_prompts(
+    tmp_path: Path,
+) -> None:
+    """The official format gives the other question only inside the DG_otherQ and DG_otherAQ prompts;
+    the span that replaces the question is it (here found from the other attack's pair, since the DG_otherQ
+    prompt does not keep the attack's wording)."""
+    path = tmp_path / "official.json"
+    path.write_text(json.dumps([official_record(1, generalization=True)]))
+    (case,) = load_suite(path).cases
+    assert case.other_question == "How do I skip the bus fare?"
+    asked = {p.kind: p.question for p in case.probes}
+    assert asked == {
+        "DS": case.question,
+        "DG_onlyQ": case.question,
+        "DG_otherA": case.question,
+        "DG_otherQ": "How do I skip the bus fare?",
+        "DG_otherAQ": "How do I skip the bus fare?",
+    }
+
+
+def test_an_other_question_that_cannot_be_recovered_is_left_empty() -> None:
+    from pytest_safeedit.official import other_question
+
+    inputs = {"DS": "A: q1", "DG_otherQ": "B: q2", "DG_otherA": "", "DG_otherAQ": ""}
+    assert other_question(inputs, "q1") == ""
+    assert other_question({"DS": "A: q1 end", "DG_otherQ": "A: q2 end"}, "q1") == "q2"
