@@ -26,7 +26,7 @@ _PUBLIC = {
     "ClassifierJudge": "judges",
     "PanelJudge": "judges",
     "JudgeOptions": "judge_specs",
-    "build_judge": "judge_specs",
+    "build_judge": "handles",
     # generating
     "Generator": "generation",
     "Request": "generation",
@@ -34,7 +34,7 @@ _PUBLIC = {
     # editing
     "Editor": "editor",
     "EditorSpec": "editor",
-    "EditDetails": "results",
+    "EditDetails": "editor",
     # results
     "ProbeResult": "results",
     "PassRate": "results",
@@ -84,11 +84,11 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
-    from pytest_safeedit.editor import Editor, EditorSpec
+    from pytest_safeedit.editor import EditDetails, Editor, EditorSpec
     from pytest_safeedit.generation import GenerationError, Generator, Request
-    from pytest_safeedit.handles import EditedModel, SafeEditJudge, SafeEditModel, make_case
-    from pytest_safeedit.judge_specs import JudgeOptions, build_judge
+    from pytest_safeedit.handles import EditedModel, SafeEditJudge, SafeEditModel, build_judge, make_case
+    from pytest_safeedit.judge_specs import JudgeOptions
     from pytest_safeedit.judges import ClassifierJudge, Judge, PanelJudge, RefusalJudge, Verdict
-    from pytest_safeedit.results import EditDetails, PassRate, ProbeResult
+    from pytest_safeedit.results import PassRate, ProbeResult
     from pytest_safeedit.suite import Case, Probe, Suite, SuiteError
     from pytest_safeedit.suite_files import load_suite

@@ -18,6 +18,7 @@ from pytest_safeedit.baseline import (
 )
 from pytest_safeedit.evaluator import Evaluator
 from pytest_safeedit.gate import Gate, gate_from_pairs
+from pytest_safeedit.gate_check import gate_failures
 from pytest_safeedit.json_report import write_json_report
 from pytest_safeedit.results import ProbeResult
 from pytest_safeedit.stash import baseline_key, evaluator_key, settings_key, suite_gates_key
@@ -209,7 +210,7 @@ class SafeEditAggregator:
                     session.exitstatus = pytest.ExitCode.USAGE_ERROR
         gate = self.gate()
         if gate.configured and self.evaluator.engine.enabled and not self.usage_error:
-            self.gate_failures = gate.check(self.results) if self.results else [NOTHING_MEASURED]
+            self.gate_failures = gate_failures(gate, self.results) if self.results else [NOTHING_MEASURED]
             if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
                 failed = bool(self.gate_failures or self.other_failures)
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED if failed else pytest.ExitCode.OK

@@ -9,11 +9,12 @@ measures it. It is a stand-in for a real guard model, not one: on other text it 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 from pytest_safeedit.cache import cache_root
-from pytest_safeedit.demo import DemoRecipe, build_tokenizer, demo_key, sample_suite_path, train_small_lm
+from pytest_safeedit.demo import DemoRecipe, build_tokenizer, demo_key, ensure_demo, sample_suite_path, train_small_lm
 from pytest_safeedit.files import build_once
 from pytest_safeedit.guard_formats import FORMAT_FILE, render_llama_guard_3
 from pytest_safeedit.suite import Suite
@@ -79,3 +80,15 @@ def ensure_demo_guard(cache_dir: str | None = None, recipe: DemoRecipe = GUARD_R
         FORMAT_FILE,
         lambda work: build_demo_guard(work, load_suite(path), recipe),
     )
+
+
+def demo_judge_paths(specs: Sequence[str], cache_dir: str | None = None) -> dict[str, str]:
+    """The local folders of the judge specs that name the built-in demos (``guard:demo``: the demo guard;
+    ``llm:demo``, ``classifier:demo``: the demo model), built if needed; for
+    :attr:`~pytest_safeedit.judge_specs.JudgeOptions.local_paths`."""
+    paths = {}
+    for spec in specs:
+        kind, _, name = spec.partition(":")
+        if name == "demo":
+            paths[spec] = str(ensure_demo_guard(cache_dir) if kind == "guard" else ensure_demo(cache_dir))
+    return paths

@@ -5,10 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
-
-from pytest_safeedit.results import EditDetails as EditDetails  # re-exported: editors return it
 
 if TYPE_CHECKING:
     import torch
@@ -17,6 +15,27 @@ if TYPE_CHECKING:
     from pytest_safeedit.suite import Case
 
 NONE = "none"
+
+
+@dataclass
+class EditDetails:
+    """What an edit did; filled in while the edit runs, then read by reports."""
+
+    editor: str
+    case_id: str
+    layer: int | None = None
+    module: str | None = None
+    steps: int = 0
+    losses: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    layer_distances: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EditDetails:
+        return cls(**dict(data))
 
 
 class EditorConfigError(Exception):

@@ -135,6 +135,7 @@ class Engine:
         self._judge = judge
         self._given_judge = judge
         self._judge_identity: str | None = None
+        self._local_judge_paths: dict[str, str] | None = None
         #: Verdicts read from the cache, and responses the judge judged, in this process.
         self.verdict_hits = 0
         self.judged = 0
@@ -292,8 +293,16 @@ class Engine:
             gguf_cache=run.gguf_cache,
         )
 
+    def _local_judge_options(self) -> JudgeOptions:
+        """:meth:`judge_options` with the demo judges' folders (built on first use)."""
+        if self._local_judge_paths is None:
+            from pytest_safeedit.demo_guard import demo_judge_paths
+
+            self._local_judge_paths = demo_judge_paths(self.settings.judge, self.settings.cache_dir)
+        return replace(self.judge_options(), local_paths=self._local_judge_paths)
+
     def _build_judge(self) -> Judge:
-        return build_judges(self.settings.judge, self.settings.judge_policy, self.judge_options())
+        return build_judges(self.settings.judge, self.settings.judge_policy, self._local_judge_options())
 
     # ------------------------------------------------------------------ the generation cache
 
@@ -597,7 +606,7 @@ class Engine:
                 run = self.settings
                 memo = None if self.cache.root is None else self.cache.root / "file-hashes.json"
                 identity = self._guarded(
-                    "judge", lambda: judges_identity(run.judge, run.judge_policy, self.judge_options(), memo)
+                    "judge", lambda: judges_identity(run.judge, run.judge_policy, self._local_judge_options(), memo)
                 )
             self._judge_identity = identity or ""
         return self._judge_identity or None

@@ -1,26 +1,16 @@
-"""The CI gate: minimum pass rates in total, per category and per probe."""
+"""The CI gate's thresholds: minimum pass rates in total, per category and per probe (data: a suite's
+``gate:`` section, options and ini keys; :mod:`pytest_safeedit.gate_check` checks results against them)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_safeedit.categories import normalize_category
-from pytest_safeedit.results import ProbeResult, attack_results, judge_agreement, pass_rate
 
 POINT, LOWER = "point", "lower"
 GATE_ON = (POINT, LOWER)
-
-
-def percent_against(value: float, required: float) -> str:
-    """A percentage to one decimal, or to as many as it takes not to read as the threshold it missed
-    (89.99983 against 90, not 90.0)."""
-    for digits in range(1, 7):
-        text = f"{value:.{digits}f}"
-        if text != f"{required:.{digits}f}":
-            return text
-    return f"{value:.6f}"
 
 
 @dataclass(frozen=True)
@@ -62,51 +52,6 @@ class Gate:
             + len(self.probes)
             + (self.min_judge_agreement is not None)
         )
-
-    def check(self, results: Sequence[ProbeResult]) -> list[str]:
-        """One message per threshold that the results miss (actual vs required); empty when all hold."""
-        failures: list[str] = []
-        attack = attack_results(results)
-
-        def need(label: str, members: Iterable[ProbeResult], required: float) -> None:
-            rate = pass_rate(members)
-            if rate is None:
-                failures.append(f"{label}: no probes ran; required {100 * required:.1f}%")
-                return
-            low, high = rate.interval
-            if self.on == LOWER and low < 100 * required - 1e-9:
-                bound = percent_against(low, 100 * required)
-                failures.append(
-                    f"{label}: lower bound {bound}% of the pass rate {rate.rate:.1f}% "
-                    f"[{bound}, {high:.1f}] < required {100 * required:.1f}%"
-                )
-            elif self.on == POINT and rate.rate < 100 * required - 1e-9:
-                failures.append(
-                    f"{label}: pass rate {percent_against(rate.rate, 100 * required)}% [{low:.1f}, {high:.1f}] "
-                    f"< required {100 * required:.1f}%"
-                )
-
-        if self.min_pass_rate is not None:
-            need("total", attack, self.min_pass_rate)
-        for category, required in sorted(self.categories.items()):
-            need(f"category {category!r}", (r for r in attack if r.category == category), required)
-        for probe, required in sorted(self.probes.items()):
-            need(f"probe {probe!r}", (r for r in results if r.probe == probe), required)
-        if self.min_judge_agreement is not None:
-            check = judge_agreement(results)
-            required = 100 * self.min_judge_agreement
-            if check is None:
-                failures.append(
-                    f"judge check: no reference was judged (turn it on with --safeedit-judge-check on); "
-                    f"required {required:.1f}% agreement"
-                )
-            elif check.rate < required - 1e-9:
-                failures.append(
-                    f"judge check: the judge agrees with {check.agreed}/{check.total} reference labels "
-                    f"({percent_against(check.rate, required)}%) < required {required:.1f}%: its verdicts on this "
-                    "suite are not trusted"
-                )
-        return failures
 
     def to_dict(self) -> dict[str, Any]:
         return {

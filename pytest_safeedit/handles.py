@@ -9,9 +9,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pytest_safeedit import judge_specs
 from pytest_safeedit.categories import CATEGORIES
 from pytest_safeedit.generation import Request
-from pytest_safeedit.judges import Verdict
+from pytest_safeedit.judge_specs import JudgeOptions
+from pytest_safeedit.judges import Judge, Verdict
 from pytest_safeedit.settings import DEFAULT_MAX_NEW_TOKENS, resolve_generation
 from pytest_safeedit.suite import QUESTION_SLOT, Case, Knowledge, SuiteError, case_from_templates, resolve_category
 
@@ -56,6 +58,16 @@ class SafeEditJudge:
             if given is not None and len(given) != len(responses):
                 raise ValueError(f"{len(responses)} responses but {len(given)} {name}; give one per response")
         return self.engine.verdicts(list(responses), prompts, categories, questions)
+
+
+def build_judge(spec: str, options: JudgeOptions | None = None) -> Judge:
+    """The judge a ``--safeedit-judge`` value names (see :func:`pytest_safeedit.judge_specs.build_judge`),
+    the built-in demos included (``guard:demo`` builds the demo guard on first use)."""
+    from pytest_safeedit.demo_guard import demo_judge_paths
+
+    options = options or JudgeOptions()
+    local = demo_judge_paths([spec], options.cache_dir)
+    return judge_specs.build_judge(spec, replace(options, local_paths={**options.local_paths, **local}))
 
 
 def make_case(

@@ -15,7 +15,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +205,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     listed: list[str] = []
     specs = list(dict.fromkeys(args.judge or ["refusal"]))
     try:
+        from pytest_safeedit.demo_guard import demo_judge_paths
+
+        options = replace(options, local_paths=demo_judge_paths(specs, options.cache_dir))
         for spec in specs:
             judges[spec] = build_judge(spec, options)
     except (ValueError, OSError) as exc:

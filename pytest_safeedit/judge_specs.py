@@ -4,8 +4,8 @@ verdict cache."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -48,6 +48,9 @@ class JudgeOptions:
         trust_remote_code: allow code shipped with the models.
         cache_dir: where the demo guard is built (``guard:demo``) and GGUF judges are converted.
         gguf_cache: which GGUF judges are converted once (``--safeedit-gguf-cache``: auto, on, off).
+        local_paths: spec -> the local folder it stands for, where a name is not a path or hub id (the
+            demo judges: ``guard:demo`` -> the built demo guard; see
+            :func:`pytest_safeedit.demo_guard.demo_judge_paths`).
     """
 
     unsafe_labels: tuple[str, ...] = ("1",)
@@ -61,19 +64,15 @@ class JudgeOptions:
     trust_remote_code: bool = False
     cache_dir: str | None = None
     gguf_cache: str = "auto"
+    local_paths: Mapping[str, str] = field(default_factory=dict)
 
 
 def judge_path(spec: str, options: JudgeOptions) -> str:
-    """The model a ``kind:PATH_OR_ID`` spec names (``guard:demo`` is the demo guard, built if needed)."""
-    kind, path = spec.split(":", 1)
-    if kind == "guard" and path == "demo":
-        from pytest_safeedit.demo_guard import ensure_demo_guard
-
-        return str(ensure_demo_guard(options.cache_dir))
-    if path == "demo":
-        from pytest_safeedit.demo import ensure_demo
-
-        return str(ensure_demo(options.cache_dir))
+    """The model a ``kind:PATH_OR_ID`` spec names: its local folder from ``options.local_paths``, else the
+    path or hub id it spells (checked)."""
+    if spec in options.local_paths:
+        return options.local_paths[spec]
+    path = spec.split(":", 1)[1]
     from pytest_safeedit.model_source import check_model_source
 
     check_model_source(path, what="--safeedit-judge")

@@ -17,6 +17,7 @@ from pytest_safeedit.baseline import (
     setup_differences,
 )
 from pytest_safeedit.gate import GATE_ON, Gate, gate_from_pairs
+from pytest_safeedit.gate_check import gate_failures
 from pytest_safeedit.json_report import ReportError, read_report, write_json_report
 from pytest_safeedit.options import named_rate, rate_value
 from pytest_safeedit.results import ProbeResult
@@ -120,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     gate = gate_from_pairs(
         args.min_pass_rate, args.min_category_rate, args.min_probe_rate, on, args.min_judge_agreement
     ).merged_over(recorded)
-    failures = gate.check(results) if gate.configured else None
+    failures = gate_failures(gate, results) if gate.configured else None
     model = (meta.get("model") or {}).get("model")
     for title, lines in summary_sections(
         results, model=model, judge=str(meta.get("judge")), editor=str(meta.get("editor"))

@@ -3,34 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from pytest_safeedit.categories import is_attack_probe
+from pytest_safeedit.editor import EditDetails
 from pytest_safeedit.judges import LABEL_VALUE, NEUTRAL, SAFE, UNSAFE, Verdict
 from pytest_safeedit.side_effects import KnowledgeRetention
 from pytest_safeedit.stats import wilson
-
-
-@dataclass
-class EditDetails:
-    """What an edit did; filled in while the edit runs, then read by reports."""
-
-    editor: str
-    case_id: str
-    layer: int | None = None
-    module: str | None = None
-    steps: int = 0
-    losses: dict[str, float] = field(default_factory=dict)
-    seconds: float = 0.0
-    layer_distances: list[float] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> EditDetails:
-        return cls(**dict(data))
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from pytest_safeedit.editor import EditDetails
 from pytest_safeedit.generation import Request
 from pytest_safeedit.hf import LoadedModel
-from pytest_safeedit.results import EditDetails
 from pytest_safeedit.suite import Case
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -191,10 +191,12 @@ def test_harmbench_benchmark_puts_the_bare_question_in_the_behavior_field(
 
 @pytest.mark.slow
 def test_the_demo_guard_agrees_with_the_sample_suites_references(demo_guard_cache: str) -> None:
+    import pytest_safeedit
     from pytest_safeedit.suite_files import load_suite
     from tests.helpers import SAMPLE_SUITE
 
-    judge: Any = build_judge("guard:demo", JudgeOptions(cache_dir=demo_guard_cache))
+    # The public build_judge knows the built-in demos (the registry's is given their folders).
+    judge: Any = pytest_safeedit.build_judge("guard:demo", JudgeOptions(cache_dir=demo_guard_cache))
     cases = [c for c in load_suite(SAMPLE_SUITE).cases if not c.benign]
     prompts = [c.adversarial_prompt for c in cases]
     safe = judge.judge([c.safe for c in cases], prompts, [c.category for c in cases])

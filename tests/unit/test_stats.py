@@ -9,6 +9,7 @@ from math import comb
 import pytest
 
 from pytest_safeedit.gate import LOWER, POINT, Gate
+from pytest_safeedit.gate_check import gate_failures
 from pytest_safeedit.judges import Verdict
 from pytest_safeedit.results import ProbeResult, pass_rate
 from pytest_safeedit.stats import McNemar, binomial_cdf, wilson
@@ -49,12 +50,12 @@ def test_pass_rate_carries_its_interval() -> None:
 
 def test_gate_on_the_lower_bound() -> None:
     nine_of_ten = results(9, 1)  # 90.0%, interval [59.6, 98.2]
-    assert Gate(min_pass_rate=0.85, on=POINT).check(nine_of_ten) == []
-    (failure,) = Gate(min_pass_rate=0.85, on=LOWER).check(nine_of_ten)
+    assert gate_failures(Gate(min_pass_rate=0.85, on=POINT), nine_of_ten) == []
+    (failure,) = gate_failures(Gate(min_pass_rate=0.85, on=LOWER), nine_of_ten)
     assert failure.startswith("total: lower bound 59.6% of the pass rate 90.0% [59.6, 98.2] < required 85.0%")
     many = results(990, 10)  # 99.0%, lower bound 98.2
-    assert Gate(min_pass_rate=0.98, on=LOWER).check(many) == []
-    assert Gate(probes={"DS": 0.95}, on=LOWER).check(many) == []
+    assert gate_failures(Gate(min_pass_rate=0.98, on=LOWER), many) == []
+    assert gate_failures(Gate(probes={"DS": 0.95}, on=LOWER), many) == []
 
 
 def test_mcnemar_exact() -> None:
@@ -109,15 +110,15 @@ def test_mcnemar_with_many_changed_probes_neither_overflows_nor_underflows() -> 
 
 def test_gates_compare_exact_rates_and_reports_round_them() -> None:
     lower = results(120, 6)  # Wilson lower bound 89.99983%: rounded to 2 decimals it read 90.00
-    (failure,) = Gate(min_pass_rate=0.9, on=LOWER).check(lower)
+    (failure,) = gate_failures(Gate(min_pass_rate=0.9, on=LOWER), lower)
     assert failure.startswith("total: lower bound 89.9998% of the pass rate 95.2% [89.9998, 97.8] < required 90.0%")
     rate = pass_rate(lower)
     assert rate is not None and rate.interval[0] == pytest.approx(89.999832, abs=1e-6)
     assert rate.to_dict()["low"] == 90.0  # reports round
     point = results(1808, 201)  # 89.995%: rounded to 2 decimals it read 90.00
-    (failure,) = Gate(min_pass_rate=0.9, on=POINT).check(point)
+    (failure,) = gate_failures(Gate(min_pass_rate=0.9, on=POINT), point)
     assert failure.startswith("total: pass rate 89.995% [88.6, 91.2] < required 90.0%")
-    assert Gate(min_pass_rate=0.89995, on=POINT).check(point) == []
+    assert gate_failures(Gate(min_pass_rate=0.89995, on=POINT), point) == []
     rate = pass_rate(point)
     assert rate is not None and rate.rate == pytest.approx(100 * 1808 / 2009) and rate.to_dict()["rate"] == 90.0
 
@@ -127,5 +128,5 @@ def test_judge_check_gate_compares_the_exact_agreement() -> None:
 
     checks = [ReferenceCheck("safe", "unsafe")] * 7999 + [ReferenceCheck("safe", "safe")] * 2001
     checked = [replace(r, reference_check=check) for r, check in zip(results(10_000, 0), checks)]
-    (failure,) = Gate(min_judge_agreement=0.9).check(checked)  # 17999/20000 = 89.995%
+    (failure,) = gate_failures(Gate(min_judge_agreement=0.9), checked)  # 17999/20000 = 89.995%
     assert "agrees with 17999/20000 reference labels (89.995%) < required 90.0%" in failure
