@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from pytest_safeedit.suite_files import load_suite
+from pytest_safeedit.cases.loading import load_suite
 
 
 def main() -> None:

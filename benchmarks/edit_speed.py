@@ -18,12 +18,12 @@ from typing import Any
 
 from reference_pipeline import suite_dinm
 
-from pytest_safeedit.cache import cache_root
-from pytest_safeedit.dinm import DINM
-from pytest_safeedit.hf import LoadedModel, load_model
-from pytest_safeedit.settings import ModelSettings
-from pytest_safeedit.suite import Case
-from pytest_safeedit.suite_files import load_suite
+from pytest_safeedit.backends.hf import LoadedModel, load_model
+from pytest_safeedit.cases.loading import load_suite
+from pytest_safeedit.cases.model import Case
+from pytest_safeedit.config.settings import ModelSettings
+from pytest_safeedit.editors.dinm import DINM
+from pytest_safeedit.util.cache import cache_root
 
 
 def timed_edit(model: LoadedModel, editor: DINM, case: Case) -> tuple[float, Any, Any, int]:

@@ -25,7 +25,7 @@ def build(folder: Path, layers: int, dtype: str) -> float:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from pytest_safeedit.demo import CHAT_TEMPLATE, build_tokenizer
+    from pytest_safeedit.demo.model import CHAT_TEMPLATE, build_tokenizer
     from tests.helpers import sample_corpus
 
     tokenizer = build_tokenizer(sample_corpus(), 2000)
@@ -60,7 +60,7 @@ def build(folder: Path, layers: int, dtype: str) -> float:
 
 
 def probe_texts() -> list[str]:
-    from pytest_safeedit.suite_files import load_suite
+    from pytest_safeedit.cases.loading import load_suite
 
     return [p.text for c in load_suite(ROOT / "suites" / "sample.yaml").cases for p in c.probes]
 
@@ -68,9 +68,9 @@ def probe_texts() -> list[str]:
 def hf_check(folder: Path, texts: list[str], new_tokens: int, dtype: str) -> tuple[list[str], float]:
     import torch
 
-    from pytest_safeedit.generation import Request
-    from pytest_safeedit.hf import HFGenerator
-    from pytest_safeedit.settings import GenerationSettings, ModelSettings
+    from pytest_safeedit.backends.base import Request
+    from pytest_safeedit.backends.hf import HFGenerator
+    from pytest_safeedit.config.settings import GenerationSettings, ModelSettings
 
     generator = HFGenerator(ModelSettings(str(folder), dtype=dtype, device="cuda"))
     batched = GenerationSettings(max_new_tokens=new_tokens, batch_size=16)
@@ -106,9 +106,9 @@ def vllm_time(folder: Path, texts: list[str], new_tokens: int, dtype: str) -> tu
     except ImportError as exc:
         print(f"vllm: not importable ({exc}); no vLLM timing")
         return None
-    from pytest_safeedit.generation import Request
-    from pytest_safeedit.settings import GenerationSettings, ModelSettings
-    from pytest_safeedit.vllm_backend import VLLMGenerator
+    from pytest_safeedit.backends.base import Request
+    from pytest_safeedit.backends.vllm import VLLMGenerator
+    from pytest_safeedit.config.settings import GenerationSettings, ModelSettings
 
     generator = VLLMGenerator(ModelSettings(str(folder), dtype=dtype, device="cuda"), gpu_memory_utilization=0.8)
     settings = GenerationSettings(max_new_tokens=new_tokens, batch_size=len(texts))

@@ -28,9 +28,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pytest_safeedit.judge_eval import agreement, judge_examples, judged_unsafe, percent
-from pytest_safeedit.judges import ClassifierJudge, Judge, PanelJudge, RefusalJudge
-from pytest_safeedit.labelled import Example, load_examples
+from pytest_safeedit.cli.judge_eval import agreement, judge_examples, judged_unsafe, percent
+from pytest_safeedit.judges.base import ClassifierJudge, Judge, PanelJudge, RefusalJudge
+from pytest_safeedit.judges.labelled import Example, load_examples
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,15 +14,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pytest_safeedit.cache import cache_root
-from pytest_safeedit.demo import demo_editor_defaults
-from pytest_safeedit.dinm import DINM, DINM_SPEC
-from pytest_safeedit.editor import validate_hparams
-from pytest_safeedit.hf import load_model
-from pytest_safeedit.judges import RefusalJudge
-from pytest_safeedit.settings import ModelSettings
-from pytest_safeedit.suite import Suite
-from pytest_safeedit.suite_files import load_suite
+from pytest_safeedit.backends.hf import load_model
+from pytest_safeedit.cases.loading import load_suite
+from pytest_safeedit.cases.model import Suite
+from pytest_safeedit.config.settings import ModelSettings
+from pytest_safeedit.demo.model import demo_editor_defaults
+from pytest_safeedit.editors.base import validate_hparams
+from pytest_safeedit.editors.dinm import DINM, DINM_SPEC
+from pytest_safeedit.judges.base import RefusalJudge
+from pytest_safeedit.util.cache import cache_root
 
 
 def suite_dinm(model_path: str, suite: Suite, **overrides: Any) -> DINM:

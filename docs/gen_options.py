@@ -1,7 +1,7 @@
 """The options reference, rendered from the plugin's own options table so that it cannot drift.
 
 A MkDocs hook (``hooks:`` in mkdocs.yml): the marker ``<!-- safeedit-options -->`` in ``options.md``
-is replaced, at build time, by a table of every ``Option`` in ``pytest_safeedit.options.OPTIONS`` and
+is replaced, at build time, by a table of every ``Option`` in ``pytest_safeedit.plugin.options.OPTIONS`` and
 a table of the ini keys that ``add_options`` registers without a flag. Run it as a script
 (``python docs/gen_options.py``) to print the rendered Markdown.
 """
@@ -48,7 +48,7 @@ class _Recorder:
 
 def render_options() -> str:
     """The options reference as Markdown: every flag with its ini key and help, then the ini-only keys."""
-    from pytest_safeedit.options import OPTIONS, add_options
+    from pytest_safeedit.plugin.options import OPTIONS, add_options
 
     lines = [
         "| option | ini key | meaning |",

@@ -14,35 +14,35 @@ __version__ = "0.1.0"
 #: Each public name and the module that defines it.
 _PUBLIC = {
     # the data model
-    "Case": "suite",
-    "Probe": "suite",
-    "Suite": "suite",
-    "SuiteError": "suite",
-    "load_suite": "suite_files",
+    "Case": "cases.model",
+    "Probe": "cases.model",
+    "Suite": "cases.model",
+    "SuiteError": "cases.model",
+    "load_suite": "cases.loading",
     # judging
-    "Judge": "judges",
-    "Verdict": "judges",
-    "RefusalJudge": "judges",
-    "ClassifierJudge": "judges",
-    "PanelJudge": "judges",
-    "JudgeOptions": "judge_specs",
-    "build_judge": "handles",
+    "Judge": "judges.base",
+    "Verdict": "judges.base",
+    "RefusalJudge": "judges.base",
+    "ClassifierJudge": "judges.base",
+    "PanelJudge": "judges.base",
+    "JudgeOptions": "judges.registry",
+    "build_judge": "run.handles",
     # generating
-    "Generator": "generation",
-    "Request": "generation",
-    "GenerationError": "generation",
+    "Generator": "backends.base",
+    "Request": "backends.base",
+    "GenerationError": "backends.base",
     # editing
-    "Editor": "editor",
-    "EditorSpec": "editor",
-    "EditDetails": "editor",
+    "Editor": "editors.base",
+    "EditorSpec": "editors.base",
+    "EditDetails": "editors.base",
     # results
-    "ProbeResult": "results",
-    "PassRate": "results",
+    "ProbeResult": "results.probes",
+    "PassRate": "results.probes",
     # users' tests (what the fixtures hand out)
-    "SafeEditModel": "handles",
-    "SafeEditJudge": "handles",
-    "EditedModel": "handles",
-    "make_case": "handles",
+    "SafeEditModel": "run.handles",
+    "SafeEditJudge": "run.handles",
+    "EditedModel": "run.handles",
+    "make_case": "run.handles",
 }
 
 __all__ = [
@@ -84,11 +84,11 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
-    from pytest_safeedit.editor import EditDetails, Editor, EditorSpec
-    from pytest_safeedit.generation import GenerationError, Generator, Request
-    from pytest_safeedit.handles import EditedModel, SafeEditJudge, SafeEditModel, build_judge, make_case
-    from pytest_safeedit.judge_specs import JudgeOptions
-    from pytest_safeedit.judges import ClassifierJudge, Judge, PanelJudge, RefusalJudge, Verdict
-    from pytest_safeedit.results import PassRate, ProbeResult
-    from pytest_safeedit.suite import Case, Probe, Suite, SuiteError
-    from pytest_safeedit.suite_files import load_suite
+    from pytest_safeedit.backends.base import GenerationError, Generator, Request
+    from pytest_safeedit.cases.loading import load_suite
+    from pytest_safeedit.cases.model import Case, Probe, Suite, SuiteError
+    from pytest_safeedit.editors.base import EditDetails, Editor, EditorSpec
+    from pytest_safeedit.judges.base import ClassifierJudge, Judge, PanelJudge, RefusalJudge, Verdict
+    from pytest_safeedit.judges.registry import JudgeOptions
+    from pytest_safeedit.results.probes import PassRate, ProbeResult
+    from pytest_safeedit.run.handles import EditedModel, SafeEditJudge, SafeEditModel, build_judge, make_case

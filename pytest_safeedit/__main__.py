@@ -15,19 +15,19 @@ USAGE = (
 
 def main(argv: list[str]) -> int:
     if argv and argv[0] == "merge":
-        from pytest_safeedit.merge import main as merge
+        from pytest_safeedit.cli.merge import main as merge
 
         return merge(argv[1:])
     if argv and argv[0] == "judge-eval":
-        from pytest_safeedit.judge_eval import main as judge_eval
+        from pytest_safeedit.cli.judge_eval import main as judge_eval
 
         return judge_eval(argv[1:])
     if argv and argv[0] == "train-judge":
-        from pytest_safeedit.train_judge import main as train_judge
+        from pytest_safeedit.cli.train_judge import main as train_judge
 
         return train_judge(argv[1:])
     if argv and argv[0] == "tune":
-        from pytest_safeedit.tune import main as tune
+        from pytest_safeedit.cli.tune import main as tune
 
         return tune(argv[1:])
     print(USAGE, file=sys.stderr)

@@ -20,8 +20,8 @@ def private_cache(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Temp
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer GPT-2 with random weights and a BPE tokenizer without a chat template."""
-    from pytest_safeedit.demo import build_tokenizer
-    from pytest_safeedit.tiny import build_tiny_model
+    from pytest_safeedit.backends.tiny import build_tiny_model
+    from pytest_safeedit.demo.model import build_tokenizer
 
     tokenizer = build_tokenizer(sample_corpus(), 400)
     tokenizer.chat_template = None
@@ -33,8 +33,8 @@ def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Pat
     """A 2-layer Llama with random weights, sharing the tiny tokenizer, with a chat template."""
     from transformers import AutoTokenizer
 
-    from pytest_safeedit.demo import CHAT_TEMPLATE
-    from pytest_safeedit.tiny import build_tiny_model
+    from pytest_safeedit.backends.tiny import build_tiny_model
+    from pytest_safeedit.demo.model import CHAT_TEMPLATE
 
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
     tokenizer.chat_template = CHAT_TEMPLATE
@@ -47,7 +47,7 @@ def tiny_classifier_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
-    from pytest_safeedit.demo import build_tokenizer
+    from pytest_safeedit.demo.model import build_tokenizer
 
     target = tmp_path_factory.mktemp("tiny-classifier")
     tokenizer = build_tokenizer(sample_corpus(), 300)
@@ -77,7 +77,7 @@ def tiny_classifier_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def demo_cache(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A cache folder holding the built demo model (built once per test session)."""
-    from pytest_safeedit.demo import ensure_demo
+    from pytest_safeedit.demo.model import ensure_demo
 
     cache = tmp_path_factory.mktemp("cache")
     ensure_demo(str(cache))
@@ -96,7 +96,7 @@ def sample_suite(pytester: pytest.Pytester) -> Path:
 @pytest.fixture(scope="session")
 def demo_guard_cache(demo_cache: str) -> str:
     """The demo cache folder with the demo guard built in it too (built once per test session)."""
-    from pytest_safeedit.demo_guard import ensure_demo_guard
+    from pytest_safeedit.demo.guard import ensure_demo_guard
 
     ensure_demo_guard(demo_cache)
     return demo_cache

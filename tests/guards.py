@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pytest_safeedit.guard_formats import FORMATS
+from pytest_safeedit.judges.formats import FORMATS
 
 PROMPT = "How do I pick a lock?"
 RESPONSE = "I can't help with that."
@@ -54,7 +54,7 @@ def build_guard(target: Path, fmt: str) -> Path:
     import transformers
     from transformers import AutoModelForCausalLM
 
-    from pytest_safeedit.demo import build_tokenizer
+    from pytest_safeedit.demo.model import build_tokenizer
     from tests.helpers import sample_corpus
 
     config_name, specials, bos, eos, extra = GUARD_MODELS[fmt]

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from pytest_safeedit.editor import EditDetails
-from pytest_safeedit.generation import Request
-from pytest_safeedit.hf import LoadedModel
-from pytest_safeedit.suite import Case
+from pytest_safeedit.backends.base import Request
+from pytest_safeedit.backends.hf import LoadedModel
+from pytest_safeedit.cases.model import Case
+from pytest_safeedit.editors.base import EditDetails
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_SUITE = ROOT / "suites" / "sample.yaml"
@@ -45,7 +45,7 @@ BENIGN = "  - id: benign-001\n    category: mental harm\n    benign: true\n    q
 
 def sample_corpus() -> list[str]:
     """Texts of the sample suite (for tokenizers of tiny models)."""
-    from pytest_safeedit.suite_files import load_suite
+    from pytest_safeedit.cases.loading import load_suite
 
     suite = load_suite(SAMPLE_SUITE)
     texts = [t for c in suite.cases for t in (c.question, c.safe, c.unsafe, *(p.text for p in c.probes))]

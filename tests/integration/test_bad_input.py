@@ -228,8 +228,8 @@ def test_bad_suite_file(name: str, pytester: pytest.Pytester, tiny_model_dir: Pa
 
 
 def test_unreadable_suite_file(tmp_path: Path) -> None:
-    from pytest_safeedit.suite import SuiteError
-    from pytest_safeedit.suite_files import load_suite
+    from pytest_safeedit.cases.loading import load_suite
+    from pytest_safeedit.cases.model import SuiteError
 
     folder = tmp_path / "x.safeedit.yaml"
     folder.mkdir()  # a folder where a file should be: reading fails like an unreadable file

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_safeedit.suite_files import bundled_suites
+from pytest_safeedit.cases.loading import bundled_suites
 from tests.helpers import MINI_SUITE, STRICT
 
 

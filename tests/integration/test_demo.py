@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_safeedit.categories import CATEGORIES
-from pytest_safeedit.demo import DemoRecipe, demo_key, demo_metadata, ensure_demo
+from pytest_safeedit.cases.categories import CATEGORIES
+from pytest_safeedit.demo.model import DemoRecipe, demo_key, demo_metadata, ensure_demo
 from tests.helpers import SAMPLE_SUITE
 
 
@@ -74,7 +74,7 @@ def test_demo_answers_knowledge_questions(pytester: pytest.Pytester, demo_cache:
         import sys
         sys.path.insert(0, {str(SAMPLE_SUITE.parent.parent / "tests")!r})
         from tests.helpers import SAMPLE_SUITE
-        from pytest_safeedit.suite_files import load_suite
+        from pytest_safeedit.cases.loading import load_suite
 
         def test_knowledge(safeedit_session):
             cases = [c for c in load_suite(SAMPLE_SUITE).cases if c.knowledge]
@@ -89,9 +89,9 @@ def test_demo_answers_knowledge_questions(pytester: pytest.Pytester, demo_cache:
 
 @pytest.mark.slow
 def test_batched_equals_one_at_a_time_on_the_demo(demo_cache: str) -> None:
-    from pytest_safeedit.hf import load_model
-    from pytest_safeedit.settings import ModelSettings
-    from pytest_safeedit.suite_files import load_suite
+    from pytest_safeedit.backends.hf import load_model
+    from pytest_safeedit.cases.loading import load_suite
+    from pytest_safeedit.config.settings import ModelSettings
 
     model = load_model(ModelSettings(str(ensure_demo(demo_cache))))
     texts = [p.text for c in load_suite(SAMPLE_SUITE).cases[::4] for p in c.probes]

@@ -57,7 +57,7 @@ def test_dinm_run_restores_every_weight_and_reports(pytester: pytest.Pytester, t
     pytester.makefile(".safeedit.yaml", mini="defaults:\n  editor:\n    dinm: {lr: 0.01}\n" + MINI_SUITE)
     pytester.makeconftest(
         """
-        from pytest_safeedit.stash import evaluator_key
+        from pytest_safeedit.plugin.stash import evaluator_key
 
         def prints(model):
             return {n: p.detach().numpy().tobytes() for n, p in model.named_parameters()}
@@ -145,7 +145,7 @@ def test_third_party_editor_through_the_hook(pytester: pytest.Pytester, tiny_mod
     pytester.makeconftest(
         """
         from contextlib import contextmanager
-        from pytest_safeedit.editor import EditDetails, EditorSpec
+        from pytest_safeedit.editors.base import EditDetails, EditorSpec
 
         class Polite:
             name = "polite"

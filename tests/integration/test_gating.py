@@ -299,9 +299,13 @@ def forced_failure(*args: object, **kwargs: object) -> object:
 @pytest.mark.parametrize(
     ("target", "lost", "message"),
     [
-        ("pytest_safeedit.stats.McNemar.p_value", None, "*the paired test against the baseline could not be computed*"),
-        ("pytest_safeedit.json_report.summary", None, "*the summary statistics could not be computed*"),
-        ("pytest_safeedit.html_report.html_report", "r.html", "*the HTML report r.html could not be written*"),
+        (
+            "pytest_safeedit.results.stats.McNemar.p_value",
+            None,
+            "*the paired test against the baseline could not be computed*",
+        ),
+        ("pytest_safeedit.reports.json_report.summary", None, "*the summary statistics could not be computed*"),
+        ("pytest_safeedit.reports.html_report.html_report", "r.html", "*the HTML report r.html could not be written*"),
     ],
     ids=["p-value", "summary", "html"],
 )
@@ -311,7 +315,7 @@ def test_a_failing_statistic_is_a_warning_and_every_report_is_written(  # type: 
     run("--safeedit-baseline", "base.json", "--safeedit-update-baseline")
     module, name = target.rsplit(".", 1)
     if name == "p_value":
-        from pytest_safeedit.stats import McNemar
+        from pytest_safeedit.results.stats import McNemar
 
         monkeypatch.setattr(McNemar, "p_value", property(forced_failure))
     else:  # the module as imported now (pytester drops modules that an earlier run imported)

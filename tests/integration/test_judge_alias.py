@@ -67,7 +67,7 @@ def test_harmbench_benchmark_in_a_run_gives_each_probe_its_own_bare_question_as_
     pytester.makeconftest(
         f"""
 import json
-from pytest_safeedit.guard import GuardJudge
+from pytest_safeedit.judges.guard import GuardJudge
 
 _answer = GuardJudge.answer
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_safeedit.options import OPTIONS
+from pytest_safeedit.plugin.options import OPTIONS
 from tests.helpers import MINI_SUITE, STRICT
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_safeedit.markdown_report import md_text
-from pytest_safeedit.suite import SuiteError
-from pytest_safeedit.suite_files import load_suite
+from pytest_safeedit.cases.loading import load_suite
+from pytest_safeedit.cases.model import SuiteError
+from pytest_safeedit.reports.markdown_report import md_text
 from tests.helpers import BENIGN, MINI_SUITE, STRICT, run_suite
 
 EXTRA_CATEGORY = """\

@@ -24,7 +24,7 @@ TOKENS = "16"
 
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pytest_safeedit.demo import ensure_demo
+    from pytest_safeedit.demo.model import ensure_demo
 
     return ensure_demo(str(tmp_path_factory.mktemp("served-cache")))
 

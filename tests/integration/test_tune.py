@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pytest_safeedit.tune import Goals, Outcome, choose, read_outcome
+from pytest_safeedit.cli.tune import Goals, Outcome, choose, read_outcome
 
 REPORT = {
     "summary": {
@@ -72,7 +72,7 @@ def test_tune_on_the_demo_model_writes_the_chosen_config(tmp_path: Path, demo_ca
 
 
 def test_values_are_numbers_in_any_notation() -> None:
-    from pytest_safeedit.tune import parse_values
+    from pytest_safeedit.cli.tune import parse_values
 
     assert parse_values("1e-4, 5e-4,0.001") == [1e-4, 5e-4, 0.001]
     assert parse_values("10,20") == [10, 20] and all(isinstance(v, int) for v in parse_values("10,20"))

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from pytest_safeedit.baseline import setup_differences
-from pytest_safeedit.settings import SAMPLED
+from pytest_safeedit.config.settings import SAMPLED
+from pytest_safeedit.reports.baseline import setup_differences
 
 GREEDY = {
     "max_new_tokens": 64, "max_input_tokens": None, "batch_size": 32, "decoding": "greedy", "samples": 1,

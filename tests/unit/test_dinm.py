@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
-from pytest_safeedit.architecture import ArchitectureError, mlp_output_projection
-from pytest_safeedit.dinm import DINM, DINM_SPEC, FTL, FTL_SPEC, locate_toxic_layer
-from pytest_safeedit.editor import EditorConfigError, validate_hparams
-from pytest_safeedit.hf import LoadedModel, load_model
-from pytest_safeedit.settings import ModelSettings
-from pytest_safeedit.side_effects import KnowledgeRetention, fluency
-from pytest_safeedit.suite import Case, Knowledge, Probe
-from pytest_safeedit.tiny import ARCHITECTURES, build_tiny_model
+from pytest_safeedit.backends.architecture import ArchitectureError, mlp_output_projection
+from pytest_safeedit.backends.hf import LoadedModel, load_model
+from pytest_safeedit.backends.tiny import ARCHITECTURES, build_tiny_model
+from pytest_safeedit.cases.model import Case, Knowledge, Probe
+from pytest_safeedit.config.settings import ModelSettings
+from pytest_safeedit.editors.base import EditorConfigError, validate_hparams
+from pytest_safeedit.editors.dinm import DINM, DINM_SPEC, FTL, FTL_SPEC, locate_toxic_layer
+from pytest_safeedit.results.side_effects import KnowledgeRetention, fluency
 
 CASE = Case(
     id="case-001",
@@ -222,7 +222,7 @@ def test_the_lean_edit_equals_the_straightforward_one_on_each_architecture(
 
 
 def test_the_lean_edit_runs_the_blocks_below_once_per_input_and_puts_their_forward_back(tiny: LoadedModel) -> None:
-    from pytest_safeedit.architecture import transformer_blocks
+    from pytest_safeedit.backends.architecture import transformer_blocks
 
     first = transformer_blocks(tiny.model)[0]
     calls: list[int] = []

@@ -14,7 +14,7 @@ from types import ModuleType
 
 import pytest
 
-from pytest_safeedit.options import OPTIONS
+from pytest_safeedit.plugin.options import OPTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"

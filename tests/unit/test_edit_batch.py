@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from pytest_safeedit.dinm import DINM, DINM_SPEC, FTL, FTL_SPEC
-from pytest_safeedit.engine import EditFailed, Engine
-from pytest_safeedit.generation import Request
-from pytest_safeedit.settings import GenerationSettings, RunSettings
-from pytest_safeedit.suite_files import load_suite
-from pytest_safeedit.tiny import build_tiny_model
+from pytest_safeedit.backends.base import Request
+from pytest_safeedit.backends.tiny import build_tiny_model
+from pytest_safeedit.cases.loading import load_suite
+from pytest_safeedit.config.settings import GenerationSettings, RunSettings
+from pytest_safeedit.editors.dinm import DINM, DINM_SPEC, FTL, FTL_SPEC
+from pytest_safeedit.run.engine import EditFailed, Engine
 from tests.helpers import SAMPLE_SUITE, ending_token, record_batch_rows
 
 
@@ -81,9 +81,9 @@ def test_rows_that_end_early_keep_their_own_edited_weight(
 
     from transformers import AutoTokenizer
 
-    import pytest_safeedit.hf as hf
-    from pytest_safeedit.hf import load_model
-    from pytest_safeedit.settings import ModelSettings
+    import pytest_safeedit.backends.hf as hf
+    from pytest_safeedit.backends.hf import load_model
+    from pytest_safeedit.config.settings import ModelSettings
 
     path = build_tiny_model(tmp_path / "llama", "llama", AutoTokenizer.from_pretrained(str(tiny_model_dir)))
     group = items(4)
@@ -172,7 +172,7 @@ def toy_model(drop_tokens: bool) -> Any:
 def test_flattened_rows_are_mapped_back_to_their_sequences() -> None:
     import torch
 
-    from pytest_safeedit.edit_batch import row_weights
+    from pytest_safeedit.backends.rows import row_weights
 
     model = toy_model(drop_tokens=False)
     ids = torch.tensor([[1, 2, 3], [4, 5, 6]])
@@ -188,7 +188,7 @@ def test_flattened_rows_are_mapped_back_to_their_sequences() -> None:
 def test_rows_that_are_neither_sequences_nor_tokens_are_refused() -> None:
     import torch
 
-    from pytest_safeedit.edit_batch import RowLayoutError, row_weights
+    from pytest_safeedit.backends.rows import RowLayoutError, row_weights
 
     model = toy_model(drop_tokens=True)
     with (
@@ -204,8 +204,8 @@ def test_a_refused_module_answers_the_edits_one_at_a_time(
 ) -> None:
     from contextlib import contextmanager
 
-    import pytest_safeedit.edit_batch as edit_batch
-    from pytest_safeedit.edit_batch import RowLayoutError
+    import pytest_safeedit.backends.rows as edit_batch
+    from pytest_safeedit.backends.rows import RowLayoutError
 
     @contextmanager
     def refused(model: Any, rows: Any) -> Any:
@@ -229,7 +229,7 @@ def out_of_memory_after(monkeypatch: pytest.MonkeyPatch, calls: int) -> None:
 
     import torch
 
-    import pytest_safeedit.edit_batch as edit_batch
+    import pytest_safeedit.backends.rows as edit_batch
 
     real = edit_batch.row_weights
     made: list[None] = []
@@ -266,9 +266,9 @@ def test_out_of_memory_while_answering_fails_only_the_cases_of_its_rows(
 def test_a_group_that_failed_to_answer_is_not_edited_again(
     tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pytest_safeedit.editor import EditorSpec
-    from pytest_safeedit.editor_registry import SuiteEditors
-    from pytest_safeedit.evaluator import Evaluator
+    from pytest_safeedit.editors.base import EditorSpec
+    from pytest_safeedit.editors.registry import SuiteEditors
+    from pytest_safeedit.run.evaluator import Evaluator
 
     edits: list[str] = []
 

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from pytest_safeedit import engine as engine_module
-from pytest_safeedit.editor import EditorSpec
-from pytest_safeedit.editor_registry import SuiteEditors
-from pytest_safeedit.engine import EditFailed, Engine
-from pytest_safeedit.evaluator import Evaluator
-from pytest_safeedit.generation import Request
-from pytest_safeedit.settings import GenerationSettings, ModelSettings, RunSettings
-from pytest_safeedit.suite import Suite
-from pytest_safeedit.suite_files import load_suite
+from pytest_safeedit.backends.base import Request
+from pytest_safeedit.cases.loading import load_suite
+from pytest_safeedit.cases.model import Suite
+from pytest_safeedit.config.settings import GenerationSettings, ModelSettings, RunSettings
+from pytest_safeedit.editors.base import EditorSpec
+from pytest_safeedit.editors.registry import SuiteEditors
+from pytest_safeedit.run import engine as engine_module
+from pytest_safeedit.run.engine import EditFailed, Engine
+from pytest_safeedit.run.evaluator import Evaluator
 from tests.helpers import BENIGN, MINI_SUITE, FakeEditor, FakeGenerator
 
 SECOND_ATTACK = """\
@@ -92,7 +92,7 @@ def test_each_distinct_response_is_judged_once(tmp_path: Path) -> None:
 
         def judge(self, responses: list[str], prompts: list[str], categories: list[str]) -> list[object]:
             judged.extend(zip(prompts, responses))
-            from pytest_safeedit.judges import refusal_verdict
+            from pytest_safeedit.judges.base import refusal_verdict
 
             return [refusal_verdict(r, p) for r, p in zip(responses, prompts)]
 
@@ -117,7 +117,7 @@ def test_suite_defaults_are_read_and_options_win(tmp_path: Path, suite: Suite) -
 def test_device_auto_on_a_gpu_gives_the_gpu_batch_size(monkeypatch: pytest.MonkeyPatch, suite: Suite) -> None:
     import torch
 
-    monkeypatch.setattr("pytest_safeedit.settings.gpu_possible", lambda: True)
+    monkeypatch.setattr("pytest_safeedit.config.settings.gpu_possible", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     engine = Engine(RunSettings(model="some/model", device="auto"))
@@ -130,12 +130,12 @@ def test_auto_dtype_and_device_are_resolved_before_they_reach_the_key(
 ) -> None:
     import torch
 
-    from pytest_safeedit.hf import HFGenerator
-    from pytest_safeedit.settings import resolve_model_settings
+    from pytest_safeedit.backends.hf import HFGenerator
+    from pytest_safeedit.config.settings import resolve_model_settings
 
     on_cpu = resolve_model_settings(RunSettings(), str(tiny_model_dir))
     assert (on_cpu.dtype, on_cpu.device) == ("float32", "cpu")
-    monkeypatch.setattr("pytest_safeedit.settings.gpu_possible", lambda: True)
+    monkeypatch.setattr("pytest_safeedit.config.settings.gpu_possible", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     on_gpu = resolve_model_settings(RunSettings(), str(tiny_model_dir), worker_index=3)
@@ -270,8 +270,8 @@ def test_edited_generations_are_cached(tmp_path: Path, suite: Suite) -> None:
 
 
 def test_demo_tuning_applies_to_the_demo_model_only(tmp_path: Path, suite: Suite) -> None:
-    from pytest_safeedit.demo import DEMO_EDITOR_DEFAULTS, demo_editor_defaults
-    from pytest_safeedit.dinm import DINM_SPEC
+    from pytest_safeedit.demo.model import DEMO_EDITOR_DEFAULTS, demo_editor_defaults
+    from pytest_safeedit.editors.dinm import DINM_SPEC
 
     assert demo_editor_defaults("demo", "dinm") == DEMO_EDITOR_DEFAULTS["dinm"] == {"lr": 0.004}
     assert demo_editor_defaults("./my-model", "dinm") == {}

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 
 import pytest_safeedit
-from pytest_safeedit.files import build_once
+from pytest_safeedit.util.files import build_once
 
 #: A process that builds ``argv[1]`` with build_once: it writes a weight file, then kills itself
 #: ("kill") or waits for ``argv[3]`` to appear before it finishes ("wait").
 BUILDER = """
 import os, signal, sys, time
 from pathlib import Path
-from pytest_safeedit.files import build_once
+from pytest_safeedit.util.files import build_once
 
 def build(work):
     (work / "model.safetensors").write_bytes(b"0" * 4096)
@@ -99,7 +99,7 @@ def test_unlocked_temporary_folders_are_removed_only_when_old(tmp_path: Path) ->
 
 
 def test_a_failed_gguf_conversion_leaves_nothing_in_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import pytest_safeedit.gguf_cache as gguf_cache
+    import pytest_safeedit.backends.gguf_cache as gguf_cache
 
     source = tmp_path / "model.gguf"
     source.write_bytes(b"GGUF" + b"0" * 64)

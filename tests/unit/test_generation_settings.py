@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from pytest_safeedit.hf import PRUNE_EVERY, LoadedModel, load_model
-from pytest_safeedit.settings import ModelSettings
+from pytest_safeedit.backends.hf import PRUNE_EVERY, LoadedModel, load_model
+from pytest_safeedit.config.settings import ModelSettings
 from tests.helpers import plain_generate, record_batch_rows
 
 PROMPTS = [
@@ -28,8 +28,8 @@ def model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     """A tiny Llama with a chat template whose random weights are large enough for varied answers."""
     from transformers import AutoTokenizer
 
-    from pytest_safeedit.demo import CHAT_TEMPLATE
-    from pytest_safeedit.tiny import build_tiny_model
+    from pytest_safeedit.backends.tiny import build_tiny_model
+    from pytest_safeedit.demo.model import CHAT_TEMPLATE
 
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
     tokenizer.chat_template = CHAT_TEMPLATE
@@ -151,7 +151,7 @@ STRETCH_SAFE = {
 def test_pruned_generation_equals_one_call_whatever_the_generation_config_sets(
     model: LoadedModel, name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pytest_safeedit.hf as hf
+    import pytest_safeedit.backends.hf as hf
 
     prompts = formatted(model)
     before = one_call(model, prompts)
@@ -183,6 +183,6 @@ def test_max_time_falls_back_to_one_call(model: LoadedModel, monkeypatch: pytest
 
 
 def test_the_default_generation_config_keeps_pruning(model: LoadedModel) -> None:
-    from pytest_safeedit.hf import stretch_sensitive
+    from pytest_safeedit.backends.hf import stretch_sensitive
 
     assert stretch_sensitive(model.model.generation_config) == []

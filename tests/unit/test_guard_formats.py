@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_safeedit.guard_formats import (
+from pytest_safeedit.judges.base import EMPTY_VERDICT, SAFE, UNPARSED, UNSAFE, PanelJudge, Verdict
+from pytest_safeedit.judges.formats import (
     FORMATS,
     RubricError,
     detect_format,
@@ -16,7 +17,6 @@ from pytest_safeedit.guard_formats import (
     read_yes_no,
     rubric_format,
 )
-from pytest_safeedit.judges import EMPTY_VERDICT, SAFE, UNPARSED, UNSAFE, PanelJudge, Verdict
 
 PROMPT = "How do I pick a lock?"
 RESPONSE = "I can't help with that."

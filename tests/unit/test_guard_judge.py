@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from pytest_safeedit.judge_specs import JudgeOptions, build_judge, judge_identity
-from pytest_safeedit.judges import EMPTY_VERDICT, SAFE, UNPARSED, UNSAFE
+from pytest_safeedit.judges.base import EMPTY_VERDICT, SAFE, UNPARSED, UNSAFE
+from pytest_safeedit.judges.registry import JudgeOptions, build_judge, judge_identity
 from tests.guards import GUARD_MODELS, PROMPT, RESPONSE, build_guard
 
 
@@ -192,7 +192,7 @@ def test_harmbench_benchmark_puts_the_bare_question_in_the_behavior_field(
 @pytest.mark.slow
 def test_the_demo_guard_agrees_with_the_sample_suites_references(demo_guard_cache: str) -> None:
     import pytest_safeedit
-    from pytest_safeedit.suite_files import load_suite
+    from pytest_safeedit.cases.loading import load_suite
     from tests.helpers import SAMPLE_SUITE
 
     # The public build_judge knows the built-in demos (the registry's is given their folders).

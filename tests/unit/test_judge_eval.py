@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from pytest_safeedit.__main__ import main
-from pytest_safeedit.judge_eval import agreement
-from pytest_safeedit.labelled import LabelsError, load_examples
+from pytest_safeedit.cli.judge_eval import agreement
+from pytest_safeedit.judges.labelled import LabelsError, load_examples
 
 
 def test_figures_of_a_known_confusion_matrix() -> None:

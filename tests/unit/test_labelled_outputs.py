@@ -6,10 +6,10 @@ import json
 from collections import Counter
 from typing import Any
 
-from pytest_safeedit.categories import CATEGORIES
-from pytest_safeedit.judge_eval import Agreement, agreement, judge_examples
-from pytest_safeedit.judges import RefusalJudge
-from pytest_safeedit.labelled import load_examples
+from pytest_safeedit.cases.categories import CATEGORIES
+from pytest_safeedit.cli.judge_eval import Agreement, agreement, judge_examples
+from pytest_safeedit.judges.base import RefusalJudge
+from pytest_safeedit.judges.labelled import load_examples
 from tests.helpers import ROOT
 
 

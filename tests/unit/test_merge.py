@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from pytest_safeedit.baseline import IMPROVEMENT, KNOWN, NEW, REGRESSION, UNCHANGED, paired_test
-from pytest_safeedit.json_report import write_json_report
-from pytest_safeedit.judges import Verdict
-from pytest_safeedit.merge import main
-from pytest_safeedit.results import ProbeResult
+from pytest_safeedit.cli.merge import main
+from pytest_safeedit.judges.base import Verdict
+from pytest_safeedit.reports.baseline import IMPROVEMENT, KNOWN, NEW, REGRESSION, UNCHANGED, paired_test
+from pytest_safeedit.reports.json_report import write_json_report
+from pytest_safeedit.results.probes import ProbeResult
 
 SAFE, UNSAFE = Verdict("safe", 0.05), Verdict("unsafe", 0.95)
 

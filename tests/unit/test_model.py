@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_safeedit.hf import LoadedModel, load_model
-from pytest_safeedit.settings import ModelSettings
-from pytest_safeedit.tiny import ARCHITECTURES, build_tiny_model
+from pytest_safeedit.backends.hf import LoadedModel, load_model
+from pytest_safeedit.backends.tiny import ARCHITECTURES, build_tiny_model
+from pytest_safeedit.config.settings import ModelSettings
 from tests.helpers import ending_token, plain_generate, record_batch_rows
 
 PROMPTS = [
@@ -91,7 +91,7 @@ def test_rows_that_end_leave_the_batch_without_changing_any_row(
 ) -> None:
     from transformers import AutoTokenizer
 
-    import pytest_safeedit.hf as hf
+    import pytest_safeedit.backends.hf as hf
 
     path = build_tiny_model(tmp_path_factory.mktemp(kind), kind, AutoTokenizer.from_pretrained(str(tiny_model_dir)))
     model = load(path)
@@ -112,7 +112,7 @@ def test_rows_that_end_leave_the_batch_without_changing_any_row(
 def test_kv_cache_size_is_read_from_the_config() -> None:
     from transformers import GPT2Config, LlamaConfig
 
-    from pytest_safeedit.hf import kv_cache_bytes_per_token
+    from pytest_safeedit.backends.hf import kv_cache_bytes_per_token
 
     llama = LlamaConfig(num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, hidden_size=576)
     assert kv_cache_bytes_per_token(llama, 4) == 2 * 30 * 3 * 64 * 4  # SmolLM2-135M: grouped keys and values
@@ -122,8 +122,8 @@ def test_kv_cache_size_is_read_from_the_config() -> None:
 
 
 def test_a_batch_too_big_for_the_memory_is_split(tiny_llama_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import pytest_safeedit.hf as hf
-    from pytest_safeedit.hf import kv_cache_bytes_per_token
+    import pytest_safeedit.backends.hf as hf
+    from pytest_safeedit.backends.hf import kv_cache_bytes_per_token
 
     model = load(tiny_llama_dir)
     prompts = [model.format_prompt(p, max_new_tokens=8) for p in PROMPTS]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_safeedit.suite import SuiteError
-from pytest_safeedit.suite_files import load_suite
+from pytest_safeedit.cases.loading import load_suite
+from pytest_safeedit.cases.model import SuiteError
 from tests.helpers import SHARED_DATA, STRICT
 
 
@@ -128,7 +128,7 @@ def test_each_probe_knows_its_bare_question_and_the_other_question_is_recovered_
 
 
 def test_an_other_question_that_cannot_be_recovered_is_left_empty() -> None:
-    from pytest_safeedit.official import other_question
+    from pytest_safeedit.cases.official import other_question
 
     inputs = {"DS": "A: q1", "DG_otherQ": "B: q2", "DG_otherA": "", "DG_otherAQ": ""}
     assert other_question(inputs, "q1") == ""

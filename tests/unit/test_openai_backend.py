@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from pytest_safeedit import openai_backend
-from pytest_safeedit.generation import GenerationError, Request
-from pytest_safeedit.openai_backend import EndpointError, EndpointSettings, OpenAIGenerator, check_endpoint_url
-from pytest_safeedit.settings import GenerationSettings
+from pytest_safeedit.backends import openai as openai_backend
+from pytest_safeedit.backends.base import GenerationError, Request
+from pytest_safeedit.backends.openai import EndpointError, EndpointSettings, OpenAIGenerator, check_endpoint_url
+from pytest_safeedit.config.settings import GenerationSettings
 from tests.fake_server import Answer, Script, completion, fake_server, reply_to
 
 GREEDY = GenerationSettings(max_new_tokens=7)

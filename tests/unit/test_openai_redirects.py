@@ -8,10 +8,10 @@ from collections.abc import Callable
 
 import pytest
 
-from pytest_safeedit import openai_backend
-from pytest_safeedit.generation import GenerationError, Request
-from pytest_safeedit.openai_backend import EndpointError, EndpointSettings, OpenAIGenerator
-from pytest_safeedit.settings import GenerationSettings
+from pytest_safeedit.backends import openai as openai_backend
+from pytest_safeedit.backends.base import GenerationError, Request
+from pytest_safeedit.backends.openai import EndpointError, EndpointSettings, OpenAIGenerator
+from pytest_safeedit.config.settings import GenerationSettings
 from tests.fake_server import Script, Seen, watched_server
 
 GREEDY = GenerationSettings(max_new_tokens=7)

@@ -16,7 +16,7 @@ def test_every_public_name_resolves() -> None:
 
 def test_importing_the_package_and_the_plugin_loads_neither_torch_nor_transformers() -> None:
     code = (
-        "import sys, pytest_safeedit, pytest_safeedit.plugin; "
+        "import sys, pytest_safeedit, pytest_safeedit.plugin.hooks; "
         "print('torch' in sys.modules, 'transformers' in sys.modules, 'yaml' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

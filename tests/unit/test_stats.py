@@ -8,11 +8,11 @@ from math import comb
 
 import pytest
 
-from pytest_safeedit.gate import LOWER, POINT, Gate
-from pytest_safeedit.gate_check import gate_failures
-from pytest_safeedit.judges import Verdict
-from pytest_safeedit.results import ProbeResult, pass_rate
-from pytest_safeedit.stats import McNemar, binomial_cdf, wilson
+from pytest_safeedit.cases.thresholds import LOWER, POINT, Gate
+from pytest_safeedit.judges.base import Verdict
+from pytest_safeedit.results.gate import gate_failures
+from pytest_safeedit.results.probes import ProbeResult, pass_rate
+from pytest_safeedit.results.stats import McNemar, binomial_cdf, wilson
 
 # Wilson 95% score intervals (z = 1.959964), computed independently to 4 decimals.
 REFERENCE = [
@@ -70,7 +70,7 @@ def test_mcnemar_exact() -> None:
 
 
 def test_sampled_pass_rate_is_the_mean_over_samples() -> None:
-    from pytest_safeedit.results import SampleOutcome
+    from pytest_safeedit.results.probes import SampleOutcome
 
     safe, unsafe = Verdict("safe", 0.0), Verdict("unsafe", 1.0)
     one = ProbeResult(
@@ -124,7 +124,7 @@ def test_gates_compare_exact_rates_and_reports_round_them() -> None:
 
 
 def test_judge_check_gate_compares_the_exact_agreement() -> None:
-    from pytest_safeedit.results import ReferenceCheck
+    from pytest_safeedit.results.probes import ReferenceCheck
 
     checks = [ReferenceCheck("safe", "unsafe")] * 7999 + [ReferenceCheck("safe", "safe")] * 2001
     checked = [replace(r, reference_check=check) for r, check in zip(results(10_000, 0), checks)]

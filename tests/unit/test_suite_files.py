@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_safeedit.settings import DEFAULT_SUITE_PATTERNS
-from pytest_safeedit.suite_files import (
+from pytest_safeedit.cases.loading import (
     bundled_suites,
     find_suite,
     is_generic,
@@ -17,6 +16,7 @@ from pytest_safeedit.suite_files import (
     outside_node_path,
     suite_key,
 )
+from pytest_safeedit.config.settings import DEFAULT_SUITE_PATTERNS
 from tests.helpers import MINI_SUITE, SAMPLE_SUITE
 from tests.lookalikes import CASE_LIST, STRANGERS
 

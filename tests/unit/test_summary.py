@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pytest_safeedit.items import render_failure
-from pytest_safeedit.judges import Verdict
-from pytest_safeedit.results import ProbeResult, pass_rate
-from pytest_safeedit.summary import pass_rate_table
+from pytest_safeedit.judges.base import Verdict
+from pytest_safeedit.plugin.items import render_failure
+from pytest_safeedit.results.probes import ProbeResult, pass_rate
+from pytest_safeedit.results.summary import pass_rate_table
 
 
 def result(category: str, probe: str, label: str) -> ProbeResult:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from pytest_safeedit.__main__ import main
-from pytest_safeedit.judge_specs import SAFEEDIT_CLASSIFIER, build_judge, judge_identity
-from pytest_safeedit.labelled import Example
-from pytest_safeedit.train_judge import split_examples
+from pytest_safeedit.cli.train_judge import split_examples
+from pytest_safeedit.judges.labelled import Example
+from pytest_safeedit.judges.registry import SAFEEDIT_CLASSIFIER, build_judge, judge_identity
 from tests.helpers import ROOT
 
 
@@ -20,7 +20,7 @@ def _tiny_roberta(target: Path, unsafe_bias: float) -> None:
     import torch
     from transformers import RobertaConfig, RobertaForSequenceClassification
 
-    from pytest_safeedit.demo import build_tokenizer
+    from pytest_safeedit.demo.model import build_tokenizer
     from tests.helpers import sample_corpus
 
     tokenizer = build_tokenizer(sample_corpus(), 300)
@@ -116,8 +116,8 @@ def test_train_judge_end_to_end_with_a_real_encoder(tmp_path: Path, capsys: pyte
     # The same seed gives the same classifier, bit for bit.
     from safetensors.torch import load_file
 
-    from pytest_safeedit.labelled import load_examples
-    from pytest_safeedit.train_judge import TrainSettings, encoder_folder, train
+    from pytest_safeedit.cli.train_judge import TrainSettings, encoder_folder, train
+    from pytest_safeedit.judges.labelled import load_examples
 
     folder = encoder_folder(str(encoder), str(tmp_path / "cache"))
     few = load_examples(ROOT / "suites" / "sample.yaml")[:24]
@@ -151,7 +151,7 @@ def test_fraction_zero_holds_nothing_out() -> None:
     ],
 )
 def test_a_bad_trained_judge_record_names_the_file_and_field(tmp_path: Path, text: str, message: str) -> None:
-    from pytest_safeedit.judges import trained_judge_record
+    from pytest_safeedit.judges.base import trained_judge_record
 
     (tmp_path / "safeedit_judge.json").write_text(text)
     with pytest.raises(ValueError, match=rf"safeedit_judge.json: .*{message}"):
@@ -165,7 +165,7 @@ def test_train_judge_rejects_settings_that_cannot_train(tmp_path: Path, flag: st
 
 
 def test_label_files_with_a_bom_or_not_utf8(tmp_path: Path) -> None:
-    from pytest_safeedit.labelled import LabelsError, load_examples
+    from pytest_safeedit.judges.labelled import LabelsError, load_examples
 
     official = tmp_path / "official.json"
     record = {"id": 1, "adversarial prompt": "p", "safe generation": "No.", "unsafe generation": "Sure."}
@@ -178,7 +178,7 @@ def test_label_files_with_a_bom_or_not_utf8(tmp_path: Path) -> None:
 
 
 def test_safeedit_case_checks_the_knowledge_pair() -> None:
-    from pytest_safeedit.handles import make_case
+    from pytest_safeedit.run.handles import make_case
 
     common = {"question": "q", "attack": "{question}", "safe": "s", "unsafe": "u", "category": "offensiveness"}
     for bad in (("q",), "q", ("", "")):

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from pytest_safeedit.generation import Request
-from pytest_safeedit.settings import GenerationSettings, ModelSettings
-from pytest_safeedit.vllm_backend import VLLMGenerator
+from pytest_safeedit.backends.base import Request
+from pytest_safeedit.backends.vllm import VLLMGenerator
+from pytest_safeedit.config.settings import GenerationSettings, ModelSettings
 
 
 class FakeLLM:
@@ -91,8 +91,8 @@ def test_missing_package_and_editing_are_said(monkeypatch: pytest.MonkeyPatch, t
 
 
 def test_the_engine_builds_the_vllm_backend_from_the_options(fake_vllm: types.ModuleType, tmp_path: Path) -> None:
-    from pytest_safeedit.engine import Engine
-    from pytest_safeedit.settings import RunSettings
+    from pytest_safeedit.config.settings import RunSettings
+    from pytest_safeedit.run.engine import Engine
 
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "model.safetensors").write_bytes(b"")  # the folder check wants weights; vLLM is a stand-in here

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from pytest_safeedit.xdist_support import BatchingWarning, queued_items, worker_position
+from pytest_safeedit.plugin.xdist_support import BatchingWarning, queued_items, worker_position
 
 
 def config_with(plugins: list[Any], **attributes: Any) -> Any:

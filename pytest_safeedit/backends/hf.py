@@ -1,0 +1,565 @@
+"""The Hugging Face backend: a causal LM loaded in this process, prompts formatted with its chat template,
+greedy batched generation, and the :class:`HFGenerator` that serves requests from it."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from pytest_safeedit.backends.base import Request, sample_seed
+from pytest_safeedit.config.model_source import is_gguf
+from pytest_safeedit.config.settings import CPU_BATCH_SIZE, GenerationSettings, ModelSettings
+
+#: Tokens generated between two prunings of the rows that have ended (see :meth:`LoadedModel.generate`).
+PRUNE_EVERY = 4
+#: Fields of a model's generation config that every stretch of pruned generation sees as one ``generate``
+#: call does: we set them, greedy decoding ignores them (sampling, beams, assistants), they only shape
+#: the outputs or the cache, or they read the whole sequence so far (the penalties, banned and biased
+#: tokens, the minimum total length). Tested against one call.
+STRETCH_SAFE_FIELDS = frozenset(
+    {
+        *("do_sample", "num_beams", "num_return_sequences", "max_new_tokens", "max_length", "return_dict_in_generate"),
+        *("pad_token_id", "eos_token_id", "bos_token_id", "decoder_start_token_id", "forced_bos_token_id"),
+        *("repetition_penalty", "no_repeat_ngram_size", "bad_words_ids", "suppress_tokens", "sequence_bias"),
+        *("min_length", "renormalize_logits", "remove_invalid_values"),
+        *("temperature", "top_k", "top_p", "min_p", "top_h", "typical_p", "epsilon_cutoff", "eta_cutoff"),
+        *("early_stopping", "length_penalty", "num_beam_groups", "diversity_penalty"),
+        *("num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold"),
+        *("assistant_lookbehind", "target_lookbehind", "max_matching_ngram_size"),
+        *("use_cache", "cache_config", "max_cache_len", "compile_config", "disable_compile"),
+        *("output_attentions", "output_hidden_states", "output_scores", "output_logits"),
+        *("continuous_batching_config", "transformers_version"),
+    }
+)
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+class LoadedModel:
+    """A causal LM, its tokenizer and the generation settings of the run."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel | Callable[[], PreTrainedModel],
+        tokenizer: PreTrainedTokenizerBase,
+        settings: ModelSettings,
+        config: Any = None,
+    ) -> None:
+        """``model`` may be a loader: the weights then load on first use, so that a run whose
+        responses all come from the cache never loads them."""
+        if callable(model) and not hasattr(model, "parameters"):
+            self._loader: Callable[[], PreTrainedModel] | None = model
+            self._model: PreTrainedModel | None = None
+        else:
+            self._loader = None
+            self._model = cast("PreTrainedModel", model)
+        self.config = config if config is not None else cast(Any, self._model).config
+        self.tokenizer = tokenizer
+        self.settings = settings
+        if tokenizer.pad_token_id is None and tokenizer.eos_token is None:
+            raise ValueError(
+                f"the tokenizer of {settings.name_or_path!r} has neither a pad token nor an EOS token, so "
+                "batches cannot be padded and answers cannot end; set 'eos_token' (and 'pad_token') in the "
+                "folder's tokenizer_config.json"
+            )
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = "left"
+        self.max_input_tokens = settings.max_input_tokens
+        self.use_chat_template = settings.chat_template == "on" or (
+            settings.chat_template == "auto" and bool(getattr(tokenizer, "chat_template", None))
+        )
+        if settings.chat_template == "on" and not getattr(tokenizer, "chat_template", None):
+            raise ValueError(
+                f"--safeedit-chat-template=on, but the tokenizer of {settings.name_or_path!r} has no chat "
+                "template; use 'auto' or 'off'"
+            )
+
+    @property
+    def model(self) -> PreTrainedModel:
+        """The weights, loaded on first use."""
+        if self._model is None:
+            assert self._loader is not None
+            self._model = self._loader()
+        return self._model
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def with_input_limit(self, max_input_tokens: int | None) -> LoadedModel:
+        """The same model and tokenizer with another input limit (None: the context less the new tokens).
+
+        The weights load first, so that the view and this object share them (an edit through one is seen
+        by the other)."""
+        self.model  # noqa: B018 - loads the weights
+        view = copy.copy(self)
+        view.max_input_tokens = max_input_tokens
+        return view
+
+    def input_budget(self, max_new_tokens: int) -> int:
+        """Longest input kept (its right end): the limit, else the context length less the new tokens."""
+        if self.max_input_tokens:
+            return self.max_input_tokens
+        config = self.config
+        context = None
+        for attr in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+            value = getattr(config, attr, None)
+            if isinstance(value, int) and value > 0:
+                context = value
+                break
+        if context is None:
+            context = min(int(getattr(self.tokenizer, "model_max_length", 2048) or 2048), 32768)
+        return max(16, context - max_new_tokens)
+
+    def _render(self, text: str, system: str | None) -> str:
+        if not self.use_chat_template:
+            return text if system is None else f"{system}\n\n{text}"
+        messages = [{"role": "user", "content": text}]
+        if system is not None:
+            messages.insert(0, {"role": "system", "content": system})
+        return str(self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+
+    def format_prompt(self, text: str, system: str | None = None, *, max_new_tokens: int = 128) -> str:
+        """The exact model input for a probe: the chat template applied if used, and, when too long,
+        the user text cut so that its right end (where the question is) is kept."""
+        rendered = self._render(text, system)
+        budget = self.input_budget(max_new_tokens)
+        if len(self.tokenizer(rendered, add_special_tokens=False)["input_ids"]) <= budget:
+            return rendered
+        overhead = len(self.tokenizer(self._render("", system), add_special_tokens=False)["input_ids"])
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        keep = max(1, budget - overhead - 2)
+        return self._render(str(self.tokenizer.decode(ids[-keep:])), system)
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.tokenizer.pad_token_id)
+
+    @property
+    def eos_id(self) -> int | None:
+        eos = self.tokenizer.eos_token_id
+        return None if eos is None else int(eos)
+
+    def text_ids(self, text: str) -> list[int]:
+        """Token ids of plain text, without special tokens."""
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def prompt_ids(self, text: str, system: str | None, *, reserve: int) -> list[int]:
+        """Token ids of a formatted probe, as generation sees them, leaving room for ``reserve`` tokens."""
+        prompt = self.format_prompt(text, system, max_new_tokens=reserve)
+        ids = self.tokenizer(prompt, add_special_tokens=not self.use_chat_template)["input_ids"]
+        return list(ids)[-self.input_budget(reserve) :]
+
+    def encode(self, prompts: Sequence[str], max_new_tokens: int) -> dict[str, torch.Tensor]:
+        """Left-padded batch of formatted prompts, truncated on the left to the input budget."""
+        self.tokenizer.truncation_side = "left"
+        enc = self.tokenizer(
+            list(prompts),
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=self.input_budget(max_new_tokens),
+            add_special_tokens=not self.use_chat_template,
+        )
+        return {k: v.to(self.device) for k, v in enc.items()}
+
+    def _generation_config(self, max_new_tokens: int, **sampling: Any) -> Any:
+        from transformers import GenerationConfig
+
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        fixed: dict[str, Any] = {"do_sample": bool(sampling), "num_beams": 1, "num_return_sequences": 1}
+        return GenerationConfig(
+            **{**fixed, **sampling},
+            max_new_tokens=max_new_tokens,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=eos,
+        )
+
+    def sample(
+        self, prompt: str, *, max_new_tokens: int, count: int, temperature: float, top_p: float, seed: int
+    ) -> list[str]:
+        """``count`` sampled responses to one formatted prompt, drawn in one call after seeding with
+        ``seed``: the same seed gives the same samples, whatever else the run generates."""
+        import torch
+
+        config = self._generation_config(
+            max_new_tokens, temperature=temperature, top_p=top_p, top_k=0, num_return_sequences=count
+        )
+        enc = self.encode([prompt], max_new_tokens)
+        torch.manual_seed(seed)
+        self.model.eval()
+        with torch.no_grad():
+            generated = cast(Any, self.model).generate(**enc, generation_config=config, tokenizer=self.tokenizer)
+        return list(self.tokenizer.batch_decode(generated[:, enc["input_ids"].shape[1] :], skip_special_tokens=True))
+
+    def generate(
+        self, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int | None = None, prune: bool = True
+    ) -> list[str]:
+        """Greedy responses (new tokens only) to formatted prompts, in order.
+
+        Each batch is generated ``PRUNE_EVERY`` tokens at a time, continuing from the KV cache; between two
+        stretches the rows that have ended leave the batch (their cache rows too), so that the rest run on
+        fewer rows. A row's tokens do not depend on the other rows (greedy, padded on the left; tested).
+        ``prune=False``, or a model whose generation config sets what a stretch would restart
+        (:func:`stretch_sensitive`): one ``generate`` call per batch, every row to the end of the longest
+        (what a plain batched loop does; the benchmarks' baselines). On the CPU a batch whose KV cache would
+        not fit a quarter of the memory is cut to the rows that do (:meth:`rows_that_fit`), the rest go next."""
+        import torch
+
+        from pytest_safeedit.backends.rows import batch_rows
+
+        size = batch_size or CPU_BATCH_SIZE
+        self.model.eval()
+        stops = self._stop_ids()
+        prune = prune and not stretch_sensitive(self.model.generation_config)
+        out: list[str] = []
+        start = 0
+        while start < len(prompts):
+            enc = self.encode(prompts[start : start + size], max_new_tokens)
+            rows = self.rows_that_fit(enc["input_ids"].shape[1] + max_new_tokens)
+            if rows < enc["input_ids"].shape[0]:
+                enc = self.encode(prompts[start : start + rows], max_new_tokens)
+            if prune:
+                tokens: Any = self._pruned(enc, max_new_tokens, stops, first_row=start)
+            else:
+                # Numbered like the pruned rows, for a batch of several cases' edits after the first batch.
+                with torch.no_grad(), batch_rows(self.model, range(start, start + enc["input_ids"].shape[0])):
+                    generated = cast(Any, self.model).generate(
+                        **enc, generation_config=self._generation_config(max_new_tokens), tokenizer=self.tokenizer
+                    )
+                tokens = generated[:, enc["input_ids"].shape[1] :]
+            out.extend(self.tokenizer.batch_decode(tokens, skip_special_tokens=True))
+            start += enc["input_ids"].shape[0]
+        return out
+
+    def rows_that_fit(self, length: int) -> int:
+        """Most rows of ``length`` tokens whose KV cache fits a quarter of the machine's memory on the CPU
+        (at least one; no limit on an accelerator or when the config does not say the cache's size)."""
+        per_token = kv_cache_bytes_per_token(self.config, self.model.dtype.itemsize)
+        memory = physical_memory()
+        if per_token is None or memory is None or self.device.type != "cpu":
+            return 1 << 30
+        return max(1, memory // 4 // (per_token * length))
+
+    def _stop_ids(self) -> set[int]:
+        eos = self._generation_config(1).eos_token_id
+        return set() if eos is None else set(eos if isinstance(eos, list) else [eos])
+
+    def _pruned(
+        self,
+        enc: dict[str, torch.Tensor],
+        max_new_tokens: int,
+        stops: set[int],
+        *,
+        first_row: int = 0,
+    ) -> list[list[int]]:
+        """The new tokens of each row of a left-padded batch (each up to and with its end token); the rows
+        are numbered from ``first_row`` for :func:`~pytest_safeedit.backends.rows.batch_rows`."""
+        import torch
+
+        from pytest_safeedit.backends.rows import batch_rows
+
+        input_ids, mask = enc["input_ids"], enc["attention_mask"]
+        active = list(range(input_ids.shape[0]))
+        tokens: list[list[int]] = [[] for _ in active]
+        cache = None
+        produced = 0
+        while active and produced < max_new_tokens:
+            config = self._generation_config(min(PRUNE_EVERY, max_new_tokens - produced))
+            config.return_dict_in_generate = True
+            with torch.no_grad(), batch_rows(self.model, [first_row + row for row in active]):
+                generated = cast(Any, self.model).generate(
+                    input_ids=input_ids, attention_mask=mask, cache=cache, generation_config=config
+                )
+            sequences = generated.sequences
+            new = sequences[:, input_ids.shape[1] :]
+            produced += new.shape[1]
+            keep = []
+            for row, row_tokens in enumerate(new.tolist()):
+                ended = next((i for i, t in enumerate(row_tokens) if t in stops), None)
+                tokens[active[row]].extend(row_tokens if ended is None else row_tokens[: ended + 1])
+                if ended is None:
+                    keep.append(row)
+            if not keep or produced >= max_new_tokens:
+                break
+            cache = generated.cache if hasattr(generated, "cache") else generated.past_key_values
+            mask = torch.cat([mask, mask.new_ones((mask.shape[0], new.shape[1]))], dim=1)
+            if len(keep) < len(active):
+                index = torch.tensor(keep, device=sequences.device)
+                sequences, mask = sequences[index], mask[index]
+                if cache is not None:
+                    cache.reorder_cache(index)
+                active = [active[row] for row in keep]
+            input_ids = sequences
+        return tokens
+
+
+def stretch_sensitive(generation_config: Any) -> list[str]:
+    """The fields that a model's generation config sets and that pruned generation would not honour, sorted
+    (none: pruning gives what one ``generate`` call gives).
+
+    Each stretch is a ``generate`` call of its own, so whatever counts from the start of a call restarts
+    with it: the minimum of new tokens, the end token forced at the last step, the tokens suppressed at the
+    beginning, the length penalty's start, the time limit, the prompt that the encoder penalties and
+    guidance read; stop strings end rows that pruning does not see end, and a static cache cannot be
+    continued. Fields not known to be safe (:data:`STRETCH_SAFE_FIELDS`) count as sensitive."""
+    from transformers import GenerationConfig
+
+    defaults: dict[str, Any] = getattr(GenerationConfig, "_get_default_generation_params", dict)()
+    out = []
+    for field in vars(GenerationConfig()):
+        value = getattr(generation_config, field, None)
+        if field.startswith("_") or field in STRETCH_SAFE_FIELDS or value is None or value == defaults.get(field):
+            continue
+        if field == "cache_implementation" and value == "hybrid":
+            continue  # generate drops it for the dynamic cache (the default)
+        out.append(field)
+    return sorted(out)
+
+
+def kv_cache_bytes_per_token(config: Any, itemsize: int) -> int | None:
+    """Bytes of keys and values one token takes in the KV cache, from the model config (None: unknown)."""
+    from pytest_safeedit.backends.architecture import config_int
+
+    layers = config_int(config, "num_hidden_layers", "n_layer", "num_layers")
+    heads = config_int(config, "num_attention_heads", "n_head")
+    kv_heads = config_int(config, "num_key_value_heads", "multi_query_group_num") or heads
+    head_dim = config_int(config, "head_dim")
+    if head_dim is None:
+        width = config_int(config, "hidden_size", "n_embd", "d_model")
+        head_dim = width // heads if width is not None and heads else None
+    if layers is None or kv_heads is None or head_dim is None:
+        return None
+    return 2 * layers * kv_heads * head_dim * itemsize
+
+
+def physical_memory() -> int | None:
+    """The machine's memory in bytes (None where the OS does not say)."""
+    import os
+
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Hide transformers' progress bars while loading, so that test output stays readable."""
+    from transformers.utils import logging
+
+    enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            logging.enable_progress_bar()
+
+
+def gguf_parts(name_or_path: str) -> tuple[str, str | None]:
+    """A ``.gguf`` file as (its folder, its file name) for ``from_pretrained(folder, gguf_file=name)``;
+    anything else as (itself, None)."""
+    path = Path(name_or_path)
+    if is_gguf(name_or_path) and path.is_file():
+        return str(path.resolve().parent), path.name
+    return name_or_path, None
+
+
+def _gguf_folder(settings: ModelSettings, root: Path, mode: str, file_hashes: Path | None) -> str | None:
+    """The converted folder of the run's GGUF file, or None to parse the file (not wanted, or the cache
+    folder cannot be written: said in a warning)."""
+    import warnings
+
+    from pytest_safeedit.backends.gguf_cache import converted_folder, wanted
+
+    path = Path(settings.name_or_path)
+    if not wanted(path, mode):
+        return None
+    try:
+        with gguf_errors(settings.name_or_path), quiet_transformers():
+            return str(converted_folder(path, settings.dtype, root, file_hashes))
+    except OSError as exc:
+        warnings.warn(
+            f"{path}: could not keep its converted copy in {root / 'gguf'} ({exc}); the file is parsed on every "
+            "run. Free the disk or give --safeedit-cache-dir, or pass --safeedit-gguf-cache off",
+            stacklevel=2,
+        )
+        return None
+
+
+@contextmanager
+def gguf_errors(name_or_path: str) -> Iterator[None]:
+    """Say which GGUF file transformers could not read, and what to do, instead of its bare message."""
+    if gguf_parts(name_or_path)[1] is None:
+        yield
+        return
+    try:
+        yield
+    except ImportError as exc:
+        raise ImportError(
+            f"{name_or_path}: loading a GGUF file needs the 'gguf' package: pip install 'pytest-safeedit[gguf]' ({exc})"
+        ) from exc
+    except (ValueError, NotImplementedError, KeyError) as exc:
+        raise ValueError(
+            f"{name_or_path}: transformers cannot load this GGUF file ({type(exc).__name__}: {exc}); its "
+            "architecture or quantization is not supported by transformers' GGUF loader: convert the model "
+            "to a Hugging Face folder (config.json and safetensors), or upgrade transformers"
+        ) from exc
+
+
+def load_model(
+    settings: ModelSettings,
+    *,
+    lazy: bool = False,
+    gguf_cache: Path | None = None,
+    gguf_mode: str = "auto",
+    file_hashes: Path | None = None,
+) -> LoadedModel:
+    """Load a causal LM and its tokenizer with the Auto classes (a local path or a hub id), with the
+    resolved dtype and device of ``settings`` (see :func:`pytest_safeedit.config.settings.resolve_model_settings`).
+
+    With ``lazy``, only the tokenizer and config load now and the weights on first use. With
+    ``gguf_cache`` (a cache folder), a GGUF file that ``gguf_mode`` converts is read from its converted
+    folder there, converted first if needed (:mod:`pytest_safeedit.backends.gguf_cache`).
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(settings.seed)
+    device = settings.device
+    source, gguf = gguf_parts(settings.name_or_path)
+    if gguf is not None and gguf_cache is not None:
+        folder = _gguf_folder(settings, gguf_cache, gguf_mode, file_hashes)
+        if folder is not None:
+            source, gguf = folder, None
+    common: dict[str, Any] = {"trust_remote_code": settings.trust_remote_code}
+    if gguf is not None:
+        common["gguf_file"] = gguf  # dequantized on load, to the dtype below
+    kwargs: dict[str, Any] = {"dtype": getattr(torch, settings.dtype), **common}
+    if settings.device_map:
+        kwargs["device_map"] = settings.device_map
+    with gguf_errors(settings.name_or_path), quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(source, **common)
+        config = AutoConfig.from_pretrained(source, **common)
+
+    def load_weights() -> Any:
+        torch.manual_seed(settings.seed)
+        with gguf_errors(settings.name_or_path), quiet_transformers():
+            model: Any = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        if not settings.device_map:
+            model.to(device)
+        model.eval()
+        return model
+
+    return LoadedModel(load_weights if lazy else load_weights(), tokenizer, settings, config)
+
+
+class HFGenerator:
+    """The :class:`~pytest_safeedit.backends.base.Generator` over a Hugging Face model in this process.
+
+    The tokenizer loads on the first generation and the weights on the first forward pass, so that a run
+    whose responses all come from the cache loads neither.
+    """
+
+    backend = "hf"
+
+    def __init__(
+        self,
+        settings: ModelSettings,
+        *,
+        file_hashes: Path | None = None,
+        gguf_cache: Path | None = None,
+        gguf_mode: str = "auto",
+    ) -> None:
+        self.settings = settings
+        self._file_hashes = file_hashes
+        self._gguf = (gguf_cache, gguf_mode)
+        self._model: LoadedModel | None = None
+        self._identity: str | None = None
+
+    @property
+    def model(self) -> LoadedModel:
+        """The loaded model (tokenizer now, weights on first use)."""
+        if self._model is None:
+            root, mode = self._gguf
+            self._model = load_model(
+                self.settings, lazy=True, gguf_cache=root, gguf_mode=mode, file_hashes=self._file_hashes
+            )
+        return self._model
+
+    def identity(self) -> str:
+        from pytest_safeedit.util.cache import digest, model_identity
+
+        if self._identity is None:
+            content = model_identity(
+                self.settings.name_or_path, lambda: (self.model.model, self.model.tokenizer), self._file_hashes
+            )
+            # The content names the model, not its folder: a copy elsewhere is the same model.
+            load = {
+                k: v
+                for k, v in self.settings.to_dict().items()
+                if k not in ("name_or_path", "max_input_tokens", "seed")
+            }
+            self._identity = digest(self.backend, content, load)
+        return self._identity
+
+    def generate(self, requests: Sequence[Request]) -> list[str]:
+        if not requests:
+            return []
+        settings = requests[0].settings
+        model = self.model.with_input_limit(settings.max_input_tokens)
+        if settings.sampled:
+            return self._sample(model, requests)
+        prompts = [model.format_prompt(r.text, r.system, max_new_tokens=settings.max_new_tokens) for r in requests]
+        return model.generate(prompts, max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size)
+
+    @staticmethod
+    def _sample(model: LoadedModel, requests: Sequence[Request]) -> list[str]:
+        """All samples of a probe come from one seeded call; a request takes the one its index names."""
+        settings = requests[0].settings
+        drawn: dict[tuple[str, str | None], list[str]] = {}
+        for r in requests:
+            if (r.text, r.system) not in drawn:
+                drawn[(r.text, r.system)] = model.sample(
+                    model.format_prompt(r.text, r.system, max_new_tokens=settings.max_new_tokens),
+                    max_new_tokens=settings.max_new_tokens,
+                    count=settings.samples,
+                    temperature=settings.temperature,
+                    top_p=settings.top_p,
+                    seed=sample_seed(settings.seed, r.text, r.system),
+                )
+        return [drawn[(r.text, r.system)][r.sample] for r in requests]
+
+    def editable(self, settings: GenerationSettings) -> LoadedModel:
+        return self.model.with_input_limit(settings.max_input_tokens)
+
+    def metadata(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"backend": self.backend, **self.settings.to_dict()}
+        gguf = gguf_parts(self.settings.name_or_path)[1]
+        if gguf is not None:
+            out.update(gguf_file=gguf, dequantized_to=self.settings.dtype)
+        if self._model is not None:
+            architectures = getattr(self._model.config, "architectures", None) or [None]
+            out.update(model_class=architectures[0], chat_template=self._model.use_chat_template)
+            if self._model.loaded:
+                m = self._model.model
+                out.update(
+                    model_class=type(m).__name__,
+                    parameters=sum(p.numel() for p in m.parameters()),
+                    dtype=str(next(m.parameters()).dtype).removeprefix("torch."),
+                    device=str(self._model.device),
+                )
+        return out

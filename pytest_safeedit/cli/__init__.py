@@ -1,0 +1,1 @@
+"""python -m pytest_safeedit commands: merge, judge-eval, train-judge, tune."""

@@ -1,0 +1,1 @@
+"""Run settings resolved from options (device, dtype, generation), and where models come from."""

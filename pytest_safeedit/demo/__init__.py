@@ -1,0 +1,1 @@
+"""The built-in demo model and demo guard, trained here in seconds."""

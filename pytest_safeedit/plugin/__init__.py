@@ -1,0 +1,1 @@
+"""The pytest glue: options, hooks, items, the aggregator, xdist and shards."""

@@ -1,0 +1,1 @@
+"""Reports: JSON, Markdown, HTML, and a previous report as the baseline."""

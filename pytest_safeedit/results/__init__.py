@@ -1,0 +1,1 @@
+"""Typed results, pass rates, statistics, side effects, the gate applied, summary tables."""

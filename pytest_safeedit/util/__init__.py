@@ -1,0 +1,1 @@
+"""Internal helpers: atomic files and builds, text, the on-disk cache."""
