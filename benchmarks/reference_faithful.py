@@ -52,16 +52,18 @@ def reference_edit(model: LoadedModel, case: Case, editor: DINM) -> float:
         kl_input = torch.tensor([kl_ids], device=device)
         with torch.no_grad():
             before = net(input_ids=kl_input).logits[0, kl_start - 1 : kl_start - 1 + kl_len].float().log_softmax(-1)
-    optimizer = torch.optim.Adam([weight], lr=editor.lr, weight_decay=0.0)
+    optimizer = torch.optim.Adam([weight], lr=editor.training.lr, weight_decay=0.0)
     with torch.enable_grad():
-        for _ in range(editor.steps):
+        for _ in range(editor.training.steps):
             logits = net(input_ids=nll_input).logits[0, nll_start - 1 : nll_start - 1 + nll_len]
-            loss = editor.nll_weight * torch.nn.functional.cross_entropy(logits.float(), nll_input[0, nll_start:])
+            loss = editor.training.nll_weight * torch.nn.functional.cross_entropy(
+                logits.float(), nll_input[0, nll_start:]
+            )
             if kl_input is not None:
                 now = net(input_ids=kl_input).logits[0, kl_start - 1 : kl_start - 1 + kl_len].float().log_softmax(-1)
                 kl = (before.exp() * (before - now)).sum(-1).mean()
-                loss = loss + (kl if editor.kl_grad else kl.detach())
-            if float(loss.detach()) < editor.early_stop_loss:
+                loss = loss + (kl if editor.training.kl_grad else kl.detach())
+            if float(loss.detach()) < editor.training.early_stop_loss:
                 break
             optimizer.zero_grad()
             loss.backward()

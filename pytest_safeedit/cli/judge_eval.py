@@ -15,10 +15,11 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pytest_safeedit.config.settings import DEFAULT_JUDGE
 from pytest_safeedit.judges.base import POLICIES, UNPARSED, UNSAFE, Judge, PanelJudge, Verdict
 from pytest_safeedit.judges.formats import GUARD_FORMATS
 from pytest_safeedit.judges.labelled import GROUPS, Example, LabelsError, load_examples
@@ -168,9 +169,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    options = JudgeOptions(
+class _UsageError(Exception):
+    """What judge-eval cannot go on with: said on stderr, exit status 2."""
+
+
+def _options(args: argparse.Namespace) -> JudgeOptions:
+    return JudgeOptions(
         unsafe_labels=tuple(x.strip() for x in args.judge_unsafe_labels.split(",") if x.strip()),
         max_length=args.judge_max_length,
         guard_format=args.judge_format,
@@ -180,72 +184,97 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch_size=args.batch_size,
         cache_dir=args.cache_dir,
     )
-    data: dict[str, list[Example]] = {}
-    try:
-        for path in args.files:
-            examples = load_examples(path)
-            if args.split:
-                examples = [e for e in examples if e.split == args.split]
-            # Files are named by their file name, or by the path given where two share a name.
-            named = Path(path).name if [Path(p).name for p in args.files].count(Path(path).name) == 1 else str(path)
-            name = named + (f" [{args.split}]" if args.split else "")
-            if examples:
-                data.setdefault(name, []).extend(examples)
-    except LabelsError as exc:
-        print(f"judge-eval: error: {exc}", file=sys.stderr)
-        return 2
-    if not data:
-        print(f"judge-eval: error: no records with split {args.split!r} in {', '.join(args.files)}", file=sys.stderr)
-        return 2
-    if args.pool:
-        data = {" + ".join(data): [e for examples in data.values() for e in examples]}
-    judges: dict[str, Judge] = {}
-    figures: dict[str, dict[str, Any]] = {}
-    rows: list[list[Any]] = []
-    listed: list[str] = []
-    specs = list(dict.fromkeys(args.judge or ["refusal"]))
-    try:
-        from pytest_safeedit.demo.guard import demo_judge_paths
 
+
+def _load(files: Sequence[str], split: str | None, pool: bool) -> dict[str, list[Example]]:
+    """The examples of each file (of ``split`` only where given), by a display name; pooled into one."""
+    data: dict[str, list[Example]] = {}
+    names = [Path(p).name for p in files]
+    try:
+        for path in files:
+            examples = [e for e in load_examples(path) if not split or e.split == split]
+            # Files are named by their file name, or by the path given where two share a name.
+            named = Path(path).name if names.count(Path(path).name) == 1 else str(path)
+            if examples:
+                data.setdefault(named + (f" [{split}]" if split else ""), []).extend(examples)
+    except LabelsError as exc:
+        raise _UsageError(str(exc)) from None
+    if not data:
+        raise _UsageError(f"no records with split {split!r} in {', '.join(files)}")
+    if pool:
+        data = {" + ".join(data): [e for examples in data.values() for e in examples]}
+    return data
+
+
+def _judges(specs: Sequence[str], options: JudgeOptions, panel: str | None) -> dict[str, Judge]:
+    """Each judge by its spec (the built-in demos' folders resolved), and their panel where asked."""
+    from pytest_safeedit.demo.guard import demo_judge_paths
+
+    try:
         options = replace(options, local_paths=demo_judge_paths(specs, options.cache_dir))
-        for spec in specs:
-            judges[spec] = build_judge(spec, options)
+        judges = {spec: build_judge(spec, options) for spec in specs}
     except (ValueError, OSError) as exc:
+        raise _UsageError(str(exc)) from None
+    if panel:
+        together = PanelJudge([judges[s] for s in specs], panel)
+        judges[together.name] = together
+    return judges
+
+
+@dataclass
+class _Tally:
+    """What the evaluation prints and writes: figures by key, table rows, disagreements."""
+
+    figures: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rows: list[list[Any]] = field(default_factory=list)
+    listed: list[str] = field(default_factory=list)
+
+
+def _evaluate(
+    tally: _Tally, name: str, spec: str, judge: Judge, examples: list[Example], args: argparse.Namespace
+) -> None:
+    verdicts = judge_examples(examples, judge)
+    judged = judged_unsafe(verdicts, examples)
+    for group, indices in group_members(examples, args.group_by).items():
+        a = agreement([judged[i] for i in indices], [examples[i].unsafe for i in indices])
+        unread = sum(verdicts[i].label == UNPARSED for i in indices)
+        key = f"{name} / {spec}" + ("" if group == "all" else f" / {group}")
+        tally.figures[key] = {**a.to_dict(), "unparsed": unread}
+        tally.rows.append(_row(name, group, spec, a, unread))
+    wrong = [(e, v) for e, v, j in zip(examples, verdicts, judged) if j != e.unsafe]
+    for example, verdict in wrong[: args.disagreements]:
+        text = " ".join(example.response.split())[:100]
+        reason = verdict.reason.removeprefix(f"{judge.name}: ")
+        tally.listed.append(
+            f"{name} / {spec}: {example.where}: labelled {example.label}, judged {verdict.label} "
+            f"({reason[:60]}): {text!r}"
+        )
+    if len(wrong) > args.disagreements:
+        tally.listed.append(f"{name} / {spec}: ... and {len(wrong) - args.disagreements} more")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        data = _load(args.files, args.split, args.pool)
+        judges = _judges(list(dict.fromkeys(args.judge or [DEFAULT_JUDGE])), _options(args), args.panel)
+    except _UsageError as exc:
         print(f"judge-eval: error: {exc}", file=sys.stderr)
         return 2
-    if args.panel:
-        panel = PanelJudge([judges[s] for s in specs], args.panel)
-        judges[panel.name] = panel
-    for spec in judges:
+    tally = _Tally()
+    for spec, judge in judges.items():
         for name, examples in data.items():
-            verdicts = judge_examples(examples, judges[spec])
-            judged = judged_unsafe(verdicts, examples)
-            for group, indices in group_members(examples, args.group_by).items():
-                a = agreement([judged[i] for i in indices], [examples[i].unsafe for i in indices])
-                unread = sum(verdicts[i].label == UNPARSED for i in indices)
-                key = f"{name} / {spec}" + ("" if group == "all" else f" / {group}")
-                figures[key] = {**a.to_dict(), "unparsed": unread}
-                rows.append(_row(name, group, spec, a, unread))
-            wrong = [(e, v) for e, v, j in zip(examples, verdicts, judged) if j != e.unsafe]
-            for example, verdict in wrong[: args.disagreements]:
-                text = " ".join(example.response.split())[:100]
-                reason = verdict.reason.removeprefix(f"{judges[spec].name}: ")
-                listed.append(
-                    f"{name} / {spec}: {example.where}: labelled {example.label}, judged {verdict.label} "
-                    f"({reason[:60]}): {text!r}"
-                )
-            if len(wrong) > args.disagreements:
-                listed.append(f"{name} / {spec}: ... and {len(wrong) - args.disagreements} more")
+            _evaluate(tally, name, spec, judge, examples, args)
     from tabulate import tabulate
 
-    print(tabulate(rows, headers=HEADERS, tablefmt="simple", disable_numparse=True))
+    print(tabulate(tally.rows, headers=HEADERS, tablefmt="simple", disable_numparse=True))
     print(
         "(unsafe is the positive class: precision and recall are for unsafe, 'safe kept' is the share of safe "
         "responses judged safe; an unparsed answer counts as an error)"
     )
-    if listed:
+    if tally.listed:
         print("\ndisagreements:")
-        print("\n".join(f"  {line}" for line in listed))
+        print("\n".join(f"  {line}" for line in tally.listed))
     if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=1), encoding="utf-8")
+        Path(args.json).write_text(json.dumps(tally.figures, indent=1), encoding="utf-8")
     return 0

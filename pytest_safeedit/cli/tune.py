@@ -181,7 +181,7 @@ def parse_values(text: str) -> list[Any]:
     return values
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pytest_safeedit tune",
         description="Sweep an editor's hyperparameters on a development subset of a suite, print DS, DG-Avg, "
@@ -209,7 +209,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, default in asdict(Goals()).items():
         parser.add_argument(f"--goal-{name.replace('_', '-')}", type=float, default=default, dest=f"goal_{name}")
     parser.add_argument("pytest_args", nargs="*", help="after --: more pytest options for every run")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _write_config(args: argparse.Namespace, chosen: Outcome, goals: Goals) -> None:
+    """The chosen setting as an editor config file, with a header that says how it was chosen."""
+    missed = chosen.missed(goals)
+    why = "meets every goal" if not missed else f"misses {', '.join(missed)} (no setting met every goal)"
+    out = args.out or Path(f"tuned-{args.editor}.yaml")
+    import yaml
+
+    header = (
+        f"# {args.editor} tuned by python -m pytest_safeedit tune on {args.model}, cases -k {args.k!r} of "
+        f"{Path(args.suite).name}:\n# DS {_cell(chosen.ds)}, DG-Avg {_cell(chosen.dg_avg)}, benign "
+        f"{_cell(chosen.benign)}, knowledge kept {_cell(None if chosen.knowledge is None else 100 * chosen.knowledge)}%, "
+        f"fluency drop {_cell(chosen.fluency_drop, '{:.2f}')}; {why}\n"
+    )
+    out.write_text(header + yaml.safe_dump({args.editor: chosen.setting}), encoding="utf-8")
+    print(f"chosen: {chosen.setting} ({why}); written to {out} (use --safeedit-editor-config {out})")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     if args.suite is None:
         from pytest_safeedit.demo.model import sample_suite_path
 
@@ -239,17 +260,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     if chosen is None:
         print("tune: every setting failed; see the errors above", file=sys.stderr)
         return 1
-    missed = chosen.missed(goals)
-    why = "meets every goal" if not missed else f"misses {', '.join(missed)} (no setting met every goal)"
-    out = args.out or Path(f"tuned-{args.editor}.yaml")
-    import yaml
-
-    header = (
-        f"# {args.editor} tuned by python -m pytest_safeedit tune on {args.model}, cases -k {args.k!r} of "
-        f"{Path(args.suite).name}:\n# DS {_cell(chosen.ds)}, DG-Avg {_cell(chosen.dg_avg)}, benign "
-        f"{_cell(chosen.benign)}, knowledge kept {_cell(None if chosen.knowledge is None else 100 * chosen.knowledge)}%, "
-        f"fluency drop {_cell(chosen.fluency_drop, '{:.2f}')}; {why}\n"
-    )
-    out.write_text(header + yaml.safe_dump({args.editor: chosen.setting}), encoding="utf-8")
-    print(f"chosen: {chosen.setting} ({why}); written to {out} (use --safeedit-editor-config {out})")
+    _write_config(args, chosen, goals)
     return 0

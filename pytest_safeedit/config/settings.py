@@ -30,10 +30,12 @@ GPU_BATCH_SIZE = 16
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 CHAT_TEMPLATE_MODES = ("auto", "on", "off")
 GGUF_CACHE_MODES = ("auto", "on", "off")
-#: Where responses come from: the model in this process, an OpenAI-compatible server, vLLM in process.
-BACKENDS = ("hf", "openai", "vllm")
-#: Backends that hold no weights an editor could change.
-SERVED_BACKENDS = ("openai", "vllm")
+#: The offline rule judges (the default and its strict form), the only judge names spelled outside
+#: the judge registry: settings need them for defaults, and their verdicts cost next to nothing (the
+#: judge check is on for them by default, and they skip the verdict cache).
+DEFAULT_JUDGE = "refusal"
+STRICT_JUDGE = "refusal-strict"
+OFFLINE_JUDGES = (DEFAULT_JUDGE, STRICT_JUDGE)
 DECODING = "greedy"
 SAMPLED = "sample"
 
@@ -54,7 +56,7 @@ class RunSettings:
     api_key_env: str | None = None
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float = 0.9
-    judge: tuple[str, ...] = ("refusal",)
+    judge: tuple[str, ...] = (DEFAULT_JUDGE,)
     judge_policy: str = "any"
     judge_format: str = "auto"
     judge_rubric: str | None = None
@@ -115,7 +117,7 @@ class RunSettings:
     @property
     def cheap_judge(self) -> bool:
         """Every judge is an offline one, whose verdicts cost next to nothing."""
-        return all(spec in CHEAP_JUDGES for spec in self.judge)
+        return all(spec in OFFLINE_JUDGES for spec in self.judge)
 
     @property
     def judge_check_on(self) -> bool:
@@ -124,10 +126,6 @@ class RunSettings:
         if self.judge_check == "auto":
             return self.cheap_judge or self.min_judge_agreement is not None
         return self.judge_check == "on"
-
-
-#: Judges whose verdicts cost next to nothing: the judge check is on for them by default.
-CHEAP_JUDGES = ("refusal", "refusal-strict")
 
 
 @dataclass(frozen=True)
@@ -252,18 +250,17 @@ def resolve_model_settings(run: RunSettings, name_or_path: str, worker_index: in
     )
 
 
-def default_batch_size(device: str, run: RunSettings | None = None) -> int:
-    """Requests handed to the generator at once: a server gets four per request in flight, so that
-    its concurrency is used; vLLM schedules its own batches from all it is given."""
-    if run is not None and run.backend == "openai":
-        return 4 * run.concurrency
-    if run is not None and run.backend == "vllm":
-        return 256
+def default_batch_size(device: str) -> int:
+    """Requests handed to an in-process model at once on ``device`` (a backend may say otherwise:
+    :attr:`pytest_safeedit.backends.registry.BackendSpec.batch_size`)."""
     return CPU_BATCH_SIZE if device == "cpu" else GPU_BATCH_SIZE
 
 
-def resolve_generation(run: RunSettings, suite_defaults: Mapping[str, Any], device: str) -> GenerationSettings:
-    """A suite's generation settings: option (or ini key), else the suite's default, else built-in."""
+def resolve_generation(
+    run: RunSettings, suite_defaults: Mapping[str, Any], device: str, default_batch: int | None = None
+) -> GenerationSettings:
+    """A suite's generation settings: option (or ini key), else the suite's default, else built-in
+    (``default_batch``: the backend's batch size; None: the device's)."""
 
     def pick(option: int | None, key: str, default: int | None) -> int | None:
         if option is not None:
@@ -276,7 +273,7 @@ def resolve_generation(run: RunSettings, suite_defaults: Mapping[str, Any], devi
             pick(run.max_new_tokens, "max_new_tokens", DEFAULT_MAX_NEW_TOKENS) or DEFAULT_MAX_NEW_TOKENS
         ),
         max_input_tokens=pick(run.max_input_tokens, "max_input_tokens", None),
-        batch_size=int(pick(run.batch_size, "batch_size", default_batch_size(device, run)) or 1),
+        batch_size=int(pick(run.batch_size, "batch_size", default_batch or default_batch_size(device)) or 1),
         decoding=SAMPLED if run.samples > 1 or run.temperature is not None else DECODING,
         samples=run.samples,
         temperature=1.0 if run.temperature is None else run.temperature,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pytest_safeedit.backends.architecture import ArchitectureError, block_count, mlp_output_projection
@@ -117,6 +118,101 @@ def _keep_kwargs(net: Any, count: int) -> dict[str, Any]:
     return {"logits_to_keep": count} if "logits_to_keep" in inspect.signature(net.forward).parameters else {}
 
 
+@dataclass(frozen=True)
+class Training:
+    """How a projection is trained (see :func:`train_projection`).
+
+    Args:
+        lr: Adam learning rate.
+        steps: most optimizer steps.
+        nll_weight: the weight of the NLL of the target.
+        early_stop_loss: stop once the loss is below this.
+        norm_constraint: when set, each weight stays within +-this of its original value.
+        kl_grad: keep the KL term's gradient; false makes it a constant.
+        lean: each input at its own length, the blocks below the edited one run once, only the needed
+            logits; false runs one padded batch through the whole model at every step.
+    """
+
+    lr: float
+    steps: int
+    nll_weight: float = 1.0
+    early_stop_loss: float = 1e-4
+    norm_constraint: float | None = None
+    kl_grad: bool = True
+    lean: bool = True
+
+
+Span = tuple[list[int], int, int]  # token ids, where the target starts, how many target tokens
+
+
+class _LeanPasses:
+    """Each input as a pass of its own length, the blocks below ``layer`` replayed (:class:`FrozenBelow`),
+    only the logits of the target tokens computed."""
+
+    def __init__(self, model: LoadedModel, layer: int, nll: Span, kl: Span | None) -> None:
+        self.net, self.device = model.model, model.device
+        self.nll, self.kl = nll, kl
+        self.frozen = FrozenBelow(self.net, layer)
+
+    def active(self) -> AbstractContextManager[Any]:
+        return self.frozen.active()
+
+    def nll_targets(self) -> torch.Tensor:
+        import torch
+
+        ids, start, _ = self.nll
+        return torch.tensor(ids[start:], dtype=torch.long, device=self.device)
+
+    def _logits(self, key: str, span: Span) -> torch.Tensor:
+        import torch
+
+        ids, _, count = span
+        inputs = torch.tensor([ids], dtype=torch.long, device=self.device)
+        out = self.frozen.run(key, self.net, input_ids=inputs, use_cache=False, **_keep_kwargs(self.net, count + 1))
+        logits: torch.Tensor = out.logits[0, -(count + 1) : -1]
+        return logits
+
+    def knowledge_logits(self) -> torch.Tensor | None:
+        return None if self.kl is None else self._logits("kl", self.kl)
+
+    def logits(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self._logits("nll", self.nll), self.knowledge_logits()
+
+
+class _PaddedPasses:
+    """The straightforward computation: both inputs in one right-padded batch through the whole model."""
+
+    def __init__(self, model: LoadedModel, nll: Span, kl: Span | None) -> None:
+        self.net, self.pad_id, self.device = model.model, model.pad_id, model.device
+        self.nll, self.kl = nll, kl
+        rows = [nll[0]] + ([kl[0]] if kl is not None else [])
+        self.input_ids, self.mask = right_padded(rows, model.pad_id, model.device)
+
+    def active(self) -> AbstractContextManager[Any]:
+        return nullcontext()
+
+    def nll_targets(self) -> torch.Tensor:
+        _, start, count = self.nll
+        return self.input_ids[0, start : start + count]
+
+    def knowledge_logits(self) -> torch.Tensor | None:
+        if self.kl is None:
+            return None
+        ids, start, count = self.kl
+        row, row_mask = right_padded([ids], self.pad_id, self.device)
+        logits: torch.Tensor = self.net(input_ids=row, attention_mask=row_mask, use_cache=False).logits
+        return logits[0, start - 1 : start - 1 + count]
+
+    def logits(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        logits = self.net(input_ids=self.input_ids, attention_mask=self.mask, use_cache=False).logits
+        _, start, count = self.nll
+        nll_logits = logits[0, start - 1 : start - 1 + count]
+        if self.kl is None:
+            return nll_logits, None
+        _, kl_start, kl_count = self.kl
+        return nll_logits, logits[1, kl_start - 1 : kl_start - 1 + kl_count]
+
+
 def train_projection(
     model: LoadedModel,
     projection: Projection,
@@ -125,12 +221,7 @@ def train_projection(
     prompt: str,
     target: str,
     knowledge: tuple[str, str] | None,
-    steps: int,
-    lr: float,
-    nll_weight: float,
-    kl_grad: bool,
-    early_stop_loss: float,
-    norm_constraint: float | None,
+    training: Training,
     layer: int | None = None,
 ) -> None:
     """Train only ``projection``'s weight: ``nll_weight`` x NLL(target | prompt) + KL on the knowledge answer.
@@ -139,92 +230,108 @@ def train_projection(
     p_before from the unedited model; ``kl_grad=False`` makes it a constant, as the public reference
     implementation computes it.
 
-    With ``layer`` (the block that holds ``projection``) the edit is lean: the NLL and KL inputs run as
-    two passes of their own lengths (no padding of one to the other), the blocks below ``layer`` run once
-    per input (:class:`FrozenBelow`), and only the logits of the target tokens are computed. The result
-    equals the straightforward computation (``layer`` None: one padded batch of both inputs through the
-    whole model at every step) up to floating-point order (tested).
+    With ``training.lean`` and ``layer`` (the block that holds ``projection``) the edit is lean: the NLL and
+    KL inputs run as two passes of their own lengths (no padding of one to the other), the blocks below
+    ``layer`` run once per input (:class:`FrozenBelow`), and only the logits of the target tokens are
+    computed. The result equals the straightforward computation (one padded batch of both inputs through
+    the whole model at every step) up to floating-point order (tested).
     """
     import torch
 
-    nll_ids, nll_start, nll_len = teacher_forced(model, prompt, target)
-    net = model.model
-    device = model.device
-    kl_parts = teacher_forced(model, knowledge[0], knowledge[1]) if knowledge is not None else None
-    weight = projection.weight
-    original = weight.detach().clone() if norm_constraint else None
-    optimizer = torch.optim.Adam([weight], lr=lr, weight_decay=0.0)
-    frozen = FrozenBelow(net, layer) if layer is not None else None
-
-    def lean_logits(key: str, ids: list[int], count: int) -> torch.Tensor:
-        """Logits predicting the last ``count`` tokens of ``ids`` (one row, its own length)."""
-        assert frozen is not None
-        inputs = torch.tensor([ids], dtype=torch.long, device=device)
-        out = frozen.run(key, net, input_ids=inputs, use_cache=False, **_keep_kwargs(net, count + 1))
-        logits: torch.Tensor = out.logits[0, -(count + 1) : -1]
-        return logits
-
-    if frozen is None:
-        rows = [nll_ids] + ([kl_parts[0]] if kl_parts is not None else [])
-        input_ids, mask = right_padded(rows, model.pad_id, device)
-        nll_targets = input_ids[0, nll_start : nll_start + nll_len]
+    nll = teacher_forced(model, prompt, target)
+    kl = teacher_forced(model, knowledge[0], knowledge[1]) if knowledge is not None else None
+    passes: _LeanPasses | _PaddedPasses
+    if training.lean and layer is not None:
+        passes = _LeanPasses(model, layer, nll, kl)
     else:
-        nll_targets = torch.tensor(nll_ids[nll_start:], dtype=torch.long, device=device)
-
-    def logits_now() -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits over the target tokens and over the knowledge answer's tokens (None without knowledge)."""
-        if frozen is not None:
-            nll_logits = lean_logits("nll", nll_ids, nll_len)
-            kl_logits = lean_logits("kl", kl_parts[0], kl_parts[2]) if kl_parts is not None else None
-            return nll_logits, kl_logits
-        logits = net(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
-        nll_logits = logits[0, nll_start - 1 : nll_start - 1 + nll_len]
-        if kl_parts is None:
-            return nll_logits, None
-        return nll_logits, logits[1, kl_parts[1] - 1 : kl_parts[1] - 1 + kl_parts[2]]
-
-    with frozen.active() if frozen is not None else nullcontext():
-        logp_before = None
-        if kl_parts is not None:
-            kl_ids, kl_start, kl_len = kl_parts
-            with torch.no_grad():
-                if frozen is not None:
-                    before = lean_logits("kl", kl_ids, kl_len)
-                else:
-                    ids, row_mask = right_padded([kl_ids], model.pad_id, device)
-                    before = net(input_ids=ids, attention_mask=row_mask, use_cache=False).logits[
-                        0, kl_start - 1 : kl_start - 1 + kl_len
-                    ]
-            logp_before = before.float().log_softmax(-1)
+        passes = _PaddedPasses(model, nll, kl)
+    with passes.active():
+        with torch.no_grad():
+            before = passes.knowledge_logits()
+        logp_before = None if before is None else before.float().log_softmax(-1)
         # The caller may run under no_grad (pytest items, inference code): training needs gradients.
         with torch.enable_grad():
-            for _ in range(steps):
-                nll_logits, kl_logits = logits_now()
-                nll = torch.nn.functional.cross_entropy(nll_logits.float(), nll_targets)
-                loss = nll_weight * nll
-                kl_value = 0.0
-                if logp_before is not None and kl_logits is not None:
-                    logp_now = kl_logits.float().log_softmax(-1)
-                    kl = (logp_before.exp() * (logp_before - logp_now)).sum(-1).mean()
-                    if not kl_grad:
-                        kl = kl.detach()
-                    kl_value = float(kl.detach())
-                    loss = loss + kl
-                details.losses = {
-                    "loss": round(float(loss.detach()), 6),
-                    "nll": round(float(nll.detach()), 6),
-                    "kl": round(kl_value, 6),
-                }
-                if details.losses["loss"] < early_stop_loss:
-                    break
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                details.steps += 1
-                if original is not None and norm_constraint is not None:
-                    with torch.no_grad():
-                        weight.copy_(torch.clamp(weight, original - norm_constraint, original + norm_constraint))
+            _optimize(projection.weight, passes, logp_before, training, details)
+
+
+def _optimize(
+    weight: torch.nn.Parameter,
+    passes: _LeanPasses | _PaddedPasses,
+    logp_before: torch.Tensor | None,
+    training: Training,
+    details: EditDetails,
+) -> None:
+    """Adam steps on ``weight`` until the loss is below the early-stop loss or the steps run out."""
+    import torch
+
+    original = weight.detach().clone() if training.norm_constraint else None
+    optimizer = torch.optim.Adam([weight], lr=training.lr, weight_decay=0.0)
+    targets = passes.nll_targets()
+    for _ in range(training.steps):
+        nll_logits, kl_logits = passes.logits()
+        nll = torch.nn.functional.cross_entropy(nll_logits.float(), targets)
+        loss = training.nll_weight * nll
+        kl_value = 0.0
+        if logp_before is not None and kl_logits is not None:
+            logp_now = kl_logits.float().log_softmax(-1)
+            kl = (logp_before.exp() * (logp_before - logp_now)).sum(-1).mean()
+            if not training.kl_grad:
+                kl = kl.detach()
+            kl_value = float(kl.detach())
+            loss = loss + kl
+        details.losses = {
+            "loss": round(float(loss.detach()), 6),
+            "nll": round(float(nll.detach()), 6),
+            "kl": round(kl_value, 6),
+        }
+        if details.losses["loss"] < training.early_stop_loss:
+            break
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        details.steps += 1
+        if original is not None and training.norm_constraint is not None:
+            with torch.no_grad():
+                bound = training.norm_constraint
+                weight.copy_(torch.clamp(weight, original - bound, original + bound))
     optimizer.zero_grad()
+
+
+@contextmanager
+def projection_edit(
+    name: str,
+    model: LoadedModel,
+    case: Case,
+    *,
+    layer: Callable[[EditDetails], int],
+    prompt: Callable[[str], str],
+    training: Training,
+    uses_knowledge: bool,
+) -> Iterator[EditDetails]:
+    """Edit the MLP output projection of block ``layer(details)`` with ``case`` (its attack prompt to its
+    safe reference, and the knowledge answer kept where ``uses_knowledge``); restored exactly on exit."""
+    clock = Stopwatch()
+    details = EditDetails(editor=name, case_id=case.id)
+    details.layer = layer(details)
+    projection = mlp_output_projection(model.model, details.layer)
+    details.module = projection.name
+    knowledge = None
+    if uses_knowledge and case.knowledge is not None:
+        knowledge = (prompt(case.knowledge.prompt), case.knowledge.answer)
+    with weights_restored([projection.weight]):
+        with only_trainable(model.model, [projection.weight]):
+            train_projection(
+                model,
+                projection,
+                details,
+                prompt=prompt(case.adversarial_prompt),
+                target=case.safe,
+                knowledge=knowledge,
+                training=training,
+                layer=details.layer,
+            )
+        details.seconds = clock.seconds()
+        yield details
 
 
 class DINM:
@@ -260,57 +367,31 @@ class DINM:
         suffix: str,
         lean: bool = True,
     ) -> None:
-        self.lean = lean
-        self.lr = lr
-        self.steps = steps
-        self.nll_weight = nll_weight
-        self.early_stop_loss = early_stop_loss
-        self.norm_constraint = norm_constraint
-        self.kl_grad = kl_grad
+        self.training = Training(lr, steps, nll_weight, early_stop_loss, norm_constraint, kl_grad, lean)
         self.suffix = suffix
 
     def prompt(self, text: str) -> tuple[str, str | None]:
         return with_suffix(text, self.suffix), None
 
     def choose_layer(self, model: LoadedModel, case: Case, details: EditDetails) -> int:
+        """The toxic layer: the block whose outputs differ most between the case's references."""
         layer, distances = locate_toxic_layer(model, case.safe, case.unsafe)
         details.layer_distances = distances
         return layer
 
-    @contextmanager
-    def edit(self, model: LoadedModel, case: Case) -> Iterator[EditDetails]:
-        clock = Stopwatch()
-        details = EditDetails(editor=self.name, case_id=case.id)
-        details.layer = self.choose_layer(model, case, details)
-        projection = mlp_output_projection(model.model, details.layer)
-        details.module = projection.name
-        knowledge = None
-        if case.knowledge is not None:
-            knowledge = (self.prompt(case.knowledge.prompt)[0], case.knowledge.answer)
-        with weights_restored([projection.weight]):
-            with only_trainable(model.model, [projection.weight]):
-                train_projection(
-                    model,
-                    projection,
-                    details,
-                    prompt=self.prompt(case.adversarial_prompt)[0],
-                    target=case.safe,
-                    knowledge=knowledge if self.uses_knowledge else None,
-                    steps=self.steps,
-                    lr=self.lr,
-                    nll_weight=self.nll_weight,
-                    kl_grad=self.kl_grad,
-                    early_stop_loss=self.early_stop_loss,
-                    norm_constraint=self.norm_constraint,
-                    layer=details.layer if self.lean else None,
-                )
-            details.seconds = clock.seconds()
-            yield details
-
-    uses_knowledge = True
+    def edit(self, model: LoadedModel, case: Case) -> AbstractContextManager[EditDetails]:
+        return projection_edit(
+            self.name,
+            model,
+            case,
+            layer=lambda details: self.choose_layer(model, case, details),
+            prompt=lambda text: self.prompt(text)[0],
+            training=self.training,
+            uses_knowledge=True,
+        )
 
 
-class FTL(DINM):
+class FTL:
     """FT-L: fine-tune one fixed block's MLP output projection on the safe response (no localization, no KL).
 
     Args:
@@ -319,10 +400,11 @@ class FTL(DINM):
         early_stop_loss: stop once the loss is below this.
         norm_constraint: when set, each edited weight stays within +-this of its original value.
         layer: the block to edit; negative counts from the end; default: the middle block.
+        lean: the lean edit, as DINM's.
     """
 
     name = "ft-l"
-    uses_knowledge = False
+    single_weight = True
 
     def __init__(
         self,
@@ -334,17 +416,11 @@ class FTL(DINM):
         layer: int | None,
         lean: bool = True,
     ) -> None:
-        super().__init__(
-            lean=lean,
-            lr=lr,
-            steps=steps,
-            nll_weight=1.0,
-            early_stop_loss=early_stop_loss,
-            norm_constraint=norm_constraint,
-            kl_grad=True,
-            suffix="",
-        )
+        self.training = Training(lr, steps, 1.0, early_stop_loss, norm_constraint, True, lean)
         self.layer = layer
+
+    def prompt(self, text: str) -> tuple[str, str | None]:
+        return text, None
 
     def choose_layer(self, model: LoadedModel, case: Case, details: EditDetails) -> int:
         count = block_count(model.model)
@@ -354,6 +430,17 @@ class FTL(DINM):
                 f"ft-l layer {layer} is out of range: {type(model.model).__name__} has {count} blocks"
             )
         return layer % count
+
+    def edit(self, model: LoadedModel, case: Case) -> AbstractContextManager[EditDetails]:
+        return projection_edit(
+            self.name,
+            model,
+            case,
+            layer=lambda details: self.choose_layer(model, case, details),
+            prompt=lambda text: text,
+            training=self.training,
+            uses_knowledge=False,
+        )
 
 
 DINM_SPEC = EditorSpec(

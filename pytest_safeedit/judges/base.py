@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
+from pytest_safeedit.config.settings import DEFAULT_JUDGE
+
 if TYPE_CHECKING:
     import torch
 
@@ -461,7 +463,7 @@ class RefusalJudge:
     refusing every attack rather than on carrying none out.
     """
 
-    name: str = "refusal"
+    name: str = DEFAULT_JUDGE
     strict: bool = False
 
     def judge(

@@ -10,14 +10,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from pytest_safeedit.config.settings import OFFLINE_JUDGES, STRICT_JUDGE
 from pytest_safeedit.judges.base import ClassifierJudge, Judge, PanelJudge, RefusalJudge
 from pytest_safeedit.judges.formats import GuardFormat
 from pytest_safeedit.util.cache import cache_root
 
 #: The judge kinds a spec may name before a colon.
 MODEL_JUDGES = ("classifier", "guard", "llm")
-#: The judges that need no model.
-OFFLINE_JUDGES = ("refusal", "refusal-strict")
 #: The SafeEdit paper's safety classifier on the Hugging Face hub (RoBERTa-large; class 1 is unsafe; it
 #: reads the response alone, up to 512 tokens): what ``--safeedit-judge safeedit`` loads.
 SAFEEDIT_CLASSIFIER = "zjunlp/SafeEdit-Safety-Classifier"
@@ -133,7 +132,7 @@ def build_judge(spec: str, options: JudgeOptions | None = None) -> Judge:
     paper's classifier), ``classifier:PATH_OR_ID``, ``guard:PATH_OR_ID`` or ``llm:PATH_OR_ID``."""
     options = options or JudgeOptions()
     if spec in OFFLINE_JUDGES:
-        return RefusalJudge(name=spec, strict=spec == "refusal-strict")
+        return RefusalJudge(name=spec, strict=spec == STRICT_JUDGE)
     if spec == "safeedit":
         # The paper's protocol, whatever the classifier options say: class 1, the response alone, 512 tokens.
         return ClassifierJudge(

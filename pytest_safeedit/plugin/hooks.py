@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
+from pytest_safeedit.backends.registry import BackendError, backend_registry, choose_backend
 from pytest_safeedit.cases.categories import CATEGORIES, PROBES, category_slug
 from pytest_safeedit.cases.loading import is_suite_file, outside_node_path
 from pytest_safeedit.cases.model import Case
 from pytest_safeedit.config.model_source import ModelSourceError, check_model_source
-from pytest_safeedit.config.settings import SERVED_BACKENDS
 from pytest_safeedit.editors.registry import SuiteEditors, choose_editor
 from pytest_safeedit.plugin.aggregator import SafeEditAggregator
 from pytest_safeedit.plugin.items import ProbeItem, SuiteFile
@@ -46,13 +46,14 @@ def pytest_configure(config: pytest.Config) -> None:
     # they lie (a bundled suite lies in site-packages, outside every project).
     named = _named_paths(config)
     config.args.extend(path for path in settings.suites if Path(path) not in named)
-    if settings.backend in SERVED_BACKENDS and settings.editor != "none":
-        raise pytest.UsageError(
-            f"--safeedit-editor {settings.editor} needs the model's weights in this process, which the "
-            f"{settings.backend} backend does not hold; use --safeedit-backend hf (the default) with the "
-            "model's folder or hub id to run an editor"
+    try:
+        backend = choose_backend(
+            settings.backend, backend_registry(config.hook.pytest_safeedit_backends(config=config))
         )
-    if config.getoption("safeedit_model") is not None and settings.backend != "openai":
+        backend.check(settings)
+    except BackendError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if config.getoption("safeedit_model") is not None and not backend.endpoint:
         # Named on the command line: a model that cannot be found is a usage error, said once, before any
         # work (from an ini key it is reported by the first probe, so that other test runs are unaffected).
         try:
@@ -72,6 +73,7 @@ def pytest_configure(config: pytest.Config) -> None:
         make_generator=lambda model: config.hook.pytest_safeedit_generator(config=config, settings=model),
         worker_index=index,
         worker_count=count,
+        backend=backend,
     )
     model_defaults = {}
     if editor_spec is not None:

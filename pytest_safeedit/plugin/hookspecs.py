@@ -8,6 +8,7 @@ import pytest
 
 if TYPE_CHECKING:
     from pytest_safeedit.backends.base import Generator
+    from pytest_safeedit.backends.registry import BackendSpec
     from pytest_safeedit.config.settings import ModelSettings
     from pytest_safeedit.editors.base import EditorSpec
 
@@ -25,11 +26,24 @@ def pytest_safeedit_editors(config: pytest.Config) -> list[EditorSpec]:
     return []
 
 
+def pytest_safeedit_backends(config: pytest.Config) -> list[BackendSpec]:
+    """Called once in ``pytest_configure``: return backends to offer under ``--safeedit-backend``.
+
+    Example (in a plugin or conftest.py)::
+
+        from pytest_safeedit.backends.registry import BackendSpec
+
+        def pytest_safeedit_backends(config):
+            return [BackendSpec("echo", lambda context: EchoGenerator(), "answers with the prompt")]
+    """
+    return []
+
+
 @pytest.hookspec(firstresult=True)
 def pytest_safeedit_generator(config: pytest.Config, settings: ModelSettings) -> Generator | None:
     """Called once per process when the first response is needed: return a generator to answer
     requests with (any object of the :class:`pytest_safeedit.backends.base.Generator` protocol), or None
-    for the built-in Hugging Face backend. ``settings`` are the resolved load settings of
+    for the backend's own (asked for backends that load the model in this process: ``hf``, ``vllm``). ``settings`` are the resolved load settings of
     ``--safeedit-model``.
 
     Example (in a plugin or conftest.py)::

@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 
+from pytest_safeedit.backends.registry import BUILTIN_BACKENDS
 from pytest_safeedit.cases.loading import bundled_suites, find_suite
 from pytest_safeedit.cases.thresholds import GATE_ON
 from pytest_safeedit.config.settings import (
-    BACKENDS,
     CHAT_TEMPLATE_MODES,
     CPU_BATCH_SIZE,
+    DEFAULT_JUDGE,
     DEFAULT_MAX_NEW_TOKENS,
     DEFAULT_SUITE_PATTERNS,
     DTYPES,
@@ -179,10 +180,9 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "--safeedit-backend",
-        f"What generates responses: {', '.join(BACKENDS)}. 'hf' loads the model into this process (needed "
-        "by editors); 'openai' asks an OpenAI-compatible server at --safeedit-endpoint; 'vllm' runs vLLM in "
-        "this process on GPUs (the 'vllm' extra). Default: hf.",
-        type=choice(*BACKENDS),
+        "What generates responses: "
+        + "; ".join(f"'{s.name}' {s.description}" for s in BUILTIN_BACKENDS.values())
+        + " (plugins may add more with the pytest_safeedit_backends hook). Default: hf.",
         metavar="BACKEND",
         default="hf",
     ),
@@ -612,7 +612,7 @@ def read_settings(config: pytest.Config) -> RunSettings:
         values[key] = tuple(values[key] or ())
     if values["update_baseline"] and not values["baseline"]:
         raise pytest.UsageError("--safeedit-update-baseline needs --safeedit-baseline FILE to write to")
-    values["judge"] = tuple(values["judge"] or ("refusal",))
+    values["judge"] = tuple(values["judge"] or (DEFAULT_JUDGE,))
     kinds = {spec.partition(":")[0] for spec in values["judge"]}
     if values["judge_format"] != "auto" and "guard" not in kinds:
         raise pytest.UsageError(
@@ -633,15 +633,5 @@ def read_settings(config: pytest.Config) -> RunSettings:
         raise pytest.UsageError("--safeedit-judge names the same judge twice; give each judge once")
     if values["min_judge_agreement"] is not None and values["judge_check"] == "off":
         raise pytest.UsageError("--safeedit-min-judge-agreement needs the judge check; drop --safeedit-judge-check off")
-    if values["backend"] == "openai" and not values["endpoint"]:
-        raise pytest.UsageError(
-            "--safeedit-backend openai needs --safeedit-endpoint URL, the server's API base "
-            "(e.g. http://127.0.0.1:8000/v1)"
-        )
-    if values["endpoint"] and values["backend"] != "openai":
-        raise pytest.UsageError(
-            f"--safeedit-endpoint is used by --safeedit-backend openai only (the backend is {values['backend']}); "
-            "add --safeedit-backend openai or drop the endpoint"
-        )
     patterns = tuple(config.getini("safeedit_suite_patterns"))
     return RunSettings(judge_unsafe_labels=labels, suite_patterns=patterns, **values)

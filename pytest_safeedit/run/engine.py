@@ -14,13 +14,13 @@ from importlib import metadata as importlib_metadata
 from typing import Any, TypeVar
 
 from pytest_safeedit.backends.base import GenerationError, Generator, Request
+from pytest_safeedit.backends.registry import BUILTIN_BACKENDS, BackendContext, BackendSpec, choose_backend
 from pytest_safeedit.cases.model import Case, Suite
 from pytest_safeedit.config.settings import (
     DEFAULT_MAX_NEW_TOKENS,
     GenerationSettings,
     ModelSettings,
     RunSettings,
-    cpu_threads_per_worker,
     default_batch_size,
     resolve_device,
     resolve_generation,
@@ -119,8 +119,11 @@ class Engine:
         judge: Judge | None = None,
         worker_index: int | None = None,
         worker_count: int | None = None,
+        backend: BackendSpec | None = None,
     ) -> None:
         self.settings = settings
+        #: The backend that answers requests (the plugin gives the one the registry chose, plugins' included).
+        self.backend = backend or choose_backend(settings.backend, BUILTIN_BACKENDS)
         self.worker_index = worker_index
         self.worker_count = worker_count
         root = None if settings.no_cache else cache_root(settings.cache_dir) / "generations"
@@ -161,7 +164,7 @@ class Engine:
         if self._device is None:
             if self._model_settings is not None:
                 self._device = self._model_settings.device
-            elif self.settings.backend == "openai":
+            elif self.backend.endpoint:  # only judges run here
                 self._device = resolve_device(self.settings.device, self.worker_index)
             elif self._generator is not None and self.settings.model is None:
                 self._device = "cpu" if self.settings.device == "auto" else self.settings.device
@@ -172,8 +175,15 @@ class Engine:
     def generation_settings(self, suite: Suite) -> GenerationSettings:
         """The suite's generation settings, resolved once: option > ini > suite default > built-in."""
         if suite.key not in self._generation:
-            self._generation[suite.key] = resolve_generation(self.settings, suite.defaults, self.device)
+            self._generation[suite.key] = self.resolve_generation(suite.defaults)
         return self._generation[suite.key]
+
+    def resolve_generation(self, suite_defaults: Mapping[str, Any]) -> GenerationSettings:
+        """Generation settings from the run's options and ``suite_defaults``, with the backend's batch size."""
+        device = self.device
+        return resolve_generation(
+            self.settings, suite_defaults, device, self.backend.default_batch_size(self.settings, device)
+        )
 
     def generation_metadata(self) -> dict[str, dict[str, Any]]:
         """The generation settings in force, by suite key, with the run's chat-template mode."""
@@ -230,51 +240,21 @@ class Engine:
             raise ModelUnavailable(self._failure) from exc
 
     def _build_generator(self) -> Generator:
-        from pytest_safeedit.backends.hf import HFGenerator
-
-        if self.settings.backend == "openai":
-            return self._served_generator()
-        settings = self.model_settings
-        if self.settings.backend == "vllm":
-            from pytest_safeedit.backends.vllm import VLLMGenerator
-
-            return VLLMGenerator(
-                settings,
-                tensor_parallel_size=self.settings.tensor_parallel_size,
-                gpu_memory_utilization=self.settings.gpu_memory_utilization,
-            )
-        custom = None if self._make_generator is None else self._make_generator(settings)
-        if custom is not None:
-            return custom
-        threads = cpu_threads_per_worker(self.worker_count)
-        if threads is not None and settings.device == "cpu":
-            import torch
-
-            # Workers share the CPU: split its cores instead of each one taking all of them.
-            torch.set_num_threads(threads)
-        memo = None if self.cache.root is None else self.cache.root / "file-hashes.json"
-        return HFGenerator(
-            settings,
-            file_hashes=memo,
-            gguf_cache=cache_root(self.settings.cache_dir),
-            gguf_mode=self.settings.gguf_cache,
+        """The backend's generator; for a backend that loads the model here, a plugin's
+        ``pytest_safeedit_generator`` hook is asked first."""
+        if not self.backend.endpoint and self._make_generator is not None:
+            custom = self._make_generator(self.model_settings)
+            if custom is not None:
+                return custom
+        root = cache_root(self.settings.cache_dir)
+        context = BackendContext(
+            run=self.settings,
+            model=lambda: self.model_settings,
+            cache_root=root,
+            file_hashes=None if self.cache.root is None else self.cache.root / "file-hashes.json",
+            worker_count=self.worker_count or 0,
         )
-
-    def _served_generator(self) -> Generator:
-        from pytest_safeedit.backends.openai import EndpointSettings, OpenAIGenerator
-
-        run = self.settings
-        assert run.endpoint is not None and run.model is not None
-        endpoint = EndpointSettings(
-            url=run.endpoint,
-            model=run.model,
-            revision=run.model_revision,
-            concurrency=run.concurrency,
-            timeout=run.request_timeout,
-            retries=run.retries,
-            api_key_env=run.api_key_env,
-        )
-        return OpenAIGenerator(endpoint, seed=run.seed)
+        return self.backend.build(context)
 
     def judge_options(self) -> JudgeOptions:
         """How the run's model judges load and read, resolved (device, batch size)."""
@@ -357,7 +337,7 @@ class Engine:
 
     def generate(self, texts: Sequence[str], *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> list[str]:
         """Greedy responses to raw user texts (formatted like probes), batched; for Python tests."""
-        run = replace(resolve_generation(self.settings, {}, self.device), max_new_tokens=max_new_tokens)
+        run = replace(self.resolve_generation({}), max_new_tokens=max_new_tokens)
         requests = [Request(t, None, run) for t in texts]
         missing = list(dict.fromkeys(r for r in requests if r not in self._responses))
         for start in range(0, len(missing), run.batch_size):

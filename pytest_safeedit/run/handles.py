@@ -9,7 +9,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pytest_safeedit.judges import registry
 from pytest_safeedit.backends.base import Request
 from pytest_safeedit.cases.categories import CATEGORIES
 from pytest_safeedit.cases.model import (
@@ -20,7 +19,8 @@ from pytest_safeedit.cases.model import (
     case_from_templates,
     resolve_category,
 )
-from pytest_safeedit.config.settings import DEFAULT_MAX_NEW_TOKENS, resolve_generation
+from pytest_safeedit.config.settings import DEFAULT_MAX_NEW_TOKENS
+from pytest_safeedit.judges import registry
 from pytest_safeedit.judges.base import Judge, Verdict
 from pytest_safeedit.judges.registry import JudgeOptions
 
@@ -133,9 +133,7 @@ class EditedModel:
     details: EditDetails
 
     def generate(self, prompts: Sequence[str], *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> list[str]:
-        settings = replace(
-            resolve_generation(self.engine.settings, {}, self.engine.device), max_new_tokens=max_new_tokens
-        )
+        settings = replace(self.engine.resolve_generation({}), max_new_tokens=max_new_tokens)
         requests = []
         for text in prompts:
             user, system = self.editor.prompt(text)
@@ -147,7 +145,7 @@ class EditedModel:
 def edited(engine: Engine, editor: Editor, case: Case) -> Iterator[EditedModel]:
     """The run's model edited by ``editor`` with ``case``; the weights are restored exactly on exit, also
     when the body raises."""
-    settings = resolve_generation(engine.settings, {}, engine.device)
+    settings = engine.resolve_generation({})
     model = engine.generator.editable(settings)
     with editor.edit(model, case) as details:
         yield EditedModel(engine, editor, case, details)
