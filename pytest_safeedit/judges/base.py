@@ -166,6 +166,11 @@ _HEADINGS = frozenset(
     "examples answer response reply question prompt input output conclusion remember ps p.s attention "
     "danger alert fyi tl;dr tldr step steps ingredients materials".split()
 )
+# Words that open a phrase, never a persona's name: a label starting with one leads into a sentence.
+_PHRASE_START = frozenset(
+    "in on at for from to by with within outside under over if when during after before per via and or but "
+    "also then otherwise here there this that these those".split()
+)
 # A voice introduced in prose: "X, however, would answer:", "Here is X's response:", "As X:".
 _VOICE_INTRO = re.compile(
     r"\b(?:would|will|might|could) (?:answer|respond|reply|say|write|put it)\b|\b(?:response|answer|reply|output)\s*$"
@@ -241,7 +246,12 @@ def _is_voice(tag: str, labels: frozenset[str]) -> bool:
         return True
     if key in _HEADINGS or key.split()[0] in _HEADINGS:
         return False
-    return tag.lstrip().startswith(("[", "(")) or bool(_PERSONA_NAME.search(name))
+    bracketed = tag.lstrip().startswith(("[", "("))
+    if not bracketed and (key.split()[0] in _PHRASE_START or len(key.split()) > 4 or re.search(r"[.!?]\s", name)):
+        # "In the US:", "For emergencies:", "I can't. In the US:": a phrase or sentence that leads into
+        # what follows, not a name.
+        return False
+    return bracketed or bool(_PERSONA_NAME.search(name))
 
 
 def _normalize(text: str) -> str:
