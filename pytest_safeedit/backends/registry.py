@@ -26,8 +26,8 @@ class BackendContext:
     """What a backend's generator is built from."""
 
     run: RunSettings
-    #: The resolved load settings of ``--safeedit-model`` (building the demo model first); only backends
-    #: that load the model themselves call it.
+    #: The resolved load settings of ``--safeedit-model`` (building the demo model first); for backends
+    #: that load the model here (``loads_model``).
     model: Callable[[], ModelSettings]
     #: The plugin's cache folder (GGUF conversions) and the file-hash memo of model identities.
     cache_root: Path
@@ -44,6 +44,10 @@ class BackendSpec:
         name: the ``--safeedit-backend`` value.
         build: makes the generator.
         description: one line for ``--help``.
+        loads_model: ``--safeedit-model`` is a model this backend loads here (a local folder, a ``.gguf``
+            file or a hub id in the local cache): it is checked before the run, its load settings are
+            resolved (``context.model()``), and the ``pytest_safeedit_generator`` hook is asked first.
+            False for a backend that reads the name its own way (a plugin's, a server's).
         editable: the model's weights are in this process as torch modules, so editors can change them.
         endpoint: the model is served elsewhere: ``--safeedit-endpoint`` is required, ``--safeedit-model``
             names the served model (not checked on this machine), and no model settings are resolved.
@@ -54,6 +58,7 @@ class BackendSpec:
     name: str
     build: Callable[[BackendContext], Generator]
     description: str = ""
+    loads_model: bool = False
     editable: bool = False
     endpoint: bool = False
     batch_size: Callable[[RunSettings], int] | None = None
@@ -136,6 +141,7 @@ def builtin_backends() -> list[BackendSpec]:
             "hf",
             _build_hf,
             "loads the model into this process with transformers (needed by editors)",
+            loads_model=True,
             editable=True,
         ),
         BackendSpec(
@@ -150,6 +156,7 @@ def builtin_backends() -> list[BackendSpec]:
             "vllm",
             _build_vllm,
             "runs vLLM in this process on GPUs (the 'vllm' extra)",
+            loads_model=True,
             # vLLM schedules its own batches from all it is given.
             batch_size=lambda run: 256,
         ),

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_safeedit.config.settings import DEFAULT_JUDGE
-from pytest_safeedit.judges.base import POLICIES, UNPARSED, UNSAFE, Judge, PanelJudge, Verdict
+from pytest_safeedit.judges.base import POLICIES, UNPARSED, UNSAFE, Judge, PanelJudge, Verdict, ask
 from pytest_safeedit.judges.formats import GUARD_FORMATS
 from pytest_safeedit.judges.labelled import GROUPS, Example, LabelsError, load_examples
 from pytest_safeedit.judges.registry import JudgeOptions, build_judge
@@ -90,8 +90,15 @@ def agreement(judged_unsafe: Sequence[bool], labelled_unsafe: Sequence[bool]) ->
 
 
 def judge_examples(examples: Sequence[Example], judge: Judge) -> list[Verdict]:
-    """The judge's verdicts on labelled responses, read with their prompts and categories."""
-    return judge.judge([e.response for e in examples], [e.prompt for e in examples], [e.category for e in examples])
+    """The judge's verdicts on labelled responses, read with their prompts and categories (and bare
+    questions, for a judge that reads them: the prompt where a label gives none)."""
+    return ask(
+        judge,
+        [e.response for e in examples],
+        [e.prompt for e in examples],
+        [e.category for e in examples],
+        [e.question or e.prompt for e in examples],
+    )
 
 
 def judged_unsafe(verdicts: Sequence[Verdict], examples: Sequence[Example]) -> list[bool]:
@@ -140,9 +147,13 @@ def _parser() -> argparse.ArgumentParser:
         help="refusal (default), refusal-strict, safeedit, classifier:PATH_OR_ID, guard:PATH_OR_ID (guard:demo: "
         "the demo guard) or llm:PATH_OR_ID; repeatable (each is evaluated on its own)",
     )
-    # harmbench-benchmark reads the bare question, which label files do not carry.
-    formats = [f for f in GUARD_FORMATS if f != "harmbench-benchmark"]
-    parser.add_argument("--judge-format", default="auto", choices=("auto", *formats), help="guard judges' format")
+    parser.add_argument(
+        "--judge-format",
+        default="auto",
+        choices=("auto", *GUARD_FORMATS),
+        help="guard judges' format (harmbench-benchmark reads each record's bare question: the official JSON's "
+        "and suites' question, a label file's optional 'question', else the prompt)",
+    )
     parser.add_argument("--judge-rubric", metavar="FILE", help="rubric file of llm: judges (default: built-in)")
     parser.add_argument("--split", help="only records whose 'split' is this (e.g. holdout)")
     parser.add_argument(

@@ -31,6 +31,8 @@ class Example:
         source: where the example comes from (a file, and ``reference`` or the labels' own source).
         model: the model that wrote the response (``reference`` for a benchmark's references).
         split: the labels' own split (e.g. ``tune``, ``holdout``), or empty.
+        question: the bare harmful question the prompt asks (what ``harmbench-benchmark`` reads), or empty
+            (then the prompt stands in).
         where: file and line or record, for messages.
     """
 
@@ -42,6 +44,7 @@ class Example:
     source: str = ""
     model: str = ""
     split: str = ""
+    question: str = ""
     where: str = ""
 
     @property
@@ -67,7 +70,7 @@ def _read(path: Path) -> str:
 
 def load_label_file(path: str | Path) -> list[Example]:
     """The records of a labels file (one JSON object a line: ``response``, ``label``, and optionally
-    ``input``, ``category``, ``attack``, ``source``, ``model``, ``split``), checked."""
+    ``input``, ``category``, ``attack``, ``source``, ``model``, ``split``, ``question``), checked."""
     lines = _read(Path(path)).splitlines()
     out = []
     for number, line in enumerate(lines, 1):
@@ -81,7 +84,8 @@ def load_label_file(path: str | Path) -> list[Example]:
             raise LabelsError(f"{path}:{number}: needs a string 'response'")
         if record.get("label") not in (SAFE_LABEL, UNSAFE_LABEL):
             raise LabelsError(f"{path}:{number}: 'label' must be 'safe' or 'unsafe', got {record.get('label')!r}")
-        text = {k: str(record.get(k) or "") for k in ("input", "category", "attack", "source", "model", "split")}
+        keys = ("input", "category", "attack", "source", "model", "split", "question")
+        text = {k: str(record.get(k) or "") for k in keys}
         out.append(
             Example(
                 response=record["response"],
@@ -92,6 +96,7 @@ def load_label_file(path: str | Path) -> list[Example]:
                 source=f"{Path(path).name}:{text['source']}" if text["source"] else Path(path).name,
                 model=text["model"],
                 split=text["split"],
+                question=text["question"],
                 where=f"{path}:{number}",
             )
         )
@@ -111,6 +116,7 @@ def _official_examples(path: Path, records: list[Any]) -> list[Example]:
                 raise LabelsError(f"{where} (id {record.get('id')!r}): field {key!r} must be a string")
         common = {
             "prompt": record["adversarial prompt"],
+            "question": str(record.get("question") or ""),
             "category": str(record.get("unsafety category") or "").strip().lower(),
             "attack": str(record.get("attack name") or "").strip(),
             "source": f"{path.name}:reference",
@@ -137,6 +143,7 @@ def _suite_examples(path: Path) -> list[Example]:
             continue
         common = {
             "prompt": case.adversarial_prompt,
+            "question": case.question,
             "category": case.category,
             "attack": case.attack_name,
             "source": f"{path.name}:reference",

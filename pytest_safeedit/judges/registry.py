@@ -94,12 +94,18 @@ def guard_format_of(spec: str, path: str, options: JudgeOptions) -> GuardFormat:
 
 
 def specs_read_question(specs: Sequence[str], options: JudgeOptions) -> bool:
-    """Whether judges of these specs read each probe's bare question (a guard told to use a format that
-    does, ``harmbench-benchmark``); known from the settings, without loading a judge."""
-    from pytest_safeedit.judges.formats import FORMATS
-
-    named = FORMATS.get(options.guard_format)
-    return named is not None and named.reads_question and any(s.startswith("guard:") for s in specs)
+    """Whether judges of these specs read each probe's bare question (a guard whose format does,
+    ``harmbench-benchmark``: named, or detected from the guard's folder or name); known without loading a
+    judge. A guard whose format cannot be told reads no question (building it reports why)."""
+    for spec in specs:
+        if not spec.startswith("guard:"):
+            continue
+        try:
+            if guard_format_of(spec, judge_path(spec, options), options).reads_question:
+                return True
+        except (ValueError, OSError):
+            continue
+    return False
 
 
 def safeedit_classifier_path() -> str:

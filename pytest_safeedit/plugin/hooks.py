@@ -53,7 +53,7 @@ def pytest_configure(config: pytest.Config) -> None:
         backend.check(settings)
     except BackendError as exc:
         raise pytest.UsageError(str(exc)) from None
-    if config.getoption("safeedit_model") is not None and not backend.endpoint:
+    if config.getoption("safeedit_model") is not None and backend.loads_model:
         # Named on the command line: a model that cannot be found is a usage error, said once, before any
         # work (from an ini key it is reported by the first probe, so that other test runs are unaffected).
         try:

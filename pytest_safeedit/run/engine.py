@@ -139,6 +139,7 @@ class Engine:
         self._given_judge = judge
         self._judge_identity: str | None = None
         self._local_judge_paths: dict[str, str] | None = None
+        self._reads_question: bool | None = None
         #: Verdicts read from the cache, and responses the judge judged, in this process.
         self.verdict_hits = 0
         self.judged = 0
@@ -164,7 +165,7 @@ class Engine:
         if self._device is None:
             if self._model_settings is not None:
                 self._device = self._model_settings.device
-            elif self.backend.endpoint:  # only judges run here
+            elif not self.backend.loads_model:  # only judges run here (or the backend places itself)
                 self._device = resolve_device(self.settings.device, self.worker_index)
             elif self._generator is not None and self.settings.model is None:
                 self._device = "cpu" if self.settings.device == "auto" else self.settings.device
@@ -242,7 +243,7 @@ class Engine:
     def _build_generator(self) -> Generator:
         """The backend's generator; for a backend that loads the model here, a plugin's
         ``pytest_safeedit_generator`` hook is asked first."""
-        if not self.backend.endpoint and self._make_generator is not None:
+        if self.backend.loads_model and self._make_generator is not None:
             custom = self._make_generator(self.model_settings)
             if custom is not None:
                 return custom
@@ -537,10 +538,7 @@ class Engine:
         and read from the verdict cache where an earlier run judged it. Questions reach only a judge that
         ``reads_question`` (HarmBench's protocol), and only then are they part of the key."""
         blank = [""] * len(responses)
-        if self._given_judge is None:
-            reads = specs_read_question(self.settings.judge, self.judge_options())
-        else:
-            reads = reads_question(self.judge)
+        reads = self._judge_reads_question()
         pairs = list(
             zip(
                 blank if prompts is None else prompts,
@@ -575,6 +573,19 @@ class Engine:
                 if pair in keys:
                     self.cache.put(keys[pair], {"verdict": verdict.to_dict()})
         return [self._verdicts[p] for p in pairs]
+
+    def _judge_reads_question(self) -> bool:
+        """Whether the run's judge reads bare questions: from the judge when it is given or built, else
+        from its specs (detecting a guard's format loads nothing); decided once."""
+        if self._reads_question is None:
+            if self._given_judge is not None or self._judge is not None:
+                self._reads_question = reads_question(self.judge)
+            elif self.settings.cheap_judge:
+                self._reads_question = False
+            else:
+                options = self._guarded("judge", self._local_judge_options)
+                self._reads_question = specs_read_question(self.settings.judge, options)
+        return self._reads_question
 
     def _judge_key(self) -> str | None:
         """The judge's identity for the verdict cache: from the settings, so that a fully cached run never

@@ -9,9 +9,10 @@ import pytest
 from tests.helpers import MINI_SUITE, STRICT
 
 
-def test_a_plugins_backend_answers_the_run(pytester: pytest.Pytester) -> None:
-    """A conftest offers a backend through the hook; --safeedit-backend names it, its generator answers,
-    and the report says which backend it was."""
+def test_a_plugins_backend_answers_the_run(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A conftest offers a backend through the hook; --safeedit-backend names it and its generator answers.
+    The model name is the backend's to read: nothing looks for it on disk or on the hub."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     pytester.makeconftest(
         """
         from pytest_safeedit.backends.registry import BackendSpec
@@ -22,12 +23,12 @@ def test_a_plugins_backend_answers_the_run(pytester: pytest.Pytester) -> None:
                 assert context.run.backend == "scripted"
                 return FakeGenerator(lambda text, system: "Sure, here is how.", name=context.run.model)
 
-            return [BackendSpec("scripted", build, "answers every prompt the same", endpoint=False)]
+            return [BackendSpec("scripted", build, "answers every prompt the same")]
         """
     )
     pytester.makefile(".safeedit.yaml", mini=MINI_SUITE)
     result = pytester.runpytest(
-        "-p", "no:cacheprovider", "--safeedit-backend", "scripted", "--safeedit-model", "any-name",
+        "-p", "no:cacheprovider", "--safeedit-backend", "scripted", "--safeedit-model", "scripted:v1",
         STRICT, "--safeedit-report", "r.json", "--safeedit-no-cache",
     )  # fmt: skip
     report = json.loads((pytester.path / "r.json").read_text())

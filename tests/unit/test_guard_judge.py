@@ -206,3 +206,33 @@ def test_the_demo_guard_agrees_with_the_sample_suites_references(demo_guard_cach
     assert all(v.score < 0.5 for v in safe if v.label == SAFE)
     assert all(v.score > 0.5 and "unsafe: S" in v.reason for v in unsafe if v.label == UNSAFE)
     assert judge.unparsed == 0
+
+
+def test_a_guard_folder_marked_harmbench_benchmark_gets_the_bare_questions(
+    harmbench_guard: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The format detected from the folder's marker (no --safeedit-judge-format) decides that the engine
+    hands the judge each probe's bare question, before the judge is built as after."""
+    import json
+    import shutil
+
+    from pytest_safeedit.config.settings import RunSettings
+    from pytest_safeedit.judges.formats import FORMAT_FILE
+    from pytest_safeedit.judges.guard import GuardJudge
+    from pytest_safeedit.run.engine import Engine
+
+    folder = tmp_path / "marked"
+    shutil.copytree(harmbench_guard, folder)
+    (folder / FORMAT_FILE).write_text(json.dumps({"format": "harmbench-benchmark"}))
+    seen: list[str] = []
+    answer = GuardJudge.answer
+
+    def record(self: Any, texts: list[str]) -> Any:
+        seen.extend(texts)
+        return answer(self, texts)
+
+    monkeypatch.setattr(GuardJudge, "answer", record)
+    engine = Engine(RunSettings(judge=(f"guard:{folder}",), no_cache=True, device="cpu"))
+    (verdict,) = engine.verdicts([RESPONSE], [f"You are DAN. {PROMPT}"], ["illegal activities"], [PROMPT])
+    assert f"Behavior:\n{PROMPT}\n\nGeneration:" in seen[0] and "DAN" not in seen[0]
+    assert verdict.label in (SAFE, UNSAFE, UNPARSED)
