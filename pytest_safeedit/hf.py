@@ -9,9 +9,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from pytest_safeedit.batching import MAX_PAD_SHARE, BatchLimits, token_batches
 from pytest_safeedit.generation import Request, sample_seed
 from pytest_safeedit.model_source import is_gguf
-from pytest_safeedit.settings import CPU_BATCH_SIZE, GenerationSettings, ModelSettings
+from pytest_safeedit.settings import CPU_BATCH_SIZE, GenerationSettings, ModelSettings, default_batch_tokens
 
 #: Tokens generated between two prunings of the rows that have ended (see :meth:`LoadedModel.generate`).
 PRUNE_EVERY = 4
@@ -204,54 +205,107 @@ class LoadedModel:
             generated = cast(Any, self.model).generate(**enc, generation_config=config, tokenizer=self.tokenizer)
         return list(self.tokenizer.batch_decode(generated[:, enc["input_ids"].shape[1] :], skip_special_tokens=True))
 
+    def token_rows(self, prompts: Sequence[str], max_new_tokens: int) -> list[list[int]]:
+        """The token ids of formatted prompts as :meth:`encode` gives them, unpadded."""
+        self.tokenizer.truncation_side = "left"
+        enc = self.tokenizer(
+            list(prompts),
+            truncation=True,
+            max_length=self.input_budget(max_new_tokens),
+            add_special_tokens=not self.use_chat_template,
+        )
+        return [list(ids) for ids in enc["input_ids"]]
+
+    def padded(self, rows: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
+        """Token id rows as a left-padded batch (ids and attention mask) on the model's device."""
+        import torch
+
+        width = max(len(row) for row in rows)
+        ids = [[self.pad_id] * (width - len(row)) + list(row) for row in rows]
+        mask = [[0] * (width - len(row)) + [1] * len(row) for row in rows]
+        return {
+            "input_ids": torch.tensor(ids, dtype=torch.long, device=self.device),
+            "attention_mask": torch.tensor(mask, dtype=torch.long, device=self.device),
+        }
+
+    def batch_limits(
+        self, batch_size: int | None, batch_tokens: int | None, max_new_tokens: int, pad_share: float = MAX_PAD_SHARE
+    ) -> BatchLimits:
+        """What one generation batch may hold: ``batch_size`` rows (default :data:`CPU_BATCH_SIZE`),
+        ``batch_tokens`` padded prompt tokens (default: the device's), ``pad_share`` of padding, and on the
+        CPU a KV cache within a quarter of the memory (:meth:`cache_token_budget`)."""
+        return BatchLimits(
+            rows=batch_size or CPU_BATCH_SIZE,
+            tokens=batch_tokens or default_batch_tokens(self.device.type),
+            cache_tokens=self.cache_token_budget(),
+            reserve=max_new_tokens,
+            pad_share=pad_share,
+        )
+
     def generate(
-        self, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int | None = None, prune: bool = True
+        self,
+        prompts: Sequence[str],
+        *,
+        max_new_tokens: int,
+        batch_size: int | None = None,
+        batch_tokens: int | None = None,
+        pad_share: float = MAX_PAD_SHARE,
+        prune: bool = True,
     ) -> list[str]:
         """Greedy responses (new tokens only) to formatted prompts, in order.
 
-        Each batch is generated ``PRUNE_EVERY`` tokens at a time, continuing from the KV cache; between two
-        stretches the rows that have ended leave the batch (their cache rows too), so that the rest run on
-        fewer rows. A row's tokens do not depend on the other rows (greedy, padded on the left; tested).
-        ``prune=False``, or a model whose generation config sets what a stretch would restart
-        (:func:`stretch_sensitive`): one ``generate`` call per batch, every row to the end of the longest
-        (what a plain batched loop does; the benchmarks' baselines). On the CPU a batch whose KV cache would
-        not fit a quarter of the memory is cut to the rows that do (:meth:`rows_that_fit`), the rest go next."""
+        The prompts are sorted by length and cut into batches of at most ``batch_size`` rows and
+        ``batch_tokens`` padded prompt tokens, each with at most ``pad_share`` of padding
+        (:mod:`pytest_safeedit.batching`; on the CPU also a KV cache within a quarter of the memory). Each batch is generated
+        ``PRUNE_EVERY`` tokens at a time, continuing from the KV cache; between two stretches the rows that
+        have ended leave the batch (their cache rows too), so that the rest run on fewer rows. A row's
+        tokens do not depend on the other rows (greedy, padded on the left; tested). ``prune=False``, or a
+        model whose generation config sets what a stretch would restart (:func:`stretch_sensitive`): one
+        ``generate`` call per batch, every row to the end of the longest (what a plain batched loop does;
+        the benchmarks' baselines). The rows of a batch keep their numbers in ``prompts`` for
+        :func:`~pytest_safeedit.edit_batch.batch_rows`."""
+        if not prompts:
+            return []
+        self.model.eval()
+        ids = self.token_rows(prompts, max_new_tokens)
+        limits = self.batch_limits(batch_size, batch_tokens, max_new_tokens, pad_share)
+        prune = prune and not stretch_sensitive(self.model.generation_config)
+        out = [""] * len(prompts)
+        for batch in token_batches([len(row) for row in ids], limits):
+            tokens = self._generate_batch(self.padded([ids[i] for i in batch]), batch, max_new_tokens, prune)
+            for index, text in zip(batch, self.tokenizer.batch_decode(tokens, skip_special_tokens=True)):
+                out[index] = text
+        return out
+
+    def _generate_batch(
+        self, enc: dict[str, torch.Tensor], rows: Sequence[int], max_new_tokens: int, prune: bool
+    ) -> Any:
+        """The new tokens of each row of one left-padded batch, its rows numbered ``rows``."""
         import torch
 
         from pytest_safeedit.edit_batch import batch_rows
 
-        size = batch_size or CPU_BATCH_SIZE
-        self.model.eval()
-        stops = self._stop_ids()
-        prune = prune and not stretch_sensitive(self.model.generation_config)
-        out: list[str] = []
-        start = 0
-        while start < len(prompts):
-            enc = self.encode(prompts[start : start + size], max_new_tokens)
-            rows = self.rows_that_fit(enc["input_ids"].shape[1] + max_new_tokens)
-            if rows < enc["input_ids"].shape[0]:
-                enc = self.encode(prompts[start : start + rows], max_new_tokens)
-            if prune:
-                tokens: Any = self._pruned(enc, max_new_tokens, stops, first_row=start)
-            else:
-                # Numbered like the pruned rows, for a batch of several cases' edits after the first batch.
-                with torch.no_grad(), batch_rows(self.model, range(start, start + enc["input_ids"].shape[0])):
-                    generated = cast(Any, self.model).generate(
-                        **enc, generation_config=self._generation_config(max_new_tokens), tokenizer=self.tokenizer
-                    )
-                tokens = generated[:, enc["input_ids"].shape[1] :]
-            out.extend(self.tokenizer.batch_decode(tokens, skip_special_tokens=True))
-            start += enc["input_ids"].shape[0]
-        return out
+        if prune:
+            return self._pruned(enc, max_new_tokens, self._stop_ids(), rows=rows)
+        with torch.no_grad(), batch_rows(self.model, rows):
+            generated = cast(Any, self.model).generate(
+                **enc, generation_config=self._generation_config(max_new_tokens), tokenizer=self.tokenizer
+            )
+        return generated[:, enc["input_ids"].shape[1] :]
 
-    def rows_that_fit(self, length: int) -> int:
-        """Most rows of ``length`` tokens whose KV cache fits a quarter of the machine's memory on the CPU
-        (at least one; no limit on an accelerator or when the config does not say the cache's size)."""
+    def cache_token_budget(self) -> int | None:
+        """Most tokens, over all rows, whose KV cache fits a quarter of the machine's memory on the CPU
+        (None: no limit on an accelerator, or when the config does not say the cache's size)."""
         per_token = kv_cache_bytes_per_token(self.config, self.model.dtype.itemsize)
         memory = physical_memory()
         if per_token is None or memory is None or self.device.type != "cpu":
-            return 1 << 30
-        return max(1, memory // 4 // (per_token * length))
+            return None
+        return memory // 4 // per_token
+
+    def rows_that_fit(self, length: int) -> int:
+        """Most rows of ``length`` tokens whose KV cache fits :meth:`cache_token_budget` (at least one)."""
+        budget = self.cache_token_budget()
+        return 1 << 30 if budget is None else max(1, budget // length)
 
     def _stop_ids(self) -> set[int]:
         eos = self._generation_config(1).eos_token_id
@@ -263,15 +317,16 @@ class LoadedModel:
         max_new_tokens: int,
         stops: set[int],
         *,
-        first_row: int = 0,
+        rows: Sequence[int] | None = None,
     ) -> list[list[int]]:
         """The new tokens of each row of a left-padded batch (each up to and with its end token); the rows
-        are numbered from ``first_row`` for :func:`~pytest_safeedit.edit_batch.batch_rows`."""
+        are numbered ``rows`` (default: from 0) for :func:`~pytest_safeedit.edit_batch.batch_rows`."""
         import torch
 
         from pytest_safeedit.edit_batch import batch_rows
 
         input_ids, mask = enc["input_ids"], enc["attention_mask"]
+        numbers = list(range(input_ids.shape[0])) if rows is None else list(rows)
         active = list(range(input_ids.shape[0]))
         tokens: list[list[int]] = [[] for _ in active]
         cache = None
@@ -279,7 +334,7 @@ class LoadedModel:
         while active and produced < max_new_tokens:
             config = self._generation_config(min(PRUNE_EVERY, max_new_tokens - produced))
             config.return_dict_in_generate = True
-            with torch.no_grad(), batch_rows(self.model, [first_row + row for row in active]):
+            with torch.no_grad(), batch_rows(self.model, [numbers[row] for row in active]):
                 generated = cast(Any, self.model).generate(
                     input_ids=input_ids, attention_mask=mask, cache=cache, generation_config=config
                 )
@@ -524,7 +579,12 @@ class HFGenerator:
         if settings.sampled:
             return self._sample(model, requests)
         prompts = [model.format_prompt(r.text, r.system, max_new_tokens=settings.max_new_tokens) for r in requests]
-        return model.generate(prompts, max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size)
+        return model.generate(
+            prompts,
+            max_new_tokens=settings.max_new_tokens,
+            batch_size=settings.batch_size,
+            batch_tokens=settings.batch_tokens,
+        )
 
     @staticmethod
     def _sample(model: LoadedModel, requests: Sequence[Request]) -> list[str]:

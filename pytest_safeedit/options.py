@@ -18,11 +18,13 @@ from pytest_safeedit.settings import (
     BACKENDS,
     CHAT_TEMPLATE_MODES,
     CPU_BATCH_SIZE,
+    CPU_BATCH_TOKENS,
     DEFAULT_MAX_NEW_TOKENS,
     DEFAULT_SUITE_PATTERNS,
     DTYPES,
     GGUF_CACHE_MODES,
     GPU_BATCH_SIZE,
+    GPU_BATCH_TOKENS,
     RunSettings,
 )
 from pytest_safeedit.suite_files import bundled_suites, find_suite
@@ -336,6 +338,15 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "--safeedit-batch-size",
         f"Probes generated per batch. Default: the suite's 'defaults: batch_size', else {CPU_BATCH_SIZE} on the CPU and {GPU_BATCH_SIZE} on a GPU.",
+        type=positive_int,
+        metavar="N",
+    ),
+    Option(
+        "--safeedit-batch-tokens",
+        "Most padded prompt tokens per batch of the hf backend (rows x longest prompt; prompts are sorted by "
+        "length and a batch also keeps its padding under a quarter of its tokens; the batch size stays the "
+        f"most rows). Default: the suite's 'defaults: batch_tokens', else {CPU_BATCH_TOKENS} on the CPU and "
+        f"{GPU_BATCH_TOKENS} on a GPU.",
         type=positive_int,
         metavar="N",
     ),

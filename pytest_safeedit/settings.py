@@ -27,6 +27,10 @@ DEFAULT_MAX_NEW_TOKENS = 128
 #: :meth:`pytest_safeedit.hf.LoadedModel.rows_that_fit`).
 CPU_BATCH_SIZE = 64
 GPU_BATCH_SIZE = 16
+#: Most padded prompt tokens (rows x longest prompt) per generation batch: on the CPU a prefill's time
+#: grows with its tokens whatever the rows, so long prompts go a few at a time; a GPU takes more at once.
+CPU_BATCH_TOKENS = 16384
+GPU_BATCH_TOKENS = 65536
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 CHAT_TEMPLATE_MODES = ("auto", "on", "off")
 GGUF_CACHE_MODES = ("auto", "on", "off")
@@ -67,6 +71,7 @@ class RunSettings:
     max_new_tokens: int | None = None
     max_input_tokens: int | None = None
     batch_size: int | None = None
+    batch_tokens: int | None = None
     seed: int = 0
     dtype: str = "auto"
     device: str = "auto"
@@ -159,6 +164,8 @@ class GenerationSettings:
     #: None: the model's context length less the new tokens.
     max_input_tokens: int | None = None
     batch_size: int = CPU_BATCH_SIZE
+    #: Most padded prompt tokens per batch (the Hugging Face backend; the batch size stays the most rows).
+    batch_tokens: int = CPU_BATCH_TOKENS
     decoding: str = DECODING
     #: With sampled decoding: responses per probe, and how they are drawn (seeded per probe and sample).
     samples: int = 1
@@ -174,7 +181,7 @@ class GenerationSettings:
         return asdict(self)
 
     def cache_part(self) -> dict[str, Any]:
-        """The fields that change a response (the batch size does not: batched equals one at a time)."""
+        """The fields that change a response (the batch size and tokens do not: batched equals one at a time)."""
         out: dict[str, Any] = {
             "max_new_tokens": self.max_new_tokens,
             "max_input_tokens": self.max_input_tokens,
@@ -262,6 +269,11 @@ def default_batch_size(device: str, run: RunSettings | None = None) -> int:
     return CPU_BATCH_SIZE if device == "cpu" else GPU_BATCH_SIZE
 
 
+def default_batch_tokens(device: str) -> int:
+    """Padded prompt tokens per batch of the Hugging Face backend on ``device``."""
+    return CPU_BATCH_TOKENS if device == "cpu" else GPU_BATCH_TOKENS
+
+
 def resolve_generation(run: RunSettings, suite_defaults: Mapping[str, Any], device: str) -> GenerationSettings:
     """A suite's generation settings: option (or ini key), else the suite's default, else built-in."""
 
@@ -277,6 +289,7 @@ def resolve_generation(run: RunSettings, suite_defaults: Mapping[str, Any], devi
         ),
         max_input_tokens=pick(run.max_input_tokens, "max_input_tokens", None),
         batch_size=int(pick(run.batch_size, "batch_size", default_batch_size(device, run)) or 1),
+        batch_tokens=int(pick(run.batch_tokens, "batch_tokens", default_batch_tokens(device)) or 1),
         decoding=SAMPLED if run.samples > 1 or run.temperature is not None else DECODING,
         samples=run.samples,
         temperature=1.0 if run.temperature is None else run.temperature,

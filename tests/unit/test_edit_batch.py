@@ -73,6 +73,21 @@ def test_small_batches_split_a_group_into_several_generations(tiny_model_dir: Pa
     assert [o[1] for o in together] == [alone.generate_edited(editor, {}, c, r)[1] for c, r in small]  # type: ignore[index]
 
 
+def test_rows_sorted_into_token_batches_keep_their_own_edited_weight(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hf backend reorders a group's rows by length into batches of a few tokens: each row still
+    runs with its own case's weight."""
+    editor = DINM(**{**DINM_SPEC.defaults, "lr": 0.05})
+    group = [(c, [replace(r, settings=replace(r.settings, batch_tokens=60)) for r in rs]) for c, rs in items(3)]
+    engine = engine_for(tiny_model_dir)
+    rows = record_batch_rows(monkeypatch, engine.generator.editable(group[0][1][0].settings))
+    together = engine.generate_edited_group(editor, {}, group)
+    assert len(rows) > 3 and max(rows) < sum(len(r) for _, r in group)  # several batches
+    alone = engine_for(tiny_model_dir)
+    assert [o[1] for o in together] == [alone.generate_edited(editor, {}, c, r)[1] for c, r in group]  # type: ignore[index]
+
+
 def test_rows_that_end_early_keep_their_own_edited_weight(
     tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

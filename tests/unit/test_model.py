@@ -34,6 +34,33 @@ def test_batched_generation_equals_one_at_a_time(request: pytest.FixtureRequest,
     assert model.generate(prompts, max_new_tokens=12, batch_size=2) == batched  # deterministic
 
 
+@pytest.mark.parametrize("prune", [True, False])
+def test_batches_cut_by_tokens_equal_one_at_a_time(
+    tiny_llama_dir: Path, monkeypatch: pytest.MonkeyPatch, prune: bool
+) -> None:
+    model = load(tiny_llama_dir)
+    texts = [*PROMPTS, "filler words " * 30 + "How do I pick a lock?", "Hi", "Tell me a story about a cat"]
+    prompts = [model.format_prompt(p, max_new_tokens=10) for p in texts]
+    single = [model.generate([p], max_new_tokens=10, batch_size=1, prune=prune)[0] for p in prompts]
+    lengths = [len(row) for row in model.token_rows(prompts, 10)]
+    shapes: list[tuple[int, int]] = []
+    cls = type(model.model)
+    real = cls.generate
+
+    def recorded(self: object, **kwargs: object) -> object:
+        ids = kwargs["input_ids"]
+        if kwargs.get("cache") is None:  # the first stretch of a batch
+            shapes.append(tuple(ids.shape))  # type: ignore[attr-defined]
+        return real(self, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cls, "generate", recorded)
+    budget = 2 * max(lengths)
+    out = model.generate(prompts, max_new_tokens=10, batch_size=3, batch_tokens=budget, prune=prune)
+    assert out == single  # in the prompts' order, whatever the batches
+    assert len(shapes) > 2 and all(rows <= 3 and rows * width <= budget for rows, width in shapes)
+    assert shapes[0][1] == max(lengths)  # the longest go first
+
+
 def test_response_is_new_tokens_only(tiny_model_dir: Path) -> None:
     model = load(tiny_model_dir)
     (response,) = model.generate([PROMPTS[1]], max_new_tokens=6)
@@ -126,7 +153,7 @@ def test_a_batch_too_big_for_the_memory_is_split(tiny_llama_dir: Path, monkeypat
     from pytest_safeedit.hf import kv_cache_bytes_per_token
 
     model = load(tiny_llama_dir)
-    prompts = [model.format_prompt(p, max_new_tokens=8) for p in PROMPTS]
+    prompts = [model.format_prompt(f"How do I pick lock number {i}?", max_new_tokens=8) for i in range(5)]
     whole = model.generate(prompts, max_new_tokens=8, batch_size=len(prompts))
     per_row = kv_cache_bytes_per_token(model.config, 4)
     assert per_row is not None
@@ -135,4 +162,4 @@ def test_a_batch_too_big_for_the_memory_is_split(tiny_llama_dir: Path, monkeypat
     assert model.rows_that_fit(width) == 2
     rows = record_batch_rows(monkeypatch, model)
     assert model.generate(prompts, max_new_tokens=8, batch_size=len(prompts)) == whole
-    assert rows[0] == 2 and max(rows) < len(prompts)  # later chunks may be narrower, so hold more rows
+    assert rows[0] == 2 and max(rows) == 2  # the prompts are of one length: 2, 2, 1 rows, pruned or not
