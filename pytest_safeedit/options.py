@@ -20,6 +20,7 @@ from pytest_safeedit.settings import (
     CPU_BATCH_SIZE,
     CPU_BATCH_TOKENS,
     DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_PREFIX_CACHE_MB,
     DEFAULT_SUITE_PATTERNS,
     DTYPES,
     GGUF_CACHE_MODES,
@@ -349,6 +350,15 @@ OPTIONS: tuple[Option, ...] = (
         f"{GPU_BATCH_TOKENS} on a GPU.",
         type=positive_int,
         metavar="N",
+    ),
+    Option(
+        "--safeedit-prefix-cache-mb",
+        "Memory in MB kept for the keys and values of prompt prefixes that several prompts share (the chat "
+        "template's preamble, an attack template around different questions): the hf backend computes each "
+        f"once and starts those prompts from it; 0 computes every prompt whole. Default: {DEFAULT_PREFIX_CACHE_MB}.",
+        type=non_negative_int,
+        metavar="MB",
+        default=DEFAULT_PREFIX_CACHE_MB,
     ),
     Option(
         "--safeedit-seed", "Seed set before the model loads. Default: 0.", type=non_negative_int, metavar="N", default=0

@@ -31,6 +31,8 @@ GPU_BATCH_SIZE = 16
 #: grows with its tokens whatever the rows, so long prompts go a few at a time; a GPU takes more at once.
 CPU_BATCH_TOKENS = 16384
 GPU_BATCH_TOKENS = 65536
+#: Memory kept for the keys and values of prompt prefixes shared by several prompts (MB).
+DEFAULT_PREFIX_CACHE_MB = 1024
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 CHAT_TEMPLATE_MODES = ("auto", "on", "off")
 GGUF_CACHE_MODES = ("auto", "on", "off")
@@ -72,6 +74,7 @@ class RunSettings:
     max_input_tokens: int | None = None
     batch_size: int | None = None
     batch_tokens: int | None = None
+    prefix_cache_mb: int = DEFAULT_PREFIX_CACHE_MB
     seed: int = 0
     dtype: str = "auto"
     device: str = "auto"
@@ -166,6 +169,8 @@ class GenerationSettings:
     batch_size: int = CPU_BATCH_SIZE
     #: Most padded prompt tokens per batch (the Hugging Face backend; the batch size stays the most rows).
     batch_tokens: int = CPU_BATCH_TOKENS
+    #: MB kept for the keys and values of shared prompt prefixes, each prefilled once (0: none shared).
+    prefix_cache_mb: int = DEFAULT_PREFIX_CACHE_MB
     decoding: str = DECODING
     #: With sampled decoding: responses per probe, and how they are drawn (seeded per probe and sample).
     samples: int = 1
@@ -290,6 +295,7 @@ def resolve_generation(run: RunSettings, suite_defaults: Mapping[str, Any], devi
         max_input_tokens=pick(run.max_input_tokens, "max_input_tokens", None),
         batch_size=int(pick(run.batch_size, "batch_size", default_batch_size(device, run)) or 1),
         batch_tokens=int(pick(run.batch_tokens, "batch_tokens", default_batch_tokens(device)) or 1),
+        prefix_cache_mb=run.prefix_cache_mb,
         decoding=SAMPLED if run.samples > 1 or run.temperature is not None else DECODING,
         samples=run.samples,
         temperature=1.0 if run.temperature is None else run.temperature,
