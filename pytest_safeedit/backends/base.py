@@ -48,6 +48,13 @@ def decoding_options(request: Request, greedy_seed: int | None = None) -> dict[s
     }
 
 
+def prefix_order(requests: Sequence[Request]) -> list[int]:
+    """The indices of ``requests`` sorted by system prompt and text, so that prompts which share a prefix
+    (an attack template around different questions) reach a server one after another and its prefix
+    cache still holds the template's keys and values."""
+    return sorted(range(len(requests)), key=lambda i: (requests[i].system or "", requests[i].text, i))
+
+
 class GenerationError(Exception):
     """Some requests of a batch could not be answered (a server failed); ``partial`` holds the responses
     that did come back, by position, None where a request failed. The engine keeps those."""

@@ -10,8 +10,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from pytest_safeedit.backends.base import Request, sample_seed
+from pytest_safeedit.backends.batching import MAX_PAD_SHARE, BatchLimits, token_batches
+from pytest_safeedit.backends.prefix import PrefixPlan, plan_prefixes
 from pytest_safeedit.config.model_source import is_gguf
-from pytest_safeedit.config.settings import CPU_BATCH_SIZE, GenerationSettings, ModelSettings
+from pytest_safeedit.config.settings import (
+    CPU_BATCH_SIZE,
+    DEFAULT_PREFIX_CACHE_MB,
+    GenerationSettings,
+    ModelSettings,
+    default_batch_tokens,
+)
 
 #: Tokens generated between two prunings of the rows that have ended (see :meth:`LoadedModel.generate`).
 PRUNE_EVERY = 4
@@ -204,54 +212,226 @@ class LoadedModel:
             generated = cast(Any, self.model).generate(**enc, generation_config=config, tokenizer=self.tokenizer)
         return list(self.tokenizer.batch_decode(generated[:, enc["input_ids"].shape[1] :], skip_special_tokens=True))
 
+    def token_rows(self, prompts: Sequence[str], max_new_tokens: int) -> list[list[int]]:
+        """The token ids of formatted prompts as :meth:`encode` gives them, unpadded."""
+        self.tokenizer.truncation_side = "left"
+        enc = self.tokenizer(
+            list(prompts),
+            truncation=True,
+            max_length=self.input_budget(max_new_tokens),
+            add_special_tokens=not self.use_chat_template,
+        )
+        return [list(ids) for ids in enc["input_ids"]]
+
+    def padded(self, rows: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
+        """Token id rows as a left-padded batch (ids and attention mask) on the model's device."""
+        import torch
+
+        width = max(len(row) for row in rows)
+        ids = [[self.pad_id] * (width - len(row)) + list(row) for row in rows]
+        mask = [[0] * (width - len(row)) + [1] * len(row) for row in rows]
+        return {
+            "input_ids": torch.tensor(ids, dtype=torch.long, device=self.device),
+            "attention_mask": torch.tensor(mask, dtype=torch.long, device=self.device),
+        }
+
+    def batch_limits(
+        self, batch_size: int | None, batch_tokens: int | None, max_new_tokens: int, pad_share: float = MAX_PAD_SHARE
+    ) -> BatchLimits:
+        """What one generation batch may hold: ``batch_size`` rows (default :data:`CPU_BATCH_SIZE`),
+        ``batch_tokens`` padded prompt tokens (default: the device's), ``pad_share`` of padding, and on the
+        CPU a KV cache within a quarter of the memory (:meth:`cache_token_budget`)."""
+        return BatchLimits(
+            rows=batch_size or CPU_BATCH_SIZE,
+            tokens=batch_tokens or default_batch_tokens(self.device.type),
+            cache_tokens=self.cache_token_budget(),
+            reserve=max_new_tokens,
+            pad_share=pad_share,
+        )
+
     def generate(
-        self, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int | None = None, prune: bool = True
+        self,
+        prompts: Sequence[str],
+        *,
+        max_new_tokens: int,
+        batch_size: int | None = None,
+        batch_tokens: int | None = None,
+        pad_share: float = MAX_PAD_SHARE,
+        prefix_cache_mb: int = DEFAULT_PREFIX_CACHE_MB,
+        prune: bool = True,
     ) -> list[str]:
         """Greedy responses (new tokens only) to formatted prompts, in order.
 
-        Each batch is generated ``PRUNE_EVERY`` tokens at a time, continuing from the KV cache; between two
-        stretches the rows that have ended leave the batch (their cache rows too), so that the rest run on
-        fewer rows. A row's tokens do not depend on the other rows (greedy, padded on the left; tested).
-        ``prune=False``, or a model whose generation config sets what a stretch would restart
-        (:func:`stretch_sensitive`): one ``generate`` call per batch, every row to the end of the longest
-        (what a plain batched loop does; the benchmarks' baselines). On the CPU a batch whose KV cache would
-        not fit a quarter of the memory is cut to the rows that do (:meth:`rows_that_fit`), the rest go next."""
+        Prompts that share a long token prefix (the chat template's preamble, an attack template) start
+        from its keys and values, computed once (:mod:`pytest_safeedit.backends.prefix`; at most
+        ``prefix_cache_mb`` MB of them kept, 0: none; see :meth:`prefix_plan` for the models that cannot
+        branch a cache). The prompts are sorted by the tokens left to compute and cut into batches of at
+        most ``batch_size`` rows and ``batch_tokens`` padded prompt tokens, each with at most ``pad_share``
+        of padding (:mod:`pytest_safeedit.backends.batching`; on the CPU also a KV cache within a quarter of the
+        memory). Each batch is generated ``PRUNE_EVERY`` tokens at a time, continuing from the KV cache;
+        between two stretches the rows that have ended leave the batch (their cache rows too), so that the
+        rest run on fewer rows. A row's tokens do not depend on the other rows nor on its prefix being
+        shared (greedy, padded; tested). ``prune=False``, or a model whose generation config sets what a
+        stretch would restart (:func:`stretch_sensitive`): one ``generate`` call per batch, every row to
+        the end of the longest (what a plain batched loop does; the benchmarks' baselines). The rows of a
+        batch keep their numbers in ``prompts`` for :func:`~pytest_safeedit.backends.rows.batch_rows`."""
+        if not prompts:
+            return []
+        self.model.eval()
+        ids = self.token_rows(prompts, max_new_tokens)
+        limits = self.batch_limits(batch_size, batch_tokens, max_new_tokens, pad_share)
+        prune = prune and not stretch_sensitive(self.model.generation_config)
+        plan = self.prefix_plan(ids, max_new_tokens, prefix_cache_mb)
+        caches = self._prefill_prefixes(ids, plan)
+        if caches is None:
+            plan = PrefixPlan((), (None,) * len(ids))
+        shared = [plan.shared(row) for row in range(len(ids))]
+        out = [""] * len(prompts)
+        for batch in token_batches([len(row) for row in ids], limits, shared):
+            enc, cache = self._batch_inputs(ids, batch, plan, caches or [])
+            tokens = self._generate_batch(enc, batch, max_new_tokens, prune, cache)
+            for index, text in zip(batch, self.tokenizer.batch_decode(tokens, skip_special_tokens=True)):
+                out[index] = text
+        return out
+
+    def prefix_plan(self, ids: Sequence[Sequence[int]], max_new_tokens: int, prefix_cache_mb: int) -> PrefixPlan:
+        """The shared prefixes of prompts ``ids`` to prefill once, within ``prefix_cache_mb`` MB of keys
+        and values; rows that run with other edited weights share only among themselves.
+
+        None are shared (plain prefill) with a budget of 0, where the config does not give the cache's
+        size, or where a cache cannot be branched safely: an encoder-decoder, a generation config that asks
+        for another cache (static, quantized, offloaded), or a cache layer other than the plain dynamic one
+        (a sliding-window layer only when its window holds the whole batch, recurrent states never)."""
+        from pytest_safeedit.backends.rows import row_weight_keys
+
+        per_token = kv_cache_bytes_per_token(self.config, self.model.dtype.itemsize)
+        width = 2 * max(len(row) for row in ids) + max_new_tokens
+        if not prefix_cache_mb or per_token is None or not self._branchable(width):
+            return PrefixPlan((), (None,) * len(ids))
+        budget = prefix_cache_mb * 1_000_000 // per_token
+        return plan_prefixes(ids, budget=budget, groups=row_weight_keys(self.model, len(ids)))
+
+    def _branchable(self, width: int) -> bool:
+        """Whether this model's cache is the dynamic cache of plain layers, so that rows can be copied
+        into a batch's cache (a sliding-window layer counts when its window exceeds ``width``)."""
+        from transformers.cache_utils import DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
+
+        if getattr(self.config, "is_encoder_decoder", False):
+            return False
+        if getattr(self.model.generation_config, "cache_implementation", None) not in (None, "dynamic"):
+            return False
+        try:
+            layers = DynamicCache(config=self.model.config).layers
+        except (TypeError, ValueError, KeyError, AttributeError):
+            return False
+        return bool(layers) and all(
+            type(layer) is DynamicLayer or (type(layer) is DynamicSlidingWindowLayer and layer.sliding_window > width)
+            for layer in layers
+        )
+
+    def _prefill_prefixes(self, ids: Sequence[Sequence[int]], plan: PrefixPlan) -> list[Any] | None:
+        """Each prefix's keys and values (one row), computed on its parent's; None when a forward pass
+        gives a cache that is not the plain dynamic cache (then nothing is shared)."""
+        from transformers.cache_utils import DynamicCache
+
+        caches: list[Any] = []
+        for prefix in plan.prefixes:
+            start = 0 if prefix.parent is None else plan.prefixes[prefix.parent].length
+            parent = None if prefix.parent is None else caches[prefix.parent]
+            cache = self._extend(parent, ids[prefix.row][start : prefix.length], start, prefix.row)
+            if type(cache) is not DynamicCache:
+                return None
+            caches.append(cache)
+        return caches
+
+    def _extend(self, parent: Any, tokens: Sequence[int], start: int, row: int) -> Any:
+        """A new one-row cache: ``parent``'s keys and values (None: none) and those of ``tokens`` at
+        positions from ``start``, computed with the weights of row ``row``."""
+        import inspect
+
         import torch
 
         from pytest_safeedit.backends.rows import batch_rows
 
-        size = batch_size or CPU_BATCH_SIZE
-        self.model.eval()
-        stops = self._stop_ids()
-        prune = prune and not stretch_sensitive(self.model.generation_config)
-        out: list[str] = []
-        start = 0
-        while start < len(prompts):
-            enc = self.encode(prompts[start : start + size], max_new_tokens)
-            rows = self.rows_that_fit(enc["input_ids"].shape[1] + max_new_tokens)
-            if rows < enc["input_ids"].shape[0]:
-                enc = self.encode(prompts[start : start + rows], max_new_tokens)
-            if prune:
-                tokens: Any = self._pruned(enc, max_new_tokens, stops, first_row=start)
-            else:
-                # Numbered like the pruned rows, for a batch of several cases' edits after the first batch.
-                with torch.no_grad(), batch_rows(self.model, range(start, start + enc["input_ids"].shape[0])):
-                    generated = cast(Any, self.model).generate(
-                        **enc, generation_config=self._generation_config(max_new_tokens), tokenizer=self.tokenizer
-                    )
-                tokens = generated[:, enc["input_ids"].shape[1] :]
-            out.extend(self.tokenizer.batch_decode(tokens, skip_special_tokens=True))
-            start += enc["input_ids"].shape[0]
-        return out
+        cache = self._cache_of([] if parent is None else [(k, v) for k, v in layer_states(parent)])
+        kwargs: dict[str, Any] = {}
+        if "logits_to_keep" in inspect.signature(self.model.forward).parameters:
+            kwargs["logits_to_keep"] = 1  # the prefix's logits are never read
+        ids = torch.tensor([list(tokens)], dtype=torch.long, device=self.device)
+        positions = torch.arange(start, start + len(tokens), device=self.device).unsqueeze(0)
+        with torch.no_grad(), batch_rows(self.model, [row]):
+            out = cast(Any, self.model)(input_ids=ids, position_ids=positions, cache=cache, use_cache=True, **kwargs)
+        return out.cache if hasattr(out, "cache") else out.past_key_values
 
-    def rows_that_fit(self, length: int) -> int:
-        """Most rows of ``length`` tokens whose KV cache fits a quarter of the machine's memory on the CPU
-        (at least one; no limit on an accelerator or when the config does not say the cache's size)."""
+    def _cache_of(self, states: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> Any:
+        """A dynamic cache for this model holding ``states`` (keys, values per layer; none: empty)."""
+        from transformers.cache_utils import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        for layer, (keys, values) in zip(cast(list[Any], cache.layers), states):
+            layer.update(keys, values)
+        return cache
+
+    def _batch_inputs(
+        self, ids: Sequence[Sequence[int]], batch: Sequence[int], plan: PrefixPlan, caches: Sequence[Any]
+    ) -> tuple[dict[str, torch.Tensor], Any]:
+        """A batch's ids and mask, and the cache of its rows' prefixes (None: no row has one).
+
+        Row layout: padding, the row's prefix (right-aligned in the longest prefix's span), padding, its
+        fresh tokens (right-aligned); the mask hides the padding and the positions count only real tokens,
+        so each row sees exactly its own prompt."""
+        import torch
+
+        span = max(plan.shared(i) for i in batch)
+        if span == 0:
+            return self.padded([ids[i] for i in batch]), None
+        fresh = self.padded([ids[i][plan.shared(i) :] for i in batch])
+        head = self.padded([ids[i][: plan.shared(i)] for i in batch])
+        enc = {key: torch.cat([head[key], fresh[key]], dim=1) for key in fresh}
+        states = []
+        for layer, (keys, values) in enumerate(layer_states(caches[plan.of_row[batch[0]] or 0])):
+            shape = (len(batch), keys.shape[1], span, keys.shape[3])
+            batch_keys, batch_values = keys.new_zeros(shape), values.new_zeros(shape)
+            for at, row in enumerate(batch):
+                index = plan.of_row[row]
+                if index is not None:
+                    own_keys, own_values = list(layer_states(caches[index]))[layer]
+                    batch_keys[at, :, span - own_keys.shape[2] :] = own_keys[0]
+                    batch_values[at, :, span - own_values.shape[2] :] = own_values[0]
+            states.append((batch_keys, batch_values))
+        return enc, self._cache_of(states)
+
+    def _generate_batch(
+        self, enc: dict[str, torch.Tensor], rows: Sequence[int], max_new_tokens: int, prune: bool, cache: Any = None
+    ) -> Any:
+        """The new tokens of each row of one padded batch, its rows numbered ``rows``, continuing from
+        ``cache`` (the keys and values of its first columns) when given."""
+        import torch
+
+        from pytest_safeedit.backends.rows import batch_rows
+
+        if prune:
+            return self._pruned(enc, max_new_tokens, self._stop_ids(), rows=rows, cache=cache)
+        config = self._generation_config(max_new_tokens)
+        with torch.no_grad(), batch_rows(self.model, rows):
+            generated = cast(Any, self.model).generate(
+                **enc, cache=cache, generation_config=config, tokenizer=self.tokenizer
+            )
+        return generated[:, enc["input_ids"].shape[1] :]
+
+    def cache_token_budget(self) -> int | None:
+        """Most tokens, over all rows, whose KV cache fits a quarter of the machine's memory on the CPU
+        (None: no limit on an accelerator, or when the config does not say the cache's size)."""
         per_token = kv_cache_bytes_per_token(self.config, self.model.dtype.itemsize)
         memory = physical_memory()
         if per_token is None or memory is None or self.device.type != "cpu":
-            return 1 << 30
-        return max(1, memory // 4 // (per_token * length))
+            return None
+        return memory // 4 // per_token
+
+    def rows_that_fit(self, length: int) -> int:
+        """Most rows of ``length`` tokens whose KV cache fits :meth:`cache_token_budget` (at least one)."""
+        budget = self.cache_token_budget()
+        return 1 << 30 if budget is None else max(1, budget // length)
 
     def _stop_ids(self) -> set[int]:
         eos = self._generation_config(1).eos_token_id
@@ -263,23 +443,25 @@ class LoadedModel:
         max_new_tokens: int,
         stops: set[int],
         *,
-        first_row: int = 0,
+        rows: Sequence[int] | None = None,
+        cache: Any = None,
     ) -> list[list[int]]:
-        """The new tokens of each row of a left-padded batch (each up to and with its end token); the rows
-        are numbered from ``first_row`` for :func:`~pytest_safeedit.backends.rows.batch_rows`."""
+        """The new tokens of each row of a padded batch (each up to and with its end token), continuing
+        from ``cache`` when given; the rows are numbered ``rows`` (default: from 0) for
+        :func:`~pytest_safeedit.backends.rows.batch_rows`."""
         import torch
 
         from pytest_safeedit.backends.rows import batch_rows
 
         input_ids, mask = enc["input_ids"], enc["attention_mask"]
+        numbers = list(range(input_ids.shape[0])) if rows is None else list(rows)
         active = list(range(input_ids.shape[0]))
         tokens: list[list[int]] = [[] for _ in active]
-        cache = None
         produced = 0
         while active and produced < max_new_tokens:
             config = self._generation_config(min(PRUNE_EVERY, max_new_tokens - produced))
             config.return_dict_in_generate = True
-            with torch.no_grad(), batch_rows(self.model, [first_row + row for row in active]):
+            with torch.no_grad(), batch_rows(self.model, [numbers[row] for row in active]):
                 generated = cast(Any, self.model).generate(
                     input_ids=input_ids, attention_mask=mask, cache=cache, generation_config=config
                 )
@@ -304,6 +486,12 @@ class LoadedModel:
                 active = [active[row] for row in keep]
             input_ids = sequences
         return tokens
+
+
+def layer_states(cache: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The keys and values of each layer of a dynamic cache."""
+    for layer in cache.layers:
+        yield layer.keys, layer.values
 
 
 def stretch_sensitive(generation_config: Any) -> list[str]:
@@ -524,7 +712,13 @@ class HFGenerator:
         if settings.sampled:
             return self._sample(model, requests)
         prompts = [model.format_prompt(r.text, r.system, max_new_tokens=settings.max_new_tokens) for r in requests]
-        return model.generate(prompts, max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size)
+        return model.generate(
+            prompts,
+            max_new_tokens=settings.max_new_tokens,
+            batch_size=settings.batch_size,
+            batch_tokens=settings.batch_tokens,
+            prefix_cache_mb=settings.prefix_cache_mb,
+        )
 
     @staticmethod
     def _sample(model: LoadedModel, requests: Sequence[Request]) -> list[str]:

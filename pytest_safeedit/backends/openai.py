@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import IO, Any
 
-from pytest_safeedit.backends.base import GenerationError, Request, decoding_options
+from pytest_safeedit.backends.base import GenerationError, Request, decoding_options, prefix_order
 
 #: HTTP statuses worth trying again: rate limiting and server-side trouble.
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
@@ -189,13 +189,16 @@ class OpenAIGenerator:
             except EndpointError as exc:
                 errors[index] = str(exc)
 
+        # Sent in text order: requests that share an attack template go out together, for the server's
+        # prefix cache.
+        order = prefix_order(requests)
         workers = max(1, min(self.endpoint.concurrency, len(requests)))
         if workers == 1:
-            for i in range(len(requests)):
+            for i in order:
                 one(i)
         else:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="safeedit-openai") as pool:
-                list(pool.map(one, range(len(requests))))
+                list(pool.map(one, order))
         failed = [e for e in errors if e is not None]
         if failed:
             raise GenerationError(failed[0], results)

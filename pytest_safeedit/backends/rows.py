@@ -15,7 +15,7 @@ tokens routed to it) raises :class:`RowLayoutError`, and the edits are answered 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
@@ -31,6 +31,18 @@ class RowLayoutError(Exception):
 
 #: model -> which of the rows given to :func:`row_weights` the rows of its forward passes are, in order.
 _ROWS: WeakKeyDictionary[Any, list[int]] = WeakKeyDictionary()
+#: model -> for each row given to the active :func:`row_weights`, which weights it runs with.
+_WEIGHTS: WeakKeyDictionary[Any, list[Hashable]] = WeakKeyDictionary()
+
+
+def row_weight_keys(model: Any, count: int) -> list[Hashable] | None:
+    """While :func:`row_weights` is active on ``model``, for each of rows ``0..count-1`` a key that two rows
+    share when they run with the same weights (rows beyond those given run with the model's own); None
+    when it is not active (every row runs with the model's own weights)."""
+    keys = _WEIGHTS.get(model)
+    if keys is None:
+        return None
+    return [keys[row] if row < len(keys) else None for row in range(count)]
 
 
 @contextmanager
@@ -88,11 +100,17 @@ def row_weights(model: Any, rows: Sequence[tuple[str, torch.Tensor] | None]) -> 
     handles = [model.register_forward_pre_hook(note_shape, with_kwargs=True)]
     for name, groups in by_module.items():
         handles.append(modules[name].register_forward_hook(_replace_rows(model, name, groups, weights, shape)))
+    before = _WEIGHTS.get(model)
+    _WEIGHTS[model] = [None if row is None else (row[0], id(row[1])) for row in rows]
     try:
         yield
     finally:
         for handle in handles:
             handle.remove()
+        if before is None:
+            del _WEIGHTS[model]
+        else:
+            _WEIGHTS[model] = before
 
 
 def _replace_rows(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pytest_safeedit.backends.base import Request, decoding_options
+from pytest_safeedit.backends.base import Request, decoding_options, prefix_order
 from pytest_safeedit.config.settings import ModelSettings
 
 
@@ -19,7 +19,9 @@ class VLLMGenerator:
 
     Greedy decoding is temperature 0; sampled decoding seeds each request from the run's seed, the probe
     and the sample index (like the other backends). The chat template is the tokenizer's unless the
-    run says ``off``; over-long inputs keep their last ``max_input_tokens`` tokens.
+    run says ``off``; over-long inputs keep their last ``max_input_tokens`` tokens. vLLM's automatic
+    prefix caching is on, and requests are handed over in text order, so that prompts sharing an attack
+    template (or the chat template's preamble) reuse its keys and values.
     """
 
     backend = "vllm"
@@ -49,6 +51,7 @@ class VLLMGenerator:
                 tensor_parallel_size=self.tensor_parallel_size,
                 gpu_memory_utilization=self.gpu_memory_utilization,
                 trust_remote_code=self.settings.trust_remote_code,
+                enable_prefix_caching=True,
             )
         return self._llm
 
@@ -76,6 +79,14 @@ class VLLMGenerator:
 
     def generate(self, requests: Sequence[Request]) -> list[str]:
         llm = self.llm  # first: a missing package is said before anything imports from it
+        order = prefix_order(requests)
+        answers = self._generate(llm, [requests[i] for i in order])
+        out = [""] * len(requests)
+        for index, answer in zip(order, answers):
+            out[index] = answer
+        return out
+
+    def _generate(self, llm: Any, requests: Sequence[Request]) -> list[str]:
         params = [self.sampling_params(r) for r in requests]
         if self.settings.chat_template == "off":
             prompts = [r.text if not r.system else f"{r.system}\n\n{r.text}" for r in requests]

@@ -14,7 +14,12 @@ from pytest_safeedit.cases.thresholds import Gate
 QUESTION_SLOT = "{question}"
 
 #: Suite-level generation defaults a suite may set; command-line options and ini keys override them.
-DEFAULT_KEYS: dict[str, type] = {"max_new_tokens": int, "max_input_tokens": int, "batch_size": int}
+DEFAULT_KEYS: dict[str, type] = {
+    "max_new_tokens": int,
+    "max_input_tokens": int,
+    "batch_size": int,
+    "batch_tokens": int,
+}
 #: Every key a suite's ``defaults:`` may hold: the generation defaults and editor hyperparameters.
 DEFAULTS_SECTION_KEYS = (*DEFAULT_KEYS, "editor")
 

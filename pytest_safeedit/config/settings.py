@@ -27,6 +27,12 @@ DEFAULT_MAX_NEW_TOKENS = 128
 #: :meth:`pytest_safeedit.backends.hf.LoadedModel.rows_that_fit`).
 CPU_BATCH_SIZE = 64
 GPU_BATCH_SIZE = 16
+#: Most padded prompt tokens (rows x longest prompt) per generation batch: on the CPU a prefill's time
+#: grows with its tokens whatever the rows, so long prompts go a few at a time; a GPU takes more at once.
+CPU_BATCH_TOKENS = 16384
+GPU_BATCH_TOKENS = 65536
+#: Memory kept for the keys and values of prompt prefixes shared by several prompts (MB).
+DEFAULT_PREFIX_CACHE_MB = 1024
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 CHAT_TEMPLATE_MODES = ("auto", "on", "off")
 GGUF_CACHE_MODES = ("auto", "on", "off")
@@ -69,6 +75,8 @@ class RunSettings:
     max_new_tokens: int | None = None
     max_input_tokens: int | None = None
     batch_size: int | None = None
+    batch_tokens: int | None = None
+    prefix_cache_mb: int = DEFAULT_PREFIX_CACHE_MB
     seed: int = 0
     dtype: str = "auto"
     device: str = "auto"
@@ -157,6 +165,10 @@ class GenerationSettings:
     #: None: the model's context length less the new tokens.
     max_input_tokens: int | None = None
     batch_size: int = CPU_BATCH_SIZE
+    #: Most padded prompt tokens per batch (the Hugging Face backend; the batch size stays the most rows).
+    batch_tokens: int = CPU_BATCH_TOKENS
+    #: MB kept for the keys and values of shared prompt prefixes, each prefilled once (0: none shared).
+    prefix_cache_mb: int = DEFAULT_PREFIX_CACHE_MB
     decoding: str = DECODING
     #: With sampled decoding: responses per probe, and how they are drawn (seeded per probe and sample).
     samples: int = 1
@@ -172,7 +184,7 @@ class GenerationSettings:
         return asdict(self)
 
     def cache_part(self) -> dict[str, Any]:
-        """The fields that change a response (the batch size does not: batched equals one at a time)."""
+        """The fields that change a response (the batch size and tokens do not: batched equals one at a time)."""
         out: dict[str, Any] = {
             "max_new_tokens": self.max_new_tokens,
             "max_input_tokens": self.max_input_tokens,
@@ -256,6 +268,11 @@ def default_batch_size(device: str) -> int:
     return CPU_BATCH_SIZE if device == "cpu" else GPU_BATCH_SIZE
 
 
+def default_batch_tokens(device: str) -> int:
+    """Padded prompt tokens per batch of the Hugging Face backend on ``device``."""
+    return CPU_BATCH_TOKENS if device == "cpu" else GPU_BATCH_TOKENS
+
+
 def resolve_generation(
     run: RunSettings, suite_defaults: Mapping[str, Any], device: str, default_batch: int | None = None
 ) -> GenerationSettings:
@@ -274,6 +291,8 @@ def resolve_generation(
         ),
         max_input_tokens=pick(run.max_input_tokens, "max_input_tokens", None),
         batch_size=int(pick(run.batch_size, "batch_size", default_batch or default_batch_size(device)) or 1),
+        batch_tokens=int(pick(run.batch_tokens, "batch_tokens", default_batch_tokens(device)) or 1),
+        prefix_cache_mb=run.prefix_cache_mb,
         decoding=SAMPLED if run.samples > 1 or run.temperature is not None else DECODING,
         samples=run.samples,
         temperature=1.0 if run.temperature is None else run.temperature,

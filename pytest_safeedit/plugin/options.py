@@ -16,12 +16,15 @@ from pytest_safeedit.cases.thresholds import GATE_ON
 from pytest_safeedit.config.settings import (
     CHAT_TEMPLATE_MODES,
     CPU_BATCH_SIZE,
+    CPU_BATCH_TOKENS,
     DEFAULT_JUDGE,
     DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_PREFIX_CACHE_MB,
     DEFAULT_SUITE_PATTERNS,
     DTYPES,
     GGUF_CACHE_MODES,
     GPU_BATCH_SIZE,
+    GPU_BATCH_TOKENS,
     RunSettings,
 )
 from pytest_safeedit.judges.base import POLICIES
@@ -338,6 +341,24 @@ OPTIONS: tuple[Option, ...] = (
         f"Probes generated per batch. Default: the suite's 'defaults: batch_size', else {CPU_BATCH_SIZE} on the CPU and {GPU_BATCH_SIZE} on a GPU.",
         type=positive_int,
         metavar="N",
+    ),
+    Option(
+        "--safeedit-batch-tokens",
+        "Most padded prompt tokens per batch of the hf backend (rows x longest prompt; prompts are sorted by "
+        "length and a batch also keeps its padding under a quarter of its tokens; the batch size stays the "
+        f"most rows). Default: the suite's 'defaults: batch_tokens', else {CPU_BATCH_TOKENS} on the CPU and "
+        f"{GPU_BATCH_TOKENS} on a GPU.",
+        type=positive_int,
+        metavar="N",
+    ),
+    Option(
+        "--safeedit-prefix-cache-mb",
+        "Memory in MB kept for the keys and values of prompt prefixes that several prompts share (the chat "
+        "template's preamble, an attack template around different questions): the hf backend computes each "
+        f"once and starts those prompts from it; 0 computes every prompt whole. Default: {DEFAULT_PREFIX_CACHE_MB}.",
+        type=non_negative_int,
+        metavar="MB",
+        default=DEFAULT_PREFIX_CACHE_MB,
     ),
     Option(
         "--safeedit-seed", "Seed set before the model loads. Default: 0.", type=non_negative_int, metavar="N", default=0

@@ -48,6 +48,10 @@ def official(**changes: object) -> str:
 OPTIONS = {
     "max-new-tokens-not-integer": Row(("--safeedit-max-new-tokens", "many"), message="*'many' is not an integer*"),
     "batch-size-zero": Row(("--safeedit-batch-size", "0"), message="*0 is too small; give a number of at least 1*"),
+    "batch-tokens-zero": Row(
+        ("--safeedit-batch-tokens", "0"),
+        message="*--safeedit-batch-tokens: 0 is too small; give a number of at least 1*",
+    ),
     "seed-negative": Row(("--safeedit-seed", "-1"), message="*-1 is too small*"),
     "dtype-unknown": Row(("--safeedit-dtype", "float8"), message="*'float8' is not one of auto, float32*"),
     "device-unknown": Row(

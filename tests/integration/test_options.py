@@ -47,13 +47,14 @@ def test_ini_pins_model_and_settings(pytester: pytest.Pytester, tiny_model_dir: 
     pytester.makefile(".safeedit.yaml", mini=MINI_SUITE)
     pytester.makeini(
         f"[pytest]\nsafeedit_model = {tiny_model_dir}\nsafeedit_judge = refusal-strict\nsafeedit_max_new_tokens = 3\nsafeedit_seed = 5\n"
-        "safeedit_batch_size = 2\n"
+        "safeedit_batch_size = 2\nsafeedit_batch_tokens = 300\n"
     )
     result = pytester.runpytest("--safeedit-report", "r.json")
     result.assert_outcomes(failed=7)
     meta = json.loads((pytester.path / "r.json").read_text())["metadata"]
     assert meta["generation"]["mini.safeedit.yaml"]["max_new_tokens"] == 3
     assert meta["generation"]["mini.safeedit.yaml"]["batch_size"] == 2 and meta["seed"] == 5
+    assert meta["generation"]["mini.safeedit.yaml"]["batch_tokens"] == 300
     # the command line wins over the ini file
     result = pytester.runpytest("--safeedit-report", "r.json", "--safeedit-max-new-tokens", "2")
     assert (

@@ -82,6 +82,20 @@ def test_batched_equals_one_at_a_time_on_a_real_model(generator: HFGenerator) ->
     assert batched == single
 
 
+def test_shared_prefixes_give_the_answers_of_plain_generation_on_a_real_model(generator: HFGenerator) -> None:
+    """An attack template around several questions (and the chat template's preamble) is computed once;
+    the answers are those of each prompt alone."""
+    from tests.unit.test_model import QUESTIONS, TEMPLATES
+
+    model = generator.model
+    prompts = [model.format_prompt(t.format(q=q), max_new_tokens=16) for t in TEMPLATES for q in QUESTIONS]
+    prompts += [model.format_prompt(q, max_new_tokens=16) for q in QUESTIONS]
+    plan = model.prefix_plan(model.token_rows(prompts, 16), 16, 1024)
+    assert sum(len(p.rows) for p in plan.prefixes) >= 8  # the templated rows, and the bare questions' preamble
+    single = [model.generate([p], max_new_tokens=16, batch_size=1, prefix_cache_mb=0)[0] for p in prompts]
+    assert model.generate(prompts, max_new_tokens=16) == single
+
+
 def test_gguf_converted_once_loads_as_the_file_does(
     generator: HFGenerator, gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -73,6 +73,49 @@ def test_small_batches_split_a_group_into_several_generations(tiny_model_dir: Pa
     assert [o[1] for o in together] == [alone.generate_edited(editor, {}, c, r)[1] for c, r in small]  # type: ignore[index]
 
 
+def test_rows_sorted_into_token_batches_keep_their_own_edited_weight(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hf backend reorders a group's rows by length into batches of a few tokens: each row still
+    runs with its own case's weight."""
+    editor = DINM(**{**DINM_SPEC.defaults, "lr": 0.05})
+    group = [(c, [replace(r, settings=replace(r.settings, batch_tokens=60)) for r in rs]) for c, rs in items(3)]
+    engine = engine_for(tiny_model_dir)
+    rows = record_batch_rows(monkeypatch, engine.generator.editable(group[0][1][0].settings))
+    together = engine.generate_edited_group(editor, {}, group)
+    assert len(rows) > 3 and max(rows) < sum(len(r) for _, r in group)  # several batches
+    alone = engine_for(tiny_model_dir)
+    assert [o[1] for o in together] == [alone.generate_edited(editor, {}, c, r)[1] for c, r in group]  # type: ignore[index]
+
+
+def test_rows_of_one_case_share_their_prefixes_and_not_with_other_cases(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every case asks the same templated prompts: rows of one case (one edited weight) start from one
+    prefill of their template, rows of other cases from their own; the answers are each edit's alone."""
+    from pytest_safeedit.backends.hf import LoadedModel
+    from tests.unit.test_model import SHARING
+
+    editor = DINM(**{**DINM_SPEC.defaults, "lr": 0.05})
+    group = [(c, [replace(r, text=text) for r, text in zip(rs * 3, SHARING)]) for c, rs in items(3)]
+    plans: list[Any] = []
+    real = LoadedModel.prefix_plan
+
+    def recorded(self: LoadedModel, *args: Any) -> Any:
+        plans.append(real(self, *args))
+        return plans[-1]
+
+    monkeypatch.setattr(LoadedModel, "prefix_plan", recorded)
+    together = engine_for(tiny_model_dir).generate_edited_group(editor, {}, group)
+    count = len(SHARING)
+    assert any(p.prefixes for p in plans)
+    for plan in plans:
+        for prefix in plan.prefixes:
+            assert len({row // count for row in (prefix.row, *prefix.rows)}) == 1  # one case's rows
+    alone = engine_for(tiny_model_dir)
+    assert [o[1] for o in together] == [alone.generate_edited(editor, {}, c, r)[1] for c, r in group]  # type: ignore[index]
+
+
 def test_rows_that_end_early_keep_their_own_edited_weight(
     tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -215,3 +215,13 @@ def test_api_base(url: str, base: str) -> None:
 def test_bad_endpoint_urls(url: str) -> None:
     with pytest.raises(ValueError, match="is not an http"):
         check_endpoint_url(url)
+
+
+def test_prompts_sharing_a_template_are_sent_one_after_another() -> None:
+    script = Script()
+    texts = ["ATTACK B: q1", "bare q", "ATTACK A: q2", "ATTACK B: q2", "ATTACK A: q1"]
+    with fake_server(script) as url:
+        out = make(url, concurrency=1).generate([Request(t, None, GREEDY) for t in texts])
+    assert out == [f"echo: {t}" for t in texts]  # in the requests' order
+    sent = [b["messages"][-1]["content"] for b in script.requests]
+    assert sent == ["ATTACK A: q1", "ATTACK A: q2", "ATTACK B: q1", "ATTACK B: q2", "bare q"]

@@ -104,3 +104,16 @@ def test_the_engine_builds_the_vllm_backend_from_the_options(fake_vllm: types.Mo
     assert isinstance(generator, VLLMGenerator)
     assert (generator.tensor_parallel_size, generator.gpu_memory_utilization) == (4, 0.5)
     assert generator.settings.dtype == "bfloat16" and generator.settings.device == "cuda"
+
+
+def test_prefix_caching_is_on_and_prompts_sharing_a_template_go_together(
+    fake_vllm: types.ModuleType, tmp_path: Path
+) -> None:
+    generator = VLLMGenerator(ModelSettings(str(tmp_path)))
+    texts = ["ATTACK B: q1", "bare q", "ATTACK A: q2", "ATTACK B: q2", "ATTACK A: q1"]
+    out = generator.generate([Request(t, None, GenerationSettings()) for t in texts])
+    assert FakeLLM.made[0]["enable_prefix_caching"] is True
+    _, conversations, _ = generator.llm.calls[0]
+    sent = [c[-1]["content"] for c in conversations]
+    assert sent == ["ATTACK A: q1", "ATTACK A: q2", "ATTACK B: q1", "ATTACK B: q2", "bare q"]
+    assert out == [f"reply {sent.index(t)}" for t in texts]  # each answer back with its request

@@ -1,0 +1,68 @@
+"""Shared prompt prefixes: the plan made from token ids (a prefix tree within a budget)."""
+
+from __future__ import annotations
+
+from pytest_safeedit.backends.prefix import PrefixPlan, plan_prefixes
+
+PREAMBLE = list(range(100, 120))  # a chat template's 20 tokens
+ATTACK = list(range(200, 260))  # an attack template's 60 tokens
+
+
+def rows() -> list[list[int]]:
+    return [
+        PREAMBLE + ATTACK + [1, 2, 3],
+        PREAMBLE + [7, 8],  # a bare question
+        PREAMBLE + ATTACK + [1, 2, 4],
+        PREAMBLE + ATTACK + [5, 6],
+        PREAMBLE + [9, 9, 9],
+        [42] * 30,  # shares nothing
+    ]
+
+
+def starts(plan: PrefixPlan, data: list[list[int]], row: int) -> list[int]:
+    return data[row][: plan.shared(row)]
+
+
+def test_each_row_starts_from_the_deepest_prefix_it_shares() -> None:
+    data = rows()
+    plan = plan_prefixes(data, budget=10_000)
+    assert starts(plan, data, 0) == starts(plan, data, 2) == PREAMBLE + ATTACK + [1, 2]
+    assert starts(plan, data, 3) == PREAMBLE + ATTACK
+    assert starts(plan, data, 1) == starts(plan, data, 4) == PREAMBLE
+    assert plan.of_row[5] is None and plan.shared(5) == 0
+    # Each prefix extends the deepest one above it: the preamble is computed once for all.
+    lengths = [p.length for p in plan.prefixes]
+    assert lengths == sorted(lengths) == [20, 80, 82]
+    assert [p.parent for p in plan.prefixes] == [None, 0, 1]
+    assert [sorted(p.rows) for p in plan.prefixes] == [[1, 4], [3], [0, 2]]
+
+
+def test_a_row_keeps_a_token_to_compute_even_when_another_row_is_the_same() -> None:
+    data = [PREAMBLE + ATTACK, PREAMBLE + ATTACK, PREAMBLE + ATTACK + [3]]
+    plan = plan_prefixes(data, budget=10_000)
+    assert all(0 < plan.shared(row) < len(data[row]) for row in range(3))
+    assert plan.shared(0) == plan.shared(1) == len(data[0]) - 1
+
+
+def test_short_prefixes_and_single_rows_are_not_shared() -> None:
+    assert plan_prefixes([PREAMBLE[:10] + [1], PREAMBLE[:10] + [2]], budget=10_000).prefixes == ()
+    assert plan_prefixes([PREAMBLE + ATTACK], budget=10_000).prefixes == ()
+    assert plan_prefixes([], budget=10_000) == PrefixPlan((), ())
+
+
+def test_the_budget_keeps_the_prefixes_that_spare_the_most() -> None:
+    data = rows()
+    plan = plan_prefixes(data, budget=85)  # room for one of the long prefixes, not the preamble as well
+    assert [p.length for p in plan.prefixes] == [80]  # 80 tokens for three rows spare more than 82 for two
+    assert plan.shared(0) == plan.shared(2) == plan.shared(3) == 80 and plan.shared(1) == 0
+    assert plan_prefixes(data, budget=0).prefixes == ()
+
+
+def test_rows_of_other_weights_do_not_share() -> None:
+    data = rows()
+    plan = plan_prefixes(data, budget=10_000, groups=["a", "b", "b", "a", "a", "a"])
+    assert plan.shared(0) == len(PREAMBLE) + len(ATTACK)  # with row 3, not row 2 (other weights)
+    assert plan.shared(2) == len(PREAMBLE)  # with row 1
+    assert all(data[p.row][: p.length] == data[r][: p.length] for p in plan.prefixes for r in p.rows)
+    groups = ["a", "b", "b", "a", "a", "a"]
+    assert all(groups[p.row] == groups[r] for p in plan.prefixes for r in p.rows)
