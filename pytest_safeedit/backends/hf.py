@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, cast
 from pytest_safeedit.backends.base import Request, sample_seed
 from pytest_safeedit.backends.batching import MAX_PAD_SHARE, BatchLimits, token_batches
 from pytest_safeedit.backends.prefix import PrefixPlan, plan_prefixes
+from pytest_safeedit.backends.rows import RowWeights, rows_present
 from pytest_safeedit.config.model_source import is_gguf
 from pytest_safeedit.config.settings import (
     CPU_BATCH_SIZE,
@@ -259,6 +260,7 @@ class LoadedModel:
         pad_share: float = MAX_PAD_SHARE,
         prefix_cache_mb: int = DEFAULT_PREFIX_CACHE_MB,
         prune: bool = True,
+        row_weights: RowWeights | None = None,
     ) -> list[str]:
         """Greedy responses (new tokens only) to formatted prompts, in order.
 
@@ -274,27 +276,34 @@ class LoadedModel:
         shared (greedy, padded; tested). ``prune=False``, or a model whose generation config sets what a
         stretch would restart (:func:`stretch_sensitive`): one ``generate`` call per batch, every row to
         the end of the longest (what a plain batched loop does; the benchmarks' baselines). The rows of a
-        batch keep their numbers in ``prompts`` for :func:`~pytest_safeedit.backends.rows.batch_rows`."""
+        batch keep their numbers in ``prompts`` for ``row_weights`` (several cases' edited weights, one per
+        row: :func:`~pytest_safeedit.backends.rows.row_weights`)."""
         if not prompts:
             return []
         self.model.eval()
         ids = self.token_rows(prompts, max_new_tokens)
         limits = self.batch_limits(batch_size, batch_tokens, max_new_tokens, pad_share)
         prune = prune and not stretch_sensitive(self.model.generation_config)
-        plan = self.prefix_plan(ids, max_new_tokens, prefix_cache_mb)
-        caches = self._prefill_prefixes(ids, plan)
+        plan = self.prefix_plan(ids, max_new_tokens, prefix_cache_mb, row_weights)
+        caches = self._prefill_prefixes(ids, plan, row_weights)
         if caches is None:
             plan = PrefixPlan((), (None,) * len(ids))
         shared = [plan.shared(row) for row in range(len(ids))]
         out = [""] * len(prompts)
         for batch in token_batches([len(row) for row in ids], limits, shared):
             enc, cache = self._batch_inputs(ids, batch, plan, caches or [])
-            tokens = self._generate_batch(enc, batch, max_new_tokens, prune, cache)
+            tokens = self._generate_batch(enc, batch, max_new_tokens, prune, cache, row_weights)
             for index, text in zip(batch, self.tokenizer.batch_decode(tokens, skip_special_tokens=True)):
                 out[index] = text
         return out
 
-    def prefix_plan(self, ids: Sequence[Sequence[int]], max_new_tokens: int, prefix_cache_mb: int) -> PrefixPlan:
+    def prefix_plan(
+        self,
+        ids: Sequence[Sequence[int]],
+        max_new_tokens: int,
+        prefix_cache_mb: int,
+        row_weights: RowWeights | None = None,
+    ) -> PrefixPlan:
         """The shared prefixes of prompts ``ids`` to prefill once, within ``prefix_cache_mb`` MB of keys
         and values; rows that run with other edited weights share only among themselves.
 
@@ -302,14 +311,13 @@ class LoadedModel:
         size, or where a cache cannot be branched safely: an encoder-decoder, a generation config that asks
         for another cache (static, quantized, offloaded), or a cache layer other than the plain dynamic one
         (a sliding-window layer only when its window holds the whole batch, recurrent states never)."""
-        from pytest_safeedit.backends.rows import row_weight_keys
-
         per_token = kv_cache_bytes_per_token(self.config, self.model.dtype.itemsize)
         width = 2 * max(len(row) for row in ids) + max_new_tokens
         if not prefix_cache_mb or per_token is None or not self._branchable(width):
             return PrefixPlan((), (None,) * len(ids))
         budget = prefix_cache_mb * 1_000_000 // per_token
-        return plan_prefixes(ids, budget=budget, groups=row_weight_keys(self.model, len(ids)))
+        groups = None if row_weights is None else row_weights.weight_keys(len(ids))
+        return plan_prefixes(ids, budget=budget, groups=groups)
 
     def _branchable(self, width: int) -> bool:
         """Whether this model's cache is the dynamic cache of plain layers, so that rows can be copied
@@ -329,7 +337,9 @@ class LoadedModel:
             for layer in layers
         )
 
-    def _prefill_prefixes(self, ids: Sequence[Sequence[int]], plan: PrefixPlan) -> list[Any] | None:
+    def _prefill_prefixes(
+        self, ids: Sequence[Sequence[int]], plan: PrefixPlan, row_weights: RowWeights | None = None
+    ) -> list[Any] | None:
         """Each prefix's keys and values (one row), computed on its parent's; None when a forward pass
         gives a cache that is not the plain dynamic cache (then nothing is shared)."""
         from transformers.cache_utils import DynamicCache
@@ -338,20 +348,20 @@ class LoadedModel:
         for prefix in plan.prefixes:
             start = 0 if prefix.parent is None else plan.prefixes[prefix.parent].length
             parent = None if prefix.parent is None else caches[prefix.parent]
-            cache = self._extend(parent, ids[prefix.row][start : prefix.length], start, prefix.row)
+            cache = self._extend(parent, ids[prefix.row][start : prefix.length], start, prefix.row, row_weights)
             if type(cache) is not DynamicCache:
                 return None
             caches.append(cache)
         return caches
 
-    def _extend(self, parent: Any, tokens: Sequence[int], start: int, row: int) -> Any:
+    def _extend(
+        self, parent: Any, tokens: Sequence[int], start: int, row: int, row_weights: RowWeights | None = None
+    ) -> Any:
         """A new one-row cache: ``parent``'s keys and values (None: none) and those of ``tokens`` at
         positions from ``start``, computed with the weights of row ``row``."""
         import inspect
 
         import torch
-
-        from pytest_safeedit.backends.rows import batch_rows
 
         cache = self._cache_of([] if parent is None else [(k, v) for k, v in layer_states(parent)])
         kwargs: dict[str, Any] = {}
@@ -359,7 +369,7 @@ class LoadedModel:
             kwargs["logits_to_keep"] = 1  # the prefix's logits are never read
         ids = torch.tensor([list(tokens)], dtype=torch.long, device=self.device)
         positions = torch.arange(start, start + len(tokens), device=self.device).unsqueeze(0)
-        with torch.no_grad(), batch_rows(self.model, [row]):
+        with torch.no_grad(), rows_present(row_weights, [row]):
             out = cast(Any, self.model)(input_ids=ids, position_ids=positions, cache=cache, use_cache=True, **kwargs)
         return out.cache if hasattr(out, "cache") else out.past_key_values
 
@@ -402,18 +412,22 @@ class LoadedModel:
         return enc, self._cache_of(states)
 
     def _generate_batch(
-        self, enc: dict[str, torch.Tensor], rows: Sequence[int], max_new_tokens: int, prune: bool, cache: Any = None
+        self,
+        enc: dict[str, torch.Tensor],
+        rows: Sequence[int],
+        max_new_tokens: int,
+        prune: bool,
+        cache: Any = None,
+        row_weights: RowWeights | None = None,
     ) -> Any:
         """The new tokens of each row of one padded batch, its rows numbered ``rows``, continuing from
         ``cache`` (the keys and values of its first columns) when given."""
         import torch
 
-        from pytest_safeedit.backends.rows import batch_rows
-
         if prune:
-            return self._pruned(enc, max_new_tokens, self._stop_ids(), rows=rows, cache=cache)
+            return self._pruned(enc, max_new_tokens, self._stop_ids(), rows=rows, cache=cache, row_weights=row_weights)
         config = self._generation_config(max_new_tokens)
-        with torch.no_grad(), batch_rows(self.model, rows):
+        with torch.no_grad(), rows_present(row_weights, rows):
             generated = cast(Any, self.model).generate(
                 **enc, cache=cache, generation_config=config, tokenizer=self.tokenizer
             )
@@ -445,13 +459,12 @@ class LoadedModel:
         *,
         rows: Sequence[int] | None = None,
         cache: Any = None,
+        row_weights: RowWeights | None = None,
     ) -> list[list[int]]:
         """The new tokens of each row of a padded batch (each up to and with its end token), continuing
         from ``cache`` when given; the rows are numbered ``rows`` (default: from 0) for
-        :func:`~pytest_safeedit.backends.rows.batch_rows`."""
+        ``row_weights``."""
         import torch
-
-        from pytest_safeedit.backends.rows import batch_rows
 
         input_ids, mask = enc["input_ids"], enc["attention_mask"]
         numbers = list(range(input_ids.shape[0])) if rows is None else list(rows)
@@ -461,7 +474,7 @@ class LoadedModel:
         while active and produced < max_new_tokens:
             config = self._generation_config(min(PRUNE_EVERY, max_new_tokens - produced))
             config.return_dict_in_generate = True
-            with torch.no_grad(), batch_rows(self.model, [numbers[row] for row in active]):
+            with torch.no_grad(), rows_present(row_weights, [numbers[row] for row in active]):
                 generated = cast(Any, self.model).generate(
                     input_ids=input_ids, attention_mask=mask, cache=cache, generation_config=config
                 )
@@ -704,7 +717,12 @@ class HFGenerator:
             self._identity = digest(self.backend, content, load)
         return self._identity
 
-    def generate(self, requests: Sequence[Request]) -> list[str]:
+    #: Several cases' edited weights can answer in one batch, one per row (``generate(..., row_weights=)``).
+    answers_row_weights = True
+
+    def generate(self, requests: Sequence[Request], row_weights: RowWeights | None = None) -> list[str]:
+        """Responses to ``requests``, in order; ``row_weights``: the weights each request runs with (from
+        :func:`~pytest_safeedit.backends.rows.row_weights`, numbered as ``requests``)."""
         if not requests:
             return []
         settings = requests[0].settings
@@ -718,6 +736,7 @@ class HFGenerator:
             batch_size=settings.batch_size,
             batch_tokens=settings.batch_tokens,
             prefix_cache_mb=settings.prefix_cache_mb,
+            row_weights=row_weights,
         )
 
     @staticmethod

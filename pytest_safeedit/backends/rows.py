@@ -7,7 +7,8 @@ the rows of each case with that case's copy of the edited weight, so every row s
 model while the batch is as large as unedited generation's.
 
 Generation drops rows that have finished from its batch (:meth:`pytest_safeedit.backends.hf.LoadedModel.generate`);
-it says which rows remain with :func:`batch_rows`, so that the hooks keep giving each row its own weight.
+it says which rows remain through the :class:`RowWeights` that :func:`row_weights` gives it (an argument of the
+generation, not state kept on the side), so that the hooks keep giving each row its own weight.
 A module that sees the batch flattened to ``[batch * tokens, width]`` (mixture-of-experts blocks) has each
 row's tokens mapped back to it; one whose input rows cannot be told apart by row (an expert given only the
 tokens routed to it) raises :class:`RowLayoutError`, and the edits are answered one at a time.
@@ -16,9 +17,8 @@ tokens routed to it) raises :class:`RowLayoutError`, and the edits are answered 
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
-from weakref import WeakKeyDictionary
 
 if TYPE_CHECKING:
     import torch
@@ -29,35 +29,35 @@ class RowLayoutError(Exception):
     given each row's own weight; the edits must be answered one at a time."""
 
 
-#: model -> which of the rows given to :func:`row_weights` the rows of its forward passes are, in order.
-_ROWS: WeakKeyDictionary[Any, list[int]] = WeakKeyDictionary()
-#: model -> for each row given to the active :func:`row_weights`, which weights it runs with.
-_WEIGHTS: WeakKeyDictionary[Any, list[Hashable]] = WeakKeyDictionary()
+class RowWeights:
+    """Per-row weights while :func:`row_weights` is active on a model: which rows of the numbered batch
+    the model's forward passes are (:meth:`present`), and which weights each row runs with
+    (:meth:`weight_keys`). Handed to the generation that answers the rows, as an argument."""
+
+    def __init__(self, rows: Sequence[tuple[str, torch.Tensor] | None]) -> None:
+        self._keys: list[Hashable] = [None if row is None else (row[0], id(row[1])) for row in rows]
+        #: The numbers of the rows of the forward passes under way (None: row ``i`` is row ``i``).
+        self.rows: list[int] | None = None
+
+    def weight_keys(self, count: int) -> list[Hashable]:
+        """For each of rows ``0..count-1`` a key that two rows share when they run with the same weights
+        (rows beyond those given run with the model's own)."""
+        return [self._keys[row] if row < len(self._keys) else None for row in range(count)]
+
+    @contextmanager
+    def present(self, rows: Sequence[int]) -> Iterator[None]:
+        """While active, the rows of the model's forward passes are rows ``rows`` (in that order)."""
+        before = self.rows
+        self.rows = list(rows)
+        try:
+            yield
+        finally:
+            self.rows = before
 
 
-def row_weight_keys(model: Any, count: int) -> list[Hashable] | None:
-    """While :func:`row_weights` is active on ``model``, for each of rows ``0..count-1`` a key that two rows
-    share when they run with the same weights (rows beyond those given run with the model's own); None
-    when it is not active (every row runs with the model's own weights)."""
-    keys = _WEIGHTS.get(model)
-    if keys is None:
-        return None
-    return [keys[row] if row < len(keys) else None for row in range(count)]
-
-
-@contextmanager
-def batch_rows(model: Any, rows: Sequence[int]) -> Iterator[None]:
-    """While active, the rows of ``model``'s forward passes are rows ``rows`` (in that order) of the batch
-    that :func:`row_weights` numbers; without it, row ``i`` is row ``i``."""
-    before = _ROWS.get(model)
-    _ROWS[model] = list(rows)
-    try:
-        yield
-    finally:
-        if before is None:
-            del _ROWS[model]
-        else:
-            _ROWS[model] = before
+def rows_present(weights: RowWeights | None, rows: Sequence[int]) -> AbstractContextManager[None]:
+    """:meth:`RowWeights.present`, or nothing to do where no row weights are active."""
+    return nullcontext() if weights is None else weights.present(rows)
 
 
 def projected(module: Any, inputs: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -73,7 +73,7 @@ def projected(module: Any, inputs: torch.Tensor, weight: torch.Tensor) -> torch.
 
 
 @contextmanager
-def row_weights(model: Any, rows: Sequence[tuple[str, torch.Tensor] | None]) -> Iterator[None]:
+def row_weights(model: Any, rows: Sequence[tuple[str, torch.Tensor] | None]) -> Iterator[RowWeights]:
     """While active, row ``i`` of every forward pass of ``model`` uses ``rows[i]`` = (module name, weight)
     for that module's weight; a None row, and every other module, use the model's own weights.
 
@@ -97,24 +97,19 @@ def row_weights(model: Any, rows: Sequence[tuple[str, torch.Tensor] | None]) -> 
             ids = kwargs.get("inputs_embeds")
         shape[:] = [(int(ids.shape[0]), int(ids.shape[1]))] if ids is not None and ids.dim() >= 2 else []
 
+    state = RowWeights(rows)
     handles = [model.register_forward_pre_hook(note_shape, with_kwargs=True)]
     for name, groups in by_module.items():
-        handles.append(modules[name].register_forward_hook(_replace_rows(model, name, groups, weights, shape)))
-    before = _WEIGHTS.get(model)
-    _WEIGHTS[model] = [None if row is None else (row[0], id(row[1])) for row in rows]
+        handles.append(modules[name].register_forward_hook(_replace_rows(state, name, groups, weights, shape)))
     try:
-        yield
+        yield state
     finally:
         for handle in handles:
             handle.remove()
-        if before is None:
-            del _WEIGHTS[model]
-        else:
-            _WEIGHTS[model] = before
 
 
 def _replace_rows(
-    model: Any,
+    state: RowWeights,
     name: str,
     groups: Mapping[int, list[int]],
     weights: Mapping[int, torch.Tensor],
@@ -124,7 +119,7 @@ def _replace_rows(
 
     def hook(module: Any, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
         inputs = args[0]
-        present = _ROWS.get(model)
+        present = state.rows
         sequences, tokens = shape[0] if shape else (len(present) if present is not None else inputs.shape[0], 1)
         if inputs.shape[0] == sequences:
             per_row = 1

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, replace
 from functools import lru_cache
 from importlib import metadata as importlib_metadata
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pytest_safeedit.backends.base import GenerationError, Generator, Request
 from pytest_safeedit.backends.registry import BUILTIN_BACKENDS, BackendContext, BackendSpec, choose_backend
@@ -432,15 +432,13 @@ class Engine:
                         results[index] = (EditDetails.from_dict(cached["details"]), outputs)
                 except (TypeError, ValueError):
                     pass
-        from pytest_safeedit.backends.hf import HFGenerator
-
         todo = [i for i, r in enumerate(results) if r is None]
         generator = self.generator if todo else None
         together = (
             len(todo) > 1
             and getattr(editor, "single_weight", False)
             and not items[todo[0]][1][0].settings.sampled
-            and isinstance(generator, HFGenerator)
+            and getattr(generator, "answers_row_weights", False)
         )
         if together:
             for index, outcome in zip(todo, self._edit_together(editor, [items[i] for i in todo])):
@@ -503,8 +501,9 @@ class Engine:
         for start in range(0, len(rows), settings.batch_size):
             chunk = rows[start : start + settings.batch_size]
             try:
-                with row_weights(model.model, [edited[index][1] for index, _ in chunk]):
-                    outputs = self.generator.generate([request for _, request in chunk])
+                with row_weights(model.model, [edited[index][1] for index, _ in chunk]) as weights:
+                    generator = cast(Any, self.generator)  # it answers_row_weights (checked by the caller)
+                    outputs = generator.generate([request for _, request in chunk], row_weights=weights)
             except RowLayoutError as exc:
                 warnings.warn(f"{editor.name}: {exc}", stacklevel=2)
                 return [

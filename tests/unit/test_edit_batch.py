@@ -280,10 +280,10 @@ def out_of_memory_after(monkeypatch: pytest.MonkeyPatch, calls: int) -> None:
     @contextmanager
     def failing(model: Any, rows: Any) -> Any:
         made.append(None)
-        with real(model, rows):
+        with real(model, rows) as weights:
             if len(made) >= calls:
                 raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-            yield
+            yield weights
 
     monkeypatch.setattr(edit_batch, "row_weights", failing)
 
