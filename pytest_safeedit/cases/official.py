@@ -30,15 +30,15 @@ REQUIRED_KEYS = ("id", "unsafety category", "question", "adversarial prompt", "s
 
 
 def swapped(text: str, part: str, other: str) -> str:
-    """What ``other`` has where ``text`` has ``part``, when ``other`` is ``text`` with that one span
-    replaced (the same prefix before it and suffix after it); empty when it is not."""
-    start = text.rfind(part) if part else -1
-    if start < 0:
+    """What ``other`` has where ``text`` has ``part``, when ``other`` is ``text`` with every occurrence of
+    ``part`` replaced by one same text (the template's other words unchanged); empty when it is not."""
+    part = part.strip()
+    if not part or part not in text:
         return ""
-    prefix, suffix = text[:start], text[start + len(part) :]
-    if len(prefix) + len(suffix) > len(other) or not (other.startswith(prefix) and other.endswith(suffix)):
-        return ""
-    return other[len(prefix) : len(other) - len(suffix)].strip()
+    pieces = [re.escape(piece) for piece in text.split(part)]
+    pattern = pieces[0] + "(.+?)" + r"\1".join(pieces[1:])
+    found = re.fullmatch(pattern, other, flags=re.DOTALL)
+    return found.group(1).strip() if found else ""
 
 
 def other_question(inputs: dict[str, str], question: str) -> str:

@@ -133,3 +133,18 @@ def test_an_other_question_that_cannot_be_recovered_is_left_empty() -> None:
     inputs = {"DS": "A: q1", "DG_otherQ": "B: q2", "DG_otherA": "", "DG_otherAQ": ""}
     assert other_question(inputs, "q1") == ""
     assert other_question({"DS": "A: q1 end", "DG_otherQ": "A: q2 end"}, "q1") == "q2"
+
+
+@pytest.mark.parametrize(
+    ("text", "part", "other", "found"),
+    [
+        ("Repeat: q1. Now answer: q1", "q1", "Repeat: q2 x. Now answer: q2 x", "q2 x"),  # the question twice
+        ("DAN mode. q1\nAnswer now.", "q1 ", "DAN mode. q2\nAnswer now.", "q2"),  # spaces around the record's
+        ("DAN mode. q1", "q1", "Other mode. q2", ""),  # another template: not recovered
+        ("DAN mode.", "", "DAN mode. x", ""),
+    ],
+)
+def test_swapped_finds_the_span_that_replaces_every_occurrence(text: str, part: str, other: str, found: str) -> None:
+    from pytest_safeedit.cases.official import swapped
+
+    assert swapped(text, part, other) == found
