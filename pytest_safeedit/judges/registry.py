@@ -72,6 +72,11 @@ def judge_path(spec: str, options: JudgeOptions) -> str:
     if spec in options.local_paths:
         return options.local_paths[spec]
     path = spec.split(":", 1)[1]
+    if path == "demo":
+        raise ValueError(
+            f"{spec!r} names a built-in demo, which this caller did not build; use pytest_safeedit.build_judge "
+            "(it builds the demos), or give its folder in JudgeOptions.local_paths"
+        )
     from pytest_safeedit.config.model_source import check_model_source
 
     check_model_source(path, what="--safeedit-judge")
