@@ -14,7 +14,7 @@ from tests.helpers import MINI_SUITE, run_suite
 
 def test_unknown_editor_is_a_usage_error(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--safeedit-editor", "rome")
-    result.stderr.fnmatch_lines(["*unknown editor 'rome'; known editors: none, dinm, ft-l, self-reminder*"])
+    result.stderr.fnmatch_lines(["*unknown editor 'rome'; known editors: none, dinm, ft-l, routed, self-reminder*"])
     assert result.ret == pytest.ExitCode.USAGE_ERROR
 
 
