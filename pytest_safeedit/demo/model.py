@@ -59,7 +59,7 @@ def sample_suite_path() -> Path:
 DEMO_EDITOR_DEFAULTS: dict[str, dict[str, Any]] = {
     "dinm": {"lr": 0.004},
     "ft-l": {"lr": 0.004},
-    "routed": {"lr": 0.004},
+    "routed": {"lr": 0.008},
 }
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_safeedit.backends.architecture import block_count
 from pytest_safeedit.editors.base import EditDetails, EditorSpec, Stopwatch
-from pytest_safeedit.editors.dinm import DINM, DINM_SPEC
+from pytest_safeedit.editors.dinm import DINM, DINM_SPEC, keep_kwargs, right_padded
 
 if TYPE_CHECKING:
     import torch
@@ -27,16 +27,31 @@ class RoutingError(Exception):
     """The probe cannot be trained: the suite lacks attack or harmless inputs."""
 
 
-def mean_states(model: LoadedModel, text: str) -> torch.Tensor:
-    """Per block, the mean over the formatted prompt's tokens of the block's output (blocks x hidden)."""
+#: Inputs per forward pass when computing hidden states.
+STATE_BATCH = 32
+
+
+def mean_states(model: LoadedModel, texts: Sequence[str]) -> torch.Tensor:
+    """Per input and block, the mean over the formatted prompt's tokens of the block's output (inputs x
+    blocks x hidden); right-padded batches, the padding masked out of the mean, no logits but the last."""
     import torch
 
-    ids = model.prompt_ids(text, None, reserve=1)
-    inputs = torch.tensor([ids], dtype=torch.long, device=model.device)
-    with torch.no_grad():
-        out = model.model(input_ids=inputs, output_hidden_states=True, use_cache=False)
     count = block_count(model.model)
-    return torch.stack([h[0].float().mean(0) for h in out.hidden_states[1 : count + 1]]).cpu()
+    out = []
+    for start in range(0, len(texts), STATE_BATCH):
+        rows = [model.prompt_ids(t, None, reserve=1) for t in texts[start : start + STATE_BATCH]]
+        ids, mask = right_padded(rows, model.pad_id, model.device)
+        with torch.no_grad():
+            hidden = model.model(
+                input_ids=ids,
+                attention_mask=mask,
+                output_hidden_states=True,
+                use_cache=False,
+                **keep_kwargs(model.model, 1),
+            ).hidden_states[1 : count + 1]
+        weights = (mask / mask.sum(1, keepdim=True)).unsqueeze(-1).float()
+        out.append(torch.stack([(h.float() * weights).sum(1) for h in hidden], dim=1).cpu())
+    return torch.cat(out)
 
 
 @dataclass(frozen=True)
@@ -182,9 +197,9 @@ class Routed:
         """Mean hidden states of ``texts`` (inputs x blocks x hidden), each text computed once."""
         import torch
 
-        for text in texts:
-            if text not in self._states:
-                self._states[text] = mean_states(model, text)
+        missing = list(dict.fromkeys(t for t in texts if t not in self._states))
+        if missing:
+            self._states.update(zip(missing, mean_states(model, missing)))
         return torch.stack([self._states[t] for t in texts])
 
     def fit(self, model: LoadedModel, attack: Sequence[str], harmless: Sequence[str]) -> dict[str, Any]:

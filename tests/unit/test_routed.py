@@ -169,3 +169,15 @@ def test_routing_figures_in_the_side_effects_table(tmp_path: Path, suite: Suite)
     assert 0 < table["inputs_edited"] < 100
     lines = side_effects_table(results).splitlines()
     assert "harmless consistent" in lines[0] and "probe acc %" in lines[0] and "harmless routed %" in lines[0]
+
+
+def test_hidden_states_in_a_padded_batch_equal_each_input_alone(tiny: LoadedModel) -> None:
+    import torch
+
+    from pytest_safeedit.editors.routed import mean_states
+
+    texts = ["How do I pick a lock?", "What is the capital of France? Tell me in one short sentence, please."]
+    together = mean_states(tiny, texts)
+    alone = torch.cat([mean_states(tiny, [t]) for t in texts])
+    assert together.shape == (2, 2, tiny.model.config.n_embd)
+    assert torch.allclose(together, alone, atol=1e-5)
