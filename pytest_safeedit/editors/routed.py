@@ -71,28 +71,34 @@ class Probe:
         return flagged
 
 
-def fit_probe(block: int, states: torch.Tensor, labels: torch.Tensor, *, steps: int, seed: int) -> Probe:
-    """Full-batch Adam on the class-balanced logistic loss with a small L2 penalty (deterministic)."""
+def fit_probes(states: torch.Tensor, labels: torch.Tensor, *, steps: int, seed: int) -> list[Probe]:
+    """One probe per block, trained together (each block's weights see only its own loss): full-batch Adam
+    on the class-balanced logistic loss with a small L2 penalty, seeded and deterministic."""
     import torch
 
     torch.manual_seed(seed)
-    x = states[:, block]
-    mean, scale = x.mean(0), x.std(0, unbiased=False).clamp_min(1e-6)
-    x = (x - mean) / scale
+    mean, scale = states.mean(0), states.std(0, unbiased=False).clamp_min(1e-6)
+    x = (states - mean) / scale
     positives = float(labels.sum())
-    balance = torch.where(labels > 0, 0.5 / positives, 0.5 / (len(labels) - positives))
-    weight = torch.zeros(x.shape[1], requires_grad=True)
-    bias = torch.zeros((), requires_grad=True)
+    balance = torch.where(labels > 0, 0.5 / positives, 0.5 / (len(labels) - positives)).unsqueeze(1)
+    targets = labels.unsqueeze(1).expand(-1, states.shape[1])
+    weight = torch.zeros(states.shape[1:], requires_grad=True)
+    bias = torch.zeros(states.shape[1], requires_grad=True)
     optimizer = torch.optim.Adam([weight, bias], lr=0.05)
     with torch.enable_grad():
         for _ in range(steps):
-            logits = x @ weight + bias
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, weight=balance, reduction="sum")
+            logits = torch.einsum("nbh,bh->nb", x, weight) + bias
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                logits, targets, weight=balance.expand_as(logits), reduction="sum"
+            )
             loss = loss + 1e-3 * weight.square().sum()
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-    return Probe(block, mean, scale, weight.detach(), float(bias.detach()))
+    return [
+        Probe(block, mean[block], scale[block], weight[block].detach(), float(bias[block].detach()))
+        for block in range(states.shape[1])
+    ]
 
 
 def held_out_split(labels: torch.Tensor, share: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,8 +150,7 @@ def train_router(states: torch.Tensor, labels: torch.Tensor, *, held_out: float,
     train, held = held_out_split(labels, held_out, seed)
     blocks = states.shape[1]
     best: tuple[float, float, Probe] | None = None
-    for block in range(blocks):
-        probe = fit_probe(block, states[train], labels[train], steps=steps, seed=seed)
+    for block, probe in enumerate(fit_probes(states[train], labels[train], steps=steps, seed=seed)):
         correct = probe.harmful(states[held]) == (labels[held] > 0)
         accuracy = float(correct.float().mean())
         rank = (accuracy, -abs(block - (blocks - 1) / 2))
@@ -173,7 +178,7 @@ class Routed:
 
     Args:
         held_out: the share of each class held out to choose the block and report its accuracy.
-        probe_steps: optimizer steps of each block's probe.
+        probe_steps: optimizer steps of the probes (every block's at once).
         seed: the seed of the split and of training.
         The rest: DINM's (see :class:`pytest_safeedit.editors.dinm.DINM`).
     """
@@ -229,6 +234,6 @@ class Routed:
 ROUTED_SPEC = EditorSpec(
     "routed",
     Routed,
-    defaults={**DINM_SPEC.defaults, "held_out": 0.25, "probe_steps": 200, "seed": 0},
+    defaults={**DINM_SPEC.defaults, "held_out": 0.25, "probe_steps": 100, "seed": 0},
     description="DINM's edit, applied only to inputs that a hidden-state probe flags as harmful",
 )
