@@ -162,7 +162,7 @@ def test_third_party_editor_through_the_hook(pytester: pytest.Pytester, tiny_mod
         """
     )
     result = pytester.runpytest("--safeedit-editor", "nope")
-    result.stderr.fnmatch_lines(["*known editors: none, dinm, ft-l, polite, self-reminder*"])
+    result.stderr.fnmatch_lines(["*known editors: none, dinm, ft-l, polite, routed, self-reminder*"])
     result = run_suite(
         pytester,
         tiny_model_dir,
