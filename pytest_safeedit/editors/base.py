@@ -74,7 +74,7 @@ class InputRouter(Protocol):
 
     def fit(self, model: LoadedModel, attack: Sequence[str], harmless: Sequence[str]) -> dict[str, Any]:
         """Learn to flag ``attack`` inputs and not ``harmless`` ones (once; later calls return the first
-        fit's report, e.g. its held-out accuracy)."""
+        fit's report, e.g. its held-out accuracy); a ValueError says why it cannot."""
         ...
 
     def flags(self, model: LoadedModel, texts: Sequence[str]) -> list[bool]:

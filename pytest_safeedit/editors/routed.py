@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from pytest_safeedit.cases.model import Case
 
 
-class RoutingError(Exception):
+class RoutingError(ValueError):
     """The probe cannot be trained: the suite lacks attack or harmless inputs."""
 
 

@@ -253,7 +253,10 @@ class Evaluator:
         attack = [p.text for c in suite.cases if not c.benign for p in c.probes]
         harmless = [c.question for c in suite.cases if c.benign]
         harmless += [c.knowledge.prompt for c in suite.cases if c.knowledge is not None and not c.benign]
-        report = editor.fit(model, attack, harmless)
+        try:
+            report = editor.fit(model, attack, harmless)
+        except ValueError as exc:
+            raise EditFailed(f"the {editor.name} editor cannot route the inputs of {suite.name}: {exc}") from None
         return editor.flags(model, texts), report
 
     def _edited_requests(self, suite: Suite, case: Case) -> Routing:

@@ -17,7 +17,7 @@ from pytest_safeedit.editors.registry import SuiteEditors
 from pytest_safeedit.editors.routed import ROUTED_SPEC, Routed, RoutingError, train_router
 from pytest_safeedit.results.side_effects import consistent
 from pytest_safeedit.results.summary import side_effects, side_effects_table
-from pytest_safeedit.run.engine import Engine
+from pytest_safeedit.run.engine import EditFailed, Engine
 from pytest_safeedit.run.evaluator import Evaluator
 from tests.helpers import BENIGN, MINI_SUITE, FakeEditor, FakeGenerator
 
@@ -92,6 +92,17 @@ def test_a_case_with_no_flagged_input_is_not_edited(tmp_path: Path, suite: Suite
     result = evaluator.evaluate(suite, case, case.probes[0])
     assert router.edited == [] and result.response == result.before_response
     assert result.edit is not None and result.edit.routing["edited_inputs"] == 0
+
+
+def test_a_router_that_cannot_learn_fails_the_edit_with_its_reason(tmp_path: Path, suite: Suite) -> None:
+    class Unlearnable(FakeRouter):
+        def fit(self, model: Any, attack: Sequence[str], harmless: Sequence[str]) -> dict[str, Any]:
+            raise RoutingError("needs at least two harmless inputs")
+
+    evaluator = routed_evaluator(tmp_path, suite, Unlearnable(marker="FREE"), FakeGenerator())
+    case = suite.cases[0]
+    with pytest.raises(EditFailed, match=r"the fake-router editor cannot route the inputs of .*: needs at least two"):
+        evaluator.evaluate(suite, case, case.probes[0])
 
 
 def test_harmless_consistency_needs_the_same_verdict_and_close_words() -> None:
