@@ -207,6 +207,9 @@ def test_routed_run_restores_every_weight_and_reports_its_probe(
         ]
     )
     result.stdout.fnmatch_lines(["*WEIGHTS IDENTICAL: True*"])
+    result.stdout.fnmatch_lines(
+        ["  routing:  * of the case's inputs through the edit, * on the original weights (probe on block *"]
+    )
     data = json.loads((pytester.path / "r.json").read_text())
     routing = next(p for p in data["probes"] if p["case_id"] == "case-001" and p["probe"] == "DS")["edit"]["routing"]
     assert routing["harmless_inputs"] == 3 and routing["attack_inputs"] == 7
