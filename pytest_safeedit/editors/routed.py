@@ -28,7 +28,7 @@ class RoutingError(ValueError):
 
 
 #: Inputs per forward pass when computing hidden states.
-STATE_BATCH = 32
+STATE_BATCH = 64
 
 
 def mean_states(model: LoadedModel, texts: Sequence[str]) -> torch.Tensor:
@@ -143,7 +143,8 @@ class Router:
 
 def train_router(states: torch.Tensor, labels: torch.Tensor, *, held_out: float, steps: int, seed: int) -> Router:
     """One probe per block on the training part; the block whose probe is most accurate on the held-out
-    part wins (ties: the block nearest the middle)."""
+    part wins (ties: the block nearest the middle), and its probe is retrained on every input. The reported
+    accuracy is the winner's on the held-out part (optimistic by the choice among blocks)."""
 
     if labels.sum() < 2 or (labels == 0).sum() < 2:
         raise RoutingError("the routed editor needs at least two attack and two harmless inputs in the suite")
@@ -157,7 +158,10 @@ def train_router(states: torch.Tensor, labels: torch.Tensor, *, held_out: float,
         if best is None or rank > best[:2]:
             best = (*rank, probe)
     assert best is not None
-    probe = best[2]
+    # The block and the reported accuracy come from the held-out part; the probe that routes is then
+    # trained on every input, as the suite's own inputs are the ones it routes.
+    block = best[2].block
+    probe = replace(fit_probes(states[:, block : block + 1], labels, steps=steps, seed=seed)[0], block=block)
     harmless = states[labels == 0]
     routed = float(probe.harmful(harmless).float().mean())
     return Router(probe, round(100 * best[0], 2), round(100 * routed, 2), len(harmless), int(labels.sum()))

@@ -76,7 +76,9 @@ OPTIONS = {
     ),
     "update-baseline-without-file": Row(("--safeedit-update-baseline",), message="*needs --safeedit-baseline FILE*"),
     "gguf-cache-unknown": Row(("--safeedit-gguf-cache", "yes"), message="*'yes' is not one of auto, on, off*"),
-    "backend-unknown": Row(("--safeedit-backend", "tgi"), message="*'tgi' is not a backend; use one of hf, openai, vllm*"),
+    "backend-unknown": Row(
+        ("--safeedit-backend", "tgi"), message="*'tgi' is not a backend; use one of hf, openai, vllm*"
+    ),
     "openai-without-endpoint": Row(
         ("--safeedit-backend", "openai", "--safeedit-model", "m"),
         message="*--safeedit-backend openai needs --safeedit-endpoint URL*",
