@@ -56,7 +56,11 @@ def sample_suite_path() -> Path:
 #: Editor hyperparameters tuned for the demo model (a 3-block GPT-2 of 0.8M parameters, where the paper's
 #: lr of 5e-4 barely moves it). They apply only when the model is ``demo``: another model run against the
 #: sample suite gets each editor's own defaults (the paper's), unless a suite or a config file says otherwise.
-DEMO_EDITOR_DEFAULTS: dict[str, dict[str, Any]] = {"dinm": {"lr": 0.004}, "ft-l": {"lr": 0.004}}
+DEMO_EDITOR_DEFAULTS: dict[str, dict[str, Any]] = {
+    "dinm": {"lr": 0.004},
+    "ft-l": {"lr": 0.004},
+    "routed": {"lr": 0.008},
+}
 
 
 def demo_key(suite_bytes: bytes, recipe: Any) -> str:

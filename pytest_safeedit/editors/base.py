@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import torch
@@ -29,6 +29,9 @@ class EditDetails:
     losses: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     layer_distances: list[float] = field(default_factory=list)
+    #: A routing editor's probe (block, held-out accuracy, share of harmless inputs routed) and how many of
+    #: this case's inputs went through the edit (``edited_inputs``) or kept the original weights.
+    routing: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,6 +64,21 @@ class Editor(Protocol):
 
     def edit(self, model: LoadedModel, case: Case) -> AbstractContextManager[EditDetails]:
         """Edit ``model`` for ``case``; on exit every weight is restored exactly, also after an error."""
+        ...
+
+
+@runtime_checkable
+class InputRouter(Protocol):
+    """An editor's optional capability: its edit answers only the inputs it flags; the others are answered
+    by the unedited model with the unedited prompt (the evaluator routes them, see ``run/evaluator.py``)."""
+
+    def fit(self, model: LoadedModel, attack: Sequence[str], harmless: Sequence[str]) -> dict[str, Any]:
+        """Learn to flag ``attack`` inputs and not ``harmless`` ones (once; later calls return the first
+        fit's report, e.g. its held-out accuracy); a ValueError says why it cannot."""
+        ...
+
+    def flags(self, model: LoadedModel, texts: Sequence[str]) -> list[bool]:
+        """Whether each input goes through the edit (after :meth:`fit`)."""
         ...
 
 

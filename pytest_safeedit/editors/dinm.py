@@ -111,7 +111,7 @@ class FrozenBelow:
         return net(**inputs)
 
 
-def _keep_kwargs(net: Any, count: int) -> dict[str, Any]:
+def keep_kwargs(net: Any, count: int) -> dict[str, Any]:
     """Ask for the logits of the last ``count`` positions only, where the model's forward can."""
     import inspect
 
@@ -168,7 +168,7 @@ class _LeanPasses:
 
         ids, _, count = span
         inputs = torch.tensor([ids], dtype=torch.long, device=self.device)
-        out = self.frozen.run(key, self.net, input_ids=inputs, use_cache=False, **_keep_kwargs(self.net, count + 1))
+        out = self.frozen.run(key, self.net, input_ids=inputs, use_cache=False, **keep_kwargs(self.net, count + 1))
         logits: torch.Tensor = out.logits[0, -(count + 1) : -1]
         return logits
 

@@ -16,8 +16,9 @@ from pytest_safeedit.editors.base import NONE, Editor, EditorConfigError, Editor
 def builtin_editors() -> list[EditorSpec]:
     from pytest_safeedit.editors.dinm import DINM_SPEC, FTL_SPEC
     from pytest_safeedit.editors.reminder import SELF_REMINDER_SPEC
+    from pytest_safeedit.editors.routed import ROUTED_SPEC
 
-    return [DINM_SPEC, FTL_SPEC, SELF_REMINDER_SPEC]
+    return [DINM_SPEC, FTL_SPEC, ROUTED_SPEC, SELF_REMINDER_SPEC]
 
 
 def editor_registry(config: pytest.Config) -> dict[str, EditorSpec]:

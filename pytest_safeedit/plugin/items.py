@@ -157,6 +157,13 @@ def render_failure(result: ProbeResult) -> str:
             f"  edit:     {e.editor} layer {e.layer} ({e.module}), {e.steps} steps, "
             f"{losses or 'no training'}, {e.seconds:.2f} s"
         )
+        if e.routing:
+            r = e.routing
+            lines.append(
+                f"  routing:  {r.get('edited_inputs')} of the case's inputs through the edit, "
+                f"{r.get('original_inputs')} on the original weights (probe on block {r.get('block')}, "
+                f"held-out accuracy {r.get('probe_accuracy')}%, harmless inputs routed {r.get('harmless_routed')}%)"
+            )
     if result.edits:
         refused = sum(not x.verdict.passed for x in result.edits)
         lines.append(f"  edits:    refused under {refused} of {len(result.edits)} edits of this category")

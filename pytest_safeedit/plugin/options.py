@@ -397,7 +397,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "--safeedit-editor",
-        "Edit the model per case before probing it: none, dinm, ft-l, self-reminder, or one a plugin adds. "
+        "Edit the model per case before probing it: none, dinm, ft-l, routed, self-reminder, or one a plugin adds. "
         "Default: none.",
         metavar="NAME",
         default="none",

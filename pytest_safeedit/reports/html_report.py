@@ -116,14 +116,19 @@ def _header(results: Sequence[ProbeResult], meta: Mapping[str, Any], gate_failur
 def _side_effects(results: Sequence[ProbeResult]) -> str:
     if not is_edited(results):
         return ""
-    rows = ["<tr><th>category</th><th>knowledge kept</th><th>fluency before &rarr; after</th><th>edit s</th></tr>"]
-    for category, s in side_effects(results).items():
+    table = side_effects(results)
+    routed = any("probe_accuracy" in s for s in table.values())
+    heads = ["category", "knowledge kept", "harmless consistent", "fluency before &rarr; after", "edit s"]
+    heads += ["probe acc %", "harmless routed %"] if routed else []
+    rows = ["<tr>" + "".join(f"<th>{h}</th>" for h in heads) + "</tr>"]
+    for category, s in table.items():
         kept = f"{s['knowledge_kept']}/{s['knowledge_total']}" if s["knowledge_total"] else "-"
+        total = s["harmless_total"]
+        harmless = f"{s['harmless_kept']}/{total} ({s['harmless_consistency']}%)" if total else "-"
         fluency = f"{s['fluency_before']} &rarr; {s['fluency_after']}" if s["fluency_before"] is not None else "-"
-        rows.append(
-            f"<tr><td>{escape(category)}</td><td>{kept}</td><td>{fluency}</td>"
-            f"<td>{escape(str(s['edit_seconds']))}</td></tr>"
-        )
+        cells = [escape(category), kept, harmless, fluency, escape(str(s["edit_seconds"]))]
+        cells += [escape(str(s.get("probe_accuracy"))), escape(str(s.get("harmless_routed")))] if routed else []
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return f'<h2>Side effects of the edits</h2><table class="plain">{"".join(rows)}</table>'
 
 

@@ -15,17 +15,23 @@ from pytest_safeedit.results.stats import wilson
 
 @dataclass(frozen=True)
 class SideEffects:
-    """What one edit cost besides the probes: the knowledge answer, and fluency before and after."""
+    """What one edit cost besides the probes: the knowledge answer, fluency before and after, and how many
+    answers to its category's benign questions stayed consistent with the unedited ones
+    (:func:`pytest_safeedit.results.side_effects.consistent`)."""
 
     knowledge: KnowledgeRetention | None = None
     fluency_before: float | None = None
     fluency_after: float | None = None
+    harmless_kept: int = 0
+    harmless_total: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "knowledge": self.knowledge.to_dict() if self.knowledge else None,
             "fluency_before": self.fluency_before,
             "fluency_after": self.fluency_after,
+            "harmless_kept": self.harmless_kept,
+            "harmless_total": self.harmless_total,
         }
 
     @classmethod
@@ -35,6 +41,8 @@ class SideEffects:
             knowledge=KnowledgeRetention.from_dict(knowledge) if knowledge else None,
             fluency_before=data.get("fluency_before"),
             fluency_after=data.get("fluency_after"),
+            harmless_kept=int(data.get("harmless_kept", 0)),
+            harmless_total=int(data.get("harmless_total", 0)),
         )
 
 

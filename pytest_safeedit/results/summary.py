@@ -7,6 +7,7 @@ from typing import Any
 
 from pytest_safeedit.cases.categories import BENIGN_PROBE, CATEGORIES, PROBES
 from pytest_safeedit.cases.thresholds import Gate
+from pytest_safeedit.editors.base import EditDetails
 from pytest_safeedit.judges.base import UNPARSED, Verdict
 from pytest_safeedit.results.probes import (
     PassRate,
@@ -109,7 +110,8 @@ def _mean(values: Sequence[float]) -> float | None:
 
 
 def side_effects(results: Sequence[ProbeResult]) -> dict[str, dict[str, Any]]:
-    """Per category (and ``all``): knowledge kept, fluency before/after, edit time and steps, layers."""
+    """Per category (and ``all``): knowledge kept, harmless consistency, fluency before/after, edit time and
+    steps, layers, and a routing editor's probe (held-out accuracy, percent of harmless inputs routed)."""
     cases: dict[tuple[str, str], ProbeResult] = {}
     for r in results:
         if r.side_effects is not None:
@@ -130,8 +132,13 @@ def side_effects(results: Sequence[ProbeResult]) -> dict[str, dict[str, Any]]:
         for e in edits:
             if e.layer is not None:
                 layers[str(e.layer)] = layers.get(str(e.layer), 0) + 1
+        harmless_kept, harmless_total = sum(e.harmless_kept for e in effects), sum(e.harmless_total for e in effects)
         out[category] = {
             "cases": len(members),
+            "harmless_kept": harmless_kept,
+            "harmless_total": harmless_total,
+            "harmless_consistency": round(100 * harmless_kept / harmless_total, 2) if harmless_total else None,
+            **routing_figures(edits),
             "knowledge_kept": sum(1 for k in knowledge if k.kept),
             "knowledge_total": len(knowledge),
             "knowledge_f1": _mean([k.f1 for k in knowledge]),
@@ -144,16 +151,45 @@ def side_effects(results: Sequence[ProbeResult]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def routing_figures(edits: Sequence[EditDetails]) -> dict[str, Any]:
+    """A routing editor's probe figures (the same for every edit of a suite; the first suite's), with the
+    share of these edits' inputs that went through the edit; empty for other editors."""
+    routed = [e.routing for e in edits if e.routing]
+    if not routed:
+        return {}
+    through = sum(int(r.get("edited_inputs", 0)) for r in routed)
+    total = through + sum(int(r.get("original_inputs", 0)) for r in routed)
+    return {
+        "probe_block": routed[0].get("block"),
+        "probe_accuracy": routed[0].get("probe_accuracy"),
+        "harmless_routed": routed[0].get("harmless_routed"),
+        "inputs_edited": round(100 * through / total, 2) if total else None,
+    }
+
+
+def _fraction(kept: int, total: int) -> str:
+    return f"{kept}/{total} ({100 * kept / total:.1f}%)" if total else "-"
+
+
 def side_effects_table(results: Sequence[ProbeResult]) -> str:
     from tabulate import tabulate
 
     rows = []
-    for category, s in side_effects(results).items():
+    table = side_effects(results)
+    routed = any("probe_accuracy" in s for s in table.values())
+    for category, s in table.items():
         kept = f"{s['knowledge_kept']}/{s['knowledge_total']}" if s["knowledge_total"] else "-"
         fluency = f"{s['fluency_before']} -> {s['fluency_after']}" if s["fluency_before"] is not None else "-"
         layers = " ".join(f"{k}:{v}" for k, v in s["layers"].items()) or "-"
-        rows.append([category, kept, s["knowledge_f1"], fluency, s["steps"], s["edit_seconds"], layers])
-    headers = ["category", "knowledge kept", "knowledge F1", "fluency before -> after", "steps", "edit s", "layers"]
+        row = [category, kept, s["knowledge_f1"], _fraction(s["harmless_kept"], s["harmless_total"]), fluency]
+        row += [s["steps"], s["edit_seconds"], layers]
+        if routed:
+            row += [s.get("probe_accuracy"), s.get("harmless_routed"), s.get("inputs_edited")]
+        rows.append(row)
+    headers = ["category", "knowledge kept", "knowledge F1", "harmless consistent", "fluency before -> after"]
+    headers += ["steps", "edit s", "layers"]
+    if routed:
+        headers += ["probe acc %", "harmless routed %", "inputs edited %"]
     return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True, missingval="-")
 
 

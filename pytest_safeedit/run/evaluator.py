@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from pytest_safeedit.backends.base import Request
 from pytest_safeedit.cases.model import Case, Probe, Suite
-from pytest_safeedit.editors.base import EditDetails, Editor
+from pytest_safeedit.editors.base import EditDetails, Editor, InputRouter
 from pytest_safeedit.editors.registry import SuiteEditors
 from pytest_safeedit.reports.baseline import Baseline
 from pytest_safeedit.results.probes import BenignUnderEdit, ProbeResult, SampleOutcome, SideEffects
-from pytest_safeedit.results.side_effects import KnowledgeRetention, mean_fluency, over_refusal_verdict
+from pytest_safeedit.results.side_effects import KnowledgeRetention, consistent, mean_fluency, over_refusal_verdict
 from pytest_safeedit.run.engine import EditFailed, Engine, ModelUnavailable
 
 
@@ -200,17 +201,21 @@ class Evaluator:
             plans = [self._plan(suite, c) for c in self._edit_group(suite, case)]
             editor = self.editors.for_suite(suite)
             assert editor is not None
+            asked = [p for p in plans if p.requests]
             try:
                 outcomes: list[tuple[EditDetails, list[str]] | EditFailed] = self.engine.generate_edited_group(
-                    editor, self.editors.hyperparameters(suite), [(p.case, p.requests) for p in plans]
+                    editor, self.editors.hyperparameters(suite), [(p.case, p.requests) for p in asked]
                 )
             except ModelUnavailable:
                 raise
             except Exception as exc:  # noqa: BLE001 - remembered: the group's probes report it, none re-edits
-                ids = ", ".join(repr(p.case.id) for p in plans)
+                ids = ", ".join(repr(p.case.id) for p in asked)
                 failed = EditFailed(f"the {editor.name} edits of cases {ids} failed: {type(exc).__name__}: {exc}")
-                outcomes = [failed] * len(plans)
-            for plan, edited in zip(plans, outcomes):
+                outcomes = [failed] * len(asked)
+            answered = dict(zip([p.case.id for p in asked], outcomes))
+            for plan in plans:
+                # A routed case none of whose inputs is flagged needs no edit: every answer is the unedited one.
+                edited = answered.get(plan.case.id, (EditDetails(editor.name, plan.case.id), []))
                 self._edits[(suite.key, plan.case.id)] = (
                     str(edited) if isinstance(edited, EditFailed) else self._result(plan, *edited)
                 )
@@ -237,20 +242,48 @@ class Evaluator:
             rows += more
         return group
 
-    def _edited_requests(self, suite: Suite, case: Case) -> tuple[list[list[Request]], Request | None]:
-        """What an edit of ``case`` answers, prompted as the editor prompts: the requests of each selected
-        probe, then of each selected benign question of its category; and its knowledge prompt's (None
-        without one)."""
+    def _route(self, suite: Suite, texts: Sequence[str]) -> tuple[list[bool], dict[str, Any]]:
+        """Which of ``texts`` go through the edit (all, unless the editor routes inputs), and the router's
+        report; a routing editor learns its routing once per suite, from the suite's attack inputs (every
+        attack probe's text) against its harmless ones (benign questions, knowledge prompts)."""
+        editor = self.editors.for_suite(suite)
+        if not isinstance(editor, InputRouter):
+            return [True] * len(texts), {}
+        model = self.engine.generator.editable(self.engine.generation_settings(suite))
+        attack = [p.text for c in suite.cases if not c.benign for p in c.probes]
+        harmless = [c.question for c in suite.cases if c.benign]
+        harmless += [c.knowledge.prompt for c in suite.cases if c.knowledge is not None and not c.benign]
+        try:
+            report = editor.fit(model, attack, harmless)
+        except ValueError as exc:
+            raise EditFailed(f"the {editor.name} editor cannot route the inputs of {suite.name}: {exc}") from None
+        return editor.flags(model, texts), report
+
+    def _edited_requests(self, suite: Suite, case: Case) -> Routing:
+        """What an edit of ``case`` answers: the requests of each selected probe, then of each selected
+        benign question of its category, then its knowledge prompt's (when it has one); each prompted as the
+        editor prompts where it goes through the edit, else as the unedited model is."""
         editor = self.editors.for_suite(suite)
         assert editor is not None
         asked = [(p.text, p.question) for p in self.selection.probes(suite, case)]
         asked += [(b.question, b.question) for b in self.selection.benign_cases(suite, case.category)]
-        groups = [self.edited_requests(suite, editor, t, case.category, q) for t, q in asked]
-        return groups, self.knowledge_request(suite, case)
+        knowledge = None if case.benign else case.knowledge
+        if knowledge is not None:
+            asked.append((knowledge.prompt, ""))
+        through, report = self._route(suite, [t for t, _ in asked])
+        groups = [
+            self.edited_requests(suite, editor, t, case.category, q)
+            if edit
+            else self.probe_requests(suite, t, category=case.category, question=q)
+            for (t, q), edit in zip(asked, through)
+        ]
+        if knowledge is not None:
+            groups[-1] = groups[-1][:1]
+        return Routing(groups, through, knowledge is not None, report)
 
     def _edited_count(self, suite: Suite, case: Case) -> int:
-        groups, knowledge = self._edited_requests(suite, case)
-        return sum(len(g) for g in groups) + (knowledge is not None)
+        routing = self._edited_requests(suite, case)
+        return sum(len(g) for g, edit in zip(routing.groups, routing.through) if edit)
 
     def _plan(self, suite: Suite, case: Case) -> EditPlan:
         """The unedited answers an edit is compared with, and the requests it answers."""
@@ -262,34 +295,66 @@ class Evaluator:
             for p in probes
             for r in self.probe_requests(suite, p.text, category=case.category, question=p.question)
         ]
-        groups, knowledge_request = self._edited_requests(suite, case)
-        knowledge_before = None if knowledge_request is None else engine.respond(knowledge_request)
-        requests = [r for group in groups for r in group]
-        if knowledge_request is not None:
-            requests.append(knowledge_request)
-        return EditPlan(case, probes, benign, groups, requests, before, knowledge_before)
+        benign_before = [
+            [engine.respond(r) for r in self.probe_requests(suite, b.question, category=b.category)] for b in benign
+        ]
+        routing = self._edited_requests(suite, case)
+        knowledge_before = engine.respond(routing.groups[-1][0]) if routing.knowledge else None
+        requests = [r for group, edit in zip(routing.groups, routing.through) if edit for r in group]
+        return EditPlan(case, probes, benign, routing, requests, before, benign_before, knowledge_before)
 
     def _result(self, plan: EditPlan, details: EditDetails, outputs: Sequence[str]) -> CaseEdit:
-        case, probes, groups = plan.case, plan.probes, plan.groups
-        answers: list[list[str]] = []
-        position = 0
-        for group in groups:
-            answers.append(list(outputs[position : position + len(group)]))
-            position += len(group)
+        case, probes, routing = plan.case, plan.probes, plan.routing
+        edited = iter(outputs)
+        answers = [
+            [next(edited) if edit else self.engine.respond(r) for r in group]
+            for group, edit in zip(routing.groups, routing.through)
+        ]
+        if routing.report:
+            through = sum(len(g) for g, edit in zip(routing.groups, routing.through) if edit)
+            total = sum(len(g) for g in routing.groups)
+            details = replace(
+                details, routing={**routing.report, "edited_inputs": through, "original_inputs": total - through}
+            )
         probe_answers = answers[: len(probes)]
+        benign_answers = answers[len(probes) : len(probes) + len(plan.benign)]
         knowledge = None
         if case.knowledge is not None and plan.knowledge_before is not None:
-            knowledge = KnowledgeRetention(case.knowledge.prompt, plan.knowledge_before, outputs[-1])
+            knowledge = KnowledgeRetention(case.knowledge.prompt, plan.knowledge_before, answers[-1][0])
+        harmless = [
+            consistent(before, after)
+            for befores, afters in zip(plan.benign_before, benign_answers)
+            for before, after in zip(befores, afters)
+        ]
         return CaseEdit(
             details=details,
             outcomes={
-                p.kind: self._outcomes(case, g[0].text, a, p.question) for p, g, a in zip(probes, groups, probe_answers)
+                p.kind: self._outcomes(case, g[0].text, a, p.question)
+                for p, g, a in zip(probes, routing.groups, probe_answers)
             },
-            benign={b.id: self._outcomes(b, b.question, a) for b, a in zip(plan.benign, answers[len(probes) :])},
+            benign={b.id: self._outcomes(b, b.question, a) for b, a in zip(plan.benign, benign_answers)},
             side_effects=SideEffects(
-                knowledge, mean_fluency(plan.before), mean_fluency([x for a in probe_answers for x in a])
+                knowledge,
+                mean_fluency(plan.before),
+                mean_fluency([x for a in probe_answers for x in a]),
+                harmless_kept=sum(harmless),
+                harmless_total=len(harmless),
             ),
         )
+
+
+@dataclass(frozen=True)
+class Routing:
+    """The requests an edit of one case answers, and which go through the edit."""
+
+    #: The requests of each probe, then of each benign question (one per sample), then the knowledge
+    #: prompt's (one) when ``knowledge``.
+    groups: list[list[Request]]
+    #: Per group: answered by the edited model (else by the unedited model, with the unedited prompt).
+    through: list[bool]
+    knowledge: bool
+    #: A routing editor's report of its router (empty for other editors).
+    report: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -299,12 +364,12 @@ class EditPlan:
     case: Case
     probes: list[Probe]
     benign: list[Case]
-    #: The edited requests of each probe, then of each benign question (one per sample).
-    groups: list[list[Request]]
-    #: ``groups`` flattened, then the knowledge prompt's request when the case has one.
+    routing: Routing
+    #: The requests of the groups that go through the edit, flattened, in order.
     requests: list[Request]
-    #: The unedited responses to the probes, and to the knowledge prompt.
+    #: The unedited responses to the probes, to each benign question, and to the knowledge prompt.
     before: list[str]
+    benign_before: list[list[str]]
     knowledge_before: str | None
 
 

@@ -7,14 +7,29 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import MINI_SUITE, run_suite
+from tests.helpers import BENIGN, MINI_SUITE, run_suite
+
+WEIGHTS_CONFTEST = """
+from pytest_safeedit.plugin.stash import evaluator_key
+
+def prints(model):
+    return {n: p.detach().numpy().tobytes() for n, p in model.named_parameters()}
+
+def pytest_collection_finish(session):
+    model = session.config.stash[evaluator_key].engine.generator.model.model
+    session.config.fingerprint = prints(model)
+
+def pytest_sessionfinish(session):
+    model = session.config.stash[evaluator_key].engine.generator.model.model
+    print("WEIGHTS IDENTICAL:", prints(model) == session.config.fingerprint)
+"""
 
 # ---------------------------------------------------------------------------------------------- runs
 
 
 def test_unknown_editor_is_a_usage_error(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--safeedit-editor", "rome")
-    result.stderr.fnmatch_lines(["*unknown editor 'rome'; known editors: none, dinm, ft-l, self-reminder*"])
+    result.stderr.fnmatch_lines(["*unknown editor 'rome'; known editors: none, dinm, ft-l, routed, self-reminder*"])
     assert result.ret == pytest.ExitCode.USAGE_ERROR
 
 
@@ -55,22 +70,7 @@ def test_bad_editor_defaults_in_suite_are_collection_errors(pytester: pytest.Pyt
 
 def test_dinm_run_restores_every_weight_and_reports(pytester: pytest.Pytester, tiny_model_dir: Path) -> None:
     pytester.makefile(".safeedit.yaml", mini="defaults:\n  editor:\n    dinm: {lr: 0.01}\n" + MINI_SUITE)
-    pytester.makeconftest(
-        """
-        from pytest_safeedit.plugin.stash import evaluator_key
-
-        def prints(model):
-            return {n: p.detach().numpy().tobytes() for n, p in model.named_parameters()}
-
-        def pytest_collection_finish(session):
-            model = session.config.stash[evaluator_key].engine.generator.model.model
-            session.config.fingerprint = prints(model)
-
-        def pytest_sessionfinish(session):
-            model = session.config.stash[evaluator_key].engine.generator.model.model
-            print("WEIGHTS IDENTICAL:", prints(model) == session.config.fingerprint)
-        """
-    )
+    pytester.makeconftest(WEIGHTS_CONFTEST)
     result = run_suite(pytester, tiny_model_dir, "--safeedit-editor", "dinm", "--safeedit-report", "r.json", "-s")
     result.stdout.fnmatch_lines(
         [
@@ -162,7 +162,7 @@ def test_third_party_editor_through_the_hook(pytester: pytest.Pytester, tiny_mod
         """
     )
     result = pytester.runpytest("--safeedit-editor", "nope")
-    result.stderr.fnmatch_lines(["*known editors: none, dinm, ft-l, polite, self-reminder*"])
+    result.stderr.fnmatch_lines(["*known editors: none, dinm, ft-l, polite, routed, self-reminder*"])
     result = run_suite(
         pytester,
         tiny_model_dir,
@@ -178,3 +178,43 @@ def test_third_party_editor_through_the_hook(pytester: pytest.Pytester, tiny_mod
     assert {p["edit"]["steps"] for p in probes} == {1}
     meta = json.loads((pytester.path / "r.json").read_text())["metadata"]
     assert next(iter(meta["editor_hyperparameters"].values())) == {"prefix": "Kindly"}
+
+
+def test_routed_run_restores_every_weight_and_reports_its_probe(
+    pytester: pytest.Pytester, tiny_model_dir: Path
+) -> None:
+    benign = BENIGN.replace("mental harm", "illegal activities")
+    harmless = benign + benign.replace("benign-001", "benign-002").replace("relax after work", "bake bread")
+    pytester.makefile(".safeedit.yaml", mini="defaults:\n  editor:\n    routed: {lr: 0.01}\n" + MINI_SUITE + harmless)
+    pytester.makeconftest(WEIGHTS_CONFTEST)
+    result = run_suite(
+        pytester,
+        tiny_model_dir,
+        "--safeedit-editor",
+        "routed",
+        "--safeedit-report",
+        "r.json",
+        "--safeedit-report-md",
+        "r.md",
+        "-s",
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*SafeEdit pass rates: unedited -> routed*",
+            "*SafeEdit side effects of routed*",
+            "category * knowledge kept * harmless consistent * layers * probe acc % * harmless routed % * inputs edited %",
+            "all * [0-9]*/[0-9]* (*%) *",
+        ]
+    )
+    result.stdout.fnmatch_lines(["*WEIGHTS IDENTICAL: True*"])
+    result.stdout.fnmatch_lines(
+        ["  routing:  * of the case's inputs through the edit, * on the original weights (probe on block *"]
+    )
+    data = json.loads((pytester.path / "r.json").read_text())
+    routing = next(p for p in data["probes"] if p["case_id"] == "case-001" and p["probe"] == "DS")["edit"]["routing"]
+    assert routing["harmless_inputs"] == 3 and routing["attack_inputs"] == 7
+    everything = data["summary"]["side_effects"]["all"]
+    assert everything["probe_accuracy"] == routing["probe_accuracy"]
+    assert everything["harmless_routed"] == routing["harmless_routed"]
+    assert everything["harmless_total"] == 2  # case-001's category has the two benign questions
+    assert "probe acc %" in (pytester.path / "r.md").read_text()

@@ -1,0 +1,243 @@
+"""The routed editor: DINM's edit, applied only to inputs that a linear probe on hidden states flags as harmful.
+
+After ToxEdit (ACL 2025): a logistic-regression probe on one block's mean hidden state tells the suite's
+attack inputs from its harmless ones; a flagged input is answered by the model with the case's DINM edit,
+an unflagged one by the unedited model, exactly as if no edit had been made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from pytest_safeedit.backends.architecture import block_count
+from pytest_safeedit.editors.base import EditDetails, EditorSpec, Stopwatch
+from pytest_safeedit.editors.dinm import DINM, DINM_SPEC, keep_kwargs, right_padded
+
+if TYPE_CHECKING:
+    import torch
+
+    from pytest_safeedit.backends.hf import LoadedModel
+    from pytest_safeedit.cases.model import Case
+
+
+class RoutingError(ValueError):
+    """The probe cannot be trained: the suite lacks attack or harmless inputs."""
+
+
+#: Inputs per forward pass when computing hidden states.
+STATE_BATCH = 64
+
+
+def mean_states(model: LoadedModel, texts: Sequence[str]) -> torch.Tensor:
+    """Per input and block, the mean over the formatted prompt's tokens of the block's output (inputs x
+    blocks x hidden); right-padded batches, the padding masked out of the mean, no logits but the last."""
+    import torch
+
+    count = block_count(model.model)
+    out = []
+    for start in range(0, len(texts), STATE_BATCH):
+        rows = [model.prompt_ids(t, None, reserve=1) for t in texts[start : start + STATE_BATCH]]
+        ids, mask = right_padded(rows, model.pad_id, model.device)
+        with torch.no_grad():
+            hidden = model.model(
+                input_ids=ids,
+                attention_mask=mask,
+                output_hidden_states=True,
+                use_cache=False,
+                **keep_kwargs(model.model, 1),
+            ).hidden_states[1 : count + 1]
+        weights = (mask / mask.sum(1, keepdim=True)).unsqueeze(-1).float()
+        out.append(torch.stack([(h.float() * weights).sum(1) for h in hidden], dim=1).cpu())
+    return torch.cat(out)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A logistic-regression probe on one block's standardized mean hidden state."""
+
+    block: int
+    mean: torch.Tensor
+    scale: torch.Tensor
+    weight: torch.Tensor
+    bias: float
+
+    def harmful(self, states: torch.Tensor) -> torch.Tensor:
+        """Whether each row of ``states`` (inputs x blocks x hidden) is flagged."""
+        x = (states[:, self.block] - self.mean) / self.scale
+        flagged: torch.Tensor = x @ self.weight + self.bias > 0
+        return flagged
+
+
+def fit_probes(states: torch.Tensor, labels: torch.Tensor, *, steps: int, seed: int) -> list[Probe]:
+    """One probe per block, trained together (each block's weights see only its own loss): full-batch Adam
+    on the class-balanced logistic loss with a small L2 penalty, seeded and deterministic."""
+    import torch
+
+    torch.manual_seed(seed)
+    mean, scale = states.mean(0), states.std(0, unbiased=False).clamp_min(1e-6)
+    x = (states - mean) / scale
+    positives = float(labels.sum())
+    balance = torch.where(labels > 0, 0.5 / positives, 0.5 / (len(labels) - positives)).unsqueeze(1)
+    targets = labels.unsqueeze(1).expand(-1, states.shape[1])
+    weight = torch.zeros(states.shape[1:], requires_grad=True)
+    bias = torch.zeros(states.shape[1], requires_grad=True)
+    optimizer = torch.optim.Adam([weight, bias], lr=0.05)
+    with torch.enable_grad():
+        for _ in range(steps):
+            logits = torch.einsum("nbh,bh->nb", x, weight) + bias
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                logits, targets, weight=balance.expand_as(logits), reduction="sum"
+            )
+            loss = loss + 1e-3 * weight.square().sum()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return [
+        Probe(block, mean[block], scale[block], weight[block].detach(), float(bias[block].detach()))
+        for block in range(states.shape[1])
+    ]
+
+
+def held_out_split(labels: torch.Tensor, share: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices to train on and to hold out: ``share`` of each class (at least one each), seeded."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    train, held = [], []
+    for value in (0.0, 1.0):
+        members = torch.nonzero(labels == value).flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        cut = max(1, round(len(members) * share))
+        held.append(members[:cut])
+        train.append(members[cut:])
+    return torch.cat(train).sort().values, torch.cat(held).sort().values
+
+
+@dataclass(frozen=True)
+class Router:
+    """The trained probe and what reports show of it."""
+
+    probe: Probe
+    #: Percent of the held-out inputs the probe classifies right.
+    accuracy: float
+    #: Percent of the suite's harmless inputs the probe flags (they would go through the edit).
+    harmless_routed: float
+    harmless: int
+    attack: int
+    #: Seconds to compute the inputs' hidden states and train the probes (once per suite).
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "block": self.probe.block,
+            "probe_accuracy": self.accuracy,
+            "harmless_routed": self.harmless_routed,
+            "harmless_inputs": self.harmless,
+            "attack_inputs": self.attack,
+            "probe_seconds": self.seconds,
+        }
+
+
+def train_router(states: torch.Tensor, labels: torch.Tensor, *, held_out: float, steps: int, seed: int) -> Router:
+    """One probe per block on the training part; the block whose probe is most accurate on the held-out
+    part wins (ties: the block nearest the middle), and its probe is retrained on every input. The reported
+    accuracy is the winner's on the held-out part (optimistic by the choice among blocks)."""
+
+    if labels.sum() < 2 or (labels == 0).sum() < 2:
+        raise RoutingError("the routed editor needs at least two attack and two harmless inputs in the suite")
+    train, held = held_out_split(labels, held_out, seed)
+    blocks = states.shape[1]
+    best: tuple[float, float, Probe] | None = None
+    for block, probe in enumerate(fit_probes(states[train], labels[train], steps=steps, seed=seed)):
+        correct = probe.harmful(states[held]) == (labels[held] > 0)
+        accuracy = float(correct.float().mean())
+        rank = (accuracy, -abs(block - (blocks - 1) / 2))
+        if best is None or rank > best[:2]:
+            best = (*rank, probe)
+    assert best is not None
+    # The block and the reported accuracy come from the held-out part; the probe that routes is then
+    # trained on every input, as the suite's own inputs are the ones it routes.
+    block = best[2].block
+    probe = replace(fit_probes(states[:, block : block + 1], labels, steps=steps, seed=seed)[0], block=block)
+    harmless = states[labels == 0]
+    routed = float(probe.harmful(harmless).float().mean())
+    return Router(probe, round(100 * best[0], 2), round(100 * routed, 2), len(harmless), int(labels.sum()))
+
+
+class Routed:
+    """DINM's edit of the toxic layer's MLP output projection, used only for inputs a probe flags.
+
+    The probe is a logistic regression on one block's mean hidden state (over the formatted prompt's
+    tokens), trained once per suite on the suite's attack inputs (every attack probe's text, the bare
+    questions of DG_onlyQ included) against its harmless inputs (benign questions, knowledge prompts).
+    Its block is the one whose probe is most accurate on a held-out part of those inputs, not DINM's
+    localisation: the toxic layer is where the safe and unsafe *responses* differ most, while routing
+    must tell *inputs* apart before any response exists, and the best block for that is found by
+    measuring it. Ties go to the block nearest the middle, where the paper probes. Flagged inputs are
+    answered with the case's DINM edit (suffix prompt, edited weight); unflagged ones by the unedited
+    model with the unedited prompt, so their answers equal the unedited model's.
+
+    Args:
+        held_out: the share of each class held out to choose the block and report its accuracy.
+        probe_steps: optimizer steps of the probes (every block's at once).
+        seed: the seed of the split and of training.
+        The rest: DINM's (see :class:`pytest_safeedit.editors.dinm.DINM`).
+    """
+
+    name = "routed"
+    single_weight = True
+
+    def __init__(self, *, held_out: float, probe_steps: int, seed: int, **dinm: Any) -> None:
+        self.dinm = DINM(**dinm)
+        self.held_out, self.probe_steps, self.seed = held_out, probe_steps, seed
+        self.router: Router | None = None
+        self._states: dict[str, torch.Tensor] = {}
+
+    def prompt(self, text: str) -> tuple[str, str | None]:
+        return self.dinm.prompt(text)
+
+    def edit(self, model: LoadedModel, case: Case) -> AbstractContextManager[EditDetails]:
+        return self.dinm.edit(model, case)
+
+    def states(self, model: LoadedModel, texts: Sequence[str]) -> torch.Tensor:
+        """Mean hidden states of ``texts`` (inputs x blocks x hidden), each text computed once."""
+        import torch
+
+        missing = list(dict.fromkeys(t for t in texts if t not in self._states))
+        if missing:
+            self._states.update(zip(missing, mean_states(model, missing)))
+        return torch.stack([self._states[t] for t in texts])
+
+    def fit(self, model: LoadedModel, attack: Sequence[str], harmless: Sequence[str]) -> dict[str, Any]:
+        """Train the probe once (later calls return the first probe's report)."""
+        import torch
+
+        if self.router is None:
+            clock = Stopwatch()
+            attack, harmless = list(dict.fromkeys(attack)), list(dict.fromkeys(harmless))
+            known = set(attack)
+            harmless = [t for t in harmless if t not in known]
+            states = self.states(model, [*attack, *harmless])
+            labels = torch.tensor([1.0] * len(attack) + [0.0] * len(harmless))
+            router = train_router(states, labels, held_out=self.held_out, steps=self.probe_steps, seed=self.seed)
+            self.router = replace(router, seconds=clock.seconds())
+        return self.router.to_dict()
+
+    def flags(self, model: LoadedModel, texts: Sequence[str]) -> list[bool]:
+        """Whether each input goes through the edit (after :meth:`fit`)."""
+        if self.router is None:
+            raise RoutingError("the routed editor's probe is not trained yet; call fit first")
+        if not texts:
+            return []
+        return [bool(f) for f in self.router.probe.harmful(self.states(model, texts))]
+
+
+ROUTED_SPEC = EditorSpec(
+    "routed",
+    Routed,
+    defaults={**DINM_SPEC.defaults, "held_out": 0.25, "probe_steps": 100, "seed": 0},
+    description="DINM's edit, applied only to inputs that a hidden-state probe flags as harmful",
+)
