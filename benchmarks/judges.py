@@ -29,8 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from pytest_safeedit.cli.judge_eval import agreement, judge_examples, judged_unsafe, percent
-from pytest_safeedit.judges.base import ClassifierJudge, Judge, PanelJudge, RefusalJudge
+from pytest_safeedit.judges.base import Judge, PanelJudge
+from pytest_safeedit.judges.classifier import ClassifierJudge
 from pytest_safeedit.judges.labelled import Example, load_examples
+from pytest_safeedit.judges.refusal import RefusalJudge
 
 ROOT = Path(__file__).resolve().parent.parent
 

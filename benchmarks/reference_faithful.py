@@ -29,7 +29,7 @@ from pytest_safeedit.cases.loading import load_suite
 from pytest_safeedit.cases.model import Case
 from pytest_safeedit.config.settings import ModelSettings
 from pytest_safeedit.editors.dinm import DINM, locate_toxic_layer, teacher_forced
-from pytest_safeedit.judges.base import RefusalJudge
+from pytest_safeedit.judges.refusal import RefusalJudge
 from pytest_safeedit.util.cache import cache_root
 
 

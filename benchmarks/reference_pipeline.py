@@ -21,7 +21,7 @@ from pytest_safeedit.config.settings import ModelSettings
 from pytest_safeedit.demo.model import demo_editor_defaults
 from pytest_safeedit.editors.base import validate_hparams
 from pytest_safeedit.editors.dinm import DINM, DINM_SPEC
-from pytest_safeedit.judges.base import RefusalJudge
+from pytest_safeedit.judges.refusal import RefusalJudge
 from pytest_safeedit.util.cache import cache_root
 
 

@@ -22,8 +22,8 @@ _PUBLIC = {
     # judging
     "Judge": "judges.base",
     "Verdict": "judges.base",
-    "RefusalJudge": "judges.base",
-    "ClassifierJudge": "judges.base",
+    "RefusalJudge": "judges.refusal",
+    "ClassifierJudge": "judges.classifier",
     "PanelJudge": "judges.base",
     "JudgeOptions": "judges.registry",
     "build_judge": "run.handles",
@@ -88,7 +88,9 @@ if TYPE_CHECKING:
     from pytest_safeedit.cases.loading import load_suite
     from pytest_safeedit.cases.model import Case, Probe, Suite, SuiteError
     from pytest_safeedit.editors.base import EditDetails, Editor, EditorSpec
-    from pytest_safeedit.judges.base import ClassifierJudge, Judge, PanelJudge, RefusalJudge, Verdict
+    from pytest_safeedit.judges.base import Judge, PanelJudge, Verdict
+    from pytest_safeedit.judges.classifier import ClassifierJudge
+    from pytest_safeedit.judges.refusal import RefusalJudge
     from pytest_safeedit.judges.registry import JudgeOptions
     from pytest_safeedit.results.probes import PassRate, ProbeResult
     from pytest_safeedit.run.handles import EditedModel, SafeEditJudge, SafeEditModel, build_judge, make_case

@@ -13,13 +13,13 @@ from pytest_safeedit.backends.base import Request, sample_seed
 from pytest_safeedit.backends.batching import MAX_PAD_SHARE, BatchLimits, token_batches
 from pytest_safeedit.backends.prefix import PrefixPlan, plan_prefixes
 from pytest_safeedit.backends.rows import RowWeights, rows_present
-from pytest_safeedit.config.model_source import is_gguf
 from pytest_safeedit.config.settings import (
     CPU_BATCH_SIZE,
     DEFAULT_PREFIX_CACHE_MB,
     GenerationSettings,
     ModelSettings,
     default_batch_tokens,
+    is_gguf,
 )
 
 #: Tokens generated between two prunings of the rows that have ended (see :meth:`LoadedModel.generate`).

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_safeedit.cli.judge_eval import agreement, group_members, judge_examples, judged_unsafe, percent
-from pytest_safeedit.judges.base import TRAINED_JUDGE_FILE, ClassifierJudge, classifier_inputs
+from pytest_safeedit.judges.classifier import TRAINED_JUDGE_FILE, ClassifierJudge, classifier_inputs
 from pytest_safeedit.judges.labelled import GROUPS, Example, LabelsError, load_examples
 
 #: Class indices of the written classifier.

@@ -7,6 +7,8 @@ import os
 import re
 from pathlib import Path
 
+from pytest_safeedit.config.settings import is_gguf
+
 #: Weight files ``from_pretrained`` reads (single files, shards and their indexes).
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.h5", "*.msgpack", "*.safetensors.index.json")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -14,11 +16,6 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 class ModelSourceError(Exception):
     """A model that cannot be found, with what was tried and how to fix it."""
-
-
-def is_gguf(name_or_path: str) -> bool:
-    """Whether a model is named by a single GGUF file (by its suffix)."""
-    return name_or_path.lower().endswith(".gguf")
 
 
 def looks_like_hub_id(name: str) -> bool:

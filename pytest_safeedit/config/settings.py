@@ -195,6 +195,11 @@ class GenerationSettings:
         return out
 
 
+def is_gguf(name_or_path: str) -> bool:
+    """Whether a model is named by a single GGUF file (by its suffix)."""
+    return name_or_path.lower().endswith(".gguf")
+
+
 def resolve_device(device: str, worker_index: int | None = None, device_map: str | None = None) -> str:
     """``auto`` becomes ``cuda`` (``cuda:N`` for xdist worker N on a machine with several GPUs) when a GPU
     is present, else ``cpu``. With a device map the weights are spread by transformers; the inputs go
@@ -240,8 +245,6 @@ def resolve_dtype(dtype: str, device: str, name_or_path: str, trust_remote_code:
     """``auto`` is float32 on the CPU and the checkpoint's own dtype on an accelerator."""
     if dtype != "auto":
         return dtype
-    from pytest_safeedit.config.model_source import is_gguf
-
     if device == "cpu" or is_gguf(name_or_path):
         return "float32"  # a GGUF file is quantized: it is dequantized to float32 unless told otherwise
     return checkpoint_dtype(name_or_path, trust_remote_code)

@@ -11,8 +11,10 @@ from types import ModuleType
 from typing import Any
 
 from pytest_safeedit.config.settings import OFFLINE_JUDGES, STRICT_JUDGE
-from pytest_safeedit.judges.base import ClassifierJudge, Judge, PanelJudge, RefusalJudge
+from pytest_safeedit.judges.base import Judge, PanelJudge
+from pytest_safeedit.judges.classifier import ClassifierJudge
 from pytest_safeedit.judges.formats import GuardFormat
+from pytest_safeedit.judges.refusal import RefusalJudge
 from pytest_safeedit.util.cache import cache_root
 
 #: The judge kinds a spec may name before a colon.
@@ -203,16 +205,16 @@ def module_digest(module: ModuleType) -> str:
 
 def judge_identity(spec: str, options: JudgeOptions | None = None, memo_file: Any = None) -> str | None:
     """What decides the verdicts of the judge ``spec`` names, without loading it (for the verdict cache):
-    the offline judges by their rules (this module's source), a model judge by its files' content, its
+    the offline judges by their rules (the refusal module's source and the verdicts'), a model judge by its files' content, its
     format or rubric, and its options. None when that cannot be known here (a hub id not in the local
     cache)."""
     from pytest_safeedit.util.cache import digest, files_identity
 
     options = options or JudgeOptions()
     if spec in OFFLINE_JUDGES:
-        from pytest_safeedit.judges import base as judges
+        from pytest_safeedit.judges import base, refusal
 
-        return digest("judge", spec, module_digest(judges))
+        return digest("judge", spec, module_digest(refusal), module_digest(base))
     if spec == "safeedit":
         content = files_identity(SAFEEDIT_CLASSIFIER, memo_file)
         return None if content is None else digest("judge", "safeedit", content)

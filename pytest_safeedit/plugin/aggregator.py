@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -23,7 +23,9 @@ from pytest_safeedit.reports.json_report import write_json_report
 from pytest_safeedit.results.gate import gate_failures
 from pytest_safeedit.results.probes import ProbeResult
 from pytest_safeedit.results.summary import gate_lines, summary_sections
-from pytest_safeedit.run.evaluator import Evaluator
+
+if TYPE_CHECKING:
+    from pytest_safeedit.run.evaluator import Evaluator
 
 #: What a worker sends the controller at its end, under this key.
 WORKER_OUTPUT = "safeedit"

@@ -110,7 +110,8 @@ def _named_paths(config: pytest.Config) -> set[Path]:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     shard = config.stash[settings_key].shard
     if shard is not None:
-        keep, drop = select_shard(items, *shard)
+        index, count = shard
+        keep, drop = select_shard(items, index, count, case_of=_case_of)
         if drop:
             config.hook.pytest_deselected(items=drop)
             items[:] = keep
@@ -213,3 +214,10 @@ def safeedit_edit(
     evaluator = pytestconfig.stash[evaluator_key]
     editor = run_editor(evaluator.editors, evaluator.engine.settings.model)
     return lambda case: edited(safeedit_session, editor, case)
+
+
+def _case_of(item: pytest.Item) -> tuple[str, tuple[str, str]] | None:
+    """A probe item's case for sharding: its category, and its suite and id."""
+    if isinstance(item, ProbeItem):
+        return item.case.category, (item.suite.key, item.case.id)
+    return None

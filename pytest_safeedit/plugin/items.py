@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from _pytest._code.code import ExceptionInfo, TerminalRepr
@@ -17,11 +17,12 @@ from pytest_safeedit.cases.model import Case, Probe, Suite, SuiteError
 from pytest_safeedit.editors.base import EditorConfigError
 from pytest_safeedit.judges.base import REFUSED, UNPARSED
 from pytest_safeedit.plugin.stash import evaluator_key, suite_errors_key, suite_gates_key
-from pytest_safeedit.reports.baseline import REGRESSION
-from pytest_safeedit.results.probes import ProbeResult
+from pytest_safeedit.results.probes import REGRESSION, ProbeResult
 from pytest_safeedit.run.engine import EditFailed, ModelUnavailable, ProbeUnanswered
-from pytest_safeedit.run.evaluator import Evaluator
 from pytest_safeedit.util.text import printable, shorten
+
+if TYPE_CHECKING:
+    from pytest_safeedit.run.evaluator import Evaluator
 
 SKIP_REASON = "no model to test: pass --safeedit-model PATH_OR_ID (or 'demo' for the built-in demo model)"
 

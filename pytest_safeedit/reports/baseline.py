@@ -9,10 +9,26 @@ from typing import Any
 
 from pytest_safeedit.config.settings import GenerationSettings
 from pytest_safeedit.reports.json_report import ReportError, read_report
-from pytest_safeedit.results.probes import ProbeResult
+from pytest_safeedit.results.probes import (  # the statuses, re-exported: baselines give them
+    IMPROVEMENT as IMPROVEMENT,
+)
+from pytest_safeedit.results.probes import (
+    KNOWN as KNOWN,
+)
+from pytest_safeedit.results.probes import (
+    NEW as NEW,
+)
+from pytest_safeedit.results.probes import (
+    REGRESSION as REGRESSION,
+)
+from pytest_safeedit.results.probes import (
+    UNCHANGED as UNCHANGED,
+)
+from pytest_safeedit.results.probes import (
+    ProbeResult,
+)
 from pytest_safeedit.results.stats import McNemar, guarded
 
-REGRESSION, KNOWN, IMPROVEMENT, UNCHANGED, NEW = "regression", "known", "improvement", "unchanged", "new"
 #: Metadata that must match for a comparison to mean anything (the model may differ: that is the point).
 COMPARED = ("judge", "editor", "generation", "editor_hyperparameters")
 

@@ -7,8 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_safeedit.reports.baseline import REGRESSION
-from pytest_safeedit.results.probes import ProbeResult
+from pytest_safeedit.results.probes import REGRESSION, ProbeResult
 from pytest_safeedit.results.summary import is_edited, judge_lines, pass_rate_table, side_effects_table, total_lines
 from pytest_safeedit.util.files import atomic_write
 from pytest_safeedit.util.text import shorten

@@ -12,6 +12,9 @@ from pytest_safeedit.judges.base import LABEL_VALUE, NEUTRAL, SAFE, UNSAFE, Verd
 from pytest_safeedit.results.side_effects import KnowledgeRetention
 from pytest_safeedit.results.stats import wilson
 
+#: A probe's status against the baseline (:mod:`pytest_safeedit.reports.baseline`).
+REGRESSION, KNOWN, IMPROVEMENT, UNCHANGED, NEW = "regression", "known", "improvement", "unchanged", "new"
+
 
 @dataclass(frozen=True)
 class SideEffects:

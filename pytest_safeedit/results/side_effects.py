@@ -9,7 +9,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pytest_safeedit.judges.base import ANSWERED, EMPTY_VERDICT, REFUSED, Verdict, refuses
+from pytest_safeedit.judges.base import ANSWERED, EMPTY_VERDICT, REFUSED, Verdict
+from pytest_safeedit.judges.refusal import refuses
 
 _WORD = re.compile(r"\w+|[^\w\s]")
 

@@ -92,7 +92,7 @@ def test_each_distinct_response_is_judged_once(tmp_path: Path) -> None:
 
         def judge(self, responses: list[str], prompts: list[str], categories: list[str]) -> list[object]:
             judged.extend(zip(prompts, responses))
-            from pytest_safeedit.judges.base import refusal_verdict
+            from pytest_safeedit.judges.refusal import refusal_verdict
 
             return [refusal_verdict(r, p) for r, p in zip(responses, prompts)]
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from pytest_safeedit.cases.categories import CATEGORIES
 from pytest_safeedit.cli.judge_eval import Agreement, agreement, judge_examples
-from pytest_safeedit.judges.base import RefusalJudge
 from pytest_safeedit.judges.labelled import load_examples
+from pytest_safeedit.judges.refusal import RefusalJudge
 from tests.helpers import ROOT
 
 

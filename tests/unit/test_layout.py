@@ -36,12 +36,26 @@ def modules() -> dict[str, Path]:
     return out
 
 
-def imports(known: dict[str, Path]) -> dict[str, set[str]]:
-    """Each module's imports of the package's modules (lazy ones inside functions included)."""
+def type_only(tree: ast.Module) -> set[int]:
+    """The nodes under ``if TYPE_CHECKING:`` (imports for type checkers, never run)."""
+    out: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            out |= {id(inner) for statement in node.body for inner in ast.walk(statement)}
+    return out
+
+
+def imports(known: dict[str, Path], runtime: bool = False) -> dict[str, set[str]]:
+    """Each module's imports of the package's modules (lazy ones inside functions included; with
+    ``runtime``, those for type checkers only left out)."""
     edges: dict[str, set[str]] = defaultdict(set)
     for name, path in known.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        skipped = type_only(tree) if runtime else set()
+        for node in ast.walk(tree):
+            if id(node) in skipped:
+                continue
             targets: list[str] = []
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
@@ -100,3 +114,19 @@ def test_no_module_import_cycle() -> None:
     for start in sorted(modules()):
         if start not in state and (cycle := visit(start)):
             raise AssertionError("import cycle: " + " -> ".join(cycle))
+
+
+def test_the_runtime_import_graph_has_at_most_ten_levels() -> None:
+    """The longest chain of modules importing modules, counting what runs (lazy imports included, imports
+    for type checkers not): at most 10."""
+    edges = imports(modules(), runtime=True)
+    depth: dict[str, int] = {}
+
+    def level(node: str) -> int:
+        if node not in depth:
+            depth[node] = 0  # no cycles (tested above), so this is never read half-made
+            depth[node] = 1 + max((level(nxt) for nxt in edges.get(node, ())), default=0)
+        return depth[node]
+
+    deepest = max(modules(), key=level)
+    assert level(deepest) <= 10, f"{deepest} stands {level(deepest)} levels deep"

@@ -151,7 +151,7 @@ def test_fraction_zero_holds_nothing_out() -> None:
     ],
 )
 def test_a_bad_trained_judge_record_names_the_file_and_field(tmp_path: Path, text: str, message: str) -> None:
-    from pytest_safeedit.judges.base import trained_judge_record
+    from pytest_safeedit.judges.classifier import trained_judge_record
 
     (tmp_path / "safeedit_judge.json").write_text(text)
     with pytest.raises(ValueError, match=rf"safeedit_judge.json: .*{message}"):
