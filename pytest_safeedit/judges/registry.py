@@ -110,7 +110,7 @@ def specs_read_question(specs: Sequence[str], options: JudgeOptions) -> bool:
         try:
             if guard_format_of(spec, judge_path(spec, options), options).reads_question:
                 return True
-        except (ValueError, OSError):
+        except Exception:  # noqa: BLE001 - a guard that cannot be found or read: building it says why
             continue
     return False
 
