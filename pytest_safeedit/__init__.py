@@ -35,6 +35,7 @@ _PUBLIC = {
     "Editor": "editors.base",
     "EditorSpec": "editors.base",
     "EditDetails": "editors.base",
+    "InputRouter": "editors.base",
     # results
     "ProbeResult": "results.probes",
     "PassRate": "results.probes",
@@ -65,6 +66,7 @@ __all__ = [
     "Editor",
     "EditorSpec",
     "EditDetails",
+    "InputRouter",
     "ProbeResult",
     "PassRate",
     "SafeEditModel",
@@ -87,7 +89,7 @@ if TYPE_CHECKING:
     from pytest_safeedit.backends.base import GenerationError, Generator, Request
     from pytest_safeedit.cases.loading import load_suite
     from pytest_safeedit.cases.model import Case, Probe, Suite, SuiteError
-    from pytest_safeedit.editors.base import EditDetails, Editor, EditorSpec
+    from pytest_safeedit.editors.base import EditDetails, Editor, EditorSpec, InputRouter
     from pytest_safeedit.judges.base import Judge, PanelJudge, Verdict
     from pytest_safeedit.judges.classifier import ClassifierJudge
     from pytest_safeedit.judges.refusal import RefusalJudge
