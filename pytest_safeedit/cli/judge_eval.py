@@ -15,7 +15,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -219,10 +219,10 @@ def _load(files: Sequence[str], split: str | None, pool: bool) -> dict[str, list
 
 def _judges(specs: Sequence[str], options: JudgeOptions, panel: str | None) -> dict[str, Judge]:
     """Each judge by its spec (the built-in demos' folders resolved), and their panel where asked."""
-    from pytest_safeedit.demo.guard import demo_judge_paths
+    from pytest_safeedit.demo.guard import with_demo_judges
 
     try:
-        options = replace(options, local_paths=demo_judge_paths(specs, options.cache_dir))
+        options = with_demo_judges(specs, options)
         judges = {spec: build_judge(spec, options) for spec in specs}
     except (ValueError, OSError) as exc:
         raise _UsageError(str(exc)) from None

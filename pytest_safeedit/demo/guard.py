@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from pytest_safeedit.cases.loading import load_suite
@@ -24,6 +24,7 @@ from pytest_safeedit.demo.model import (
     train_small_lm,
 )
 from pytest_safeedit.judges.formats import FORMAT_FILE, render_llama_guard_3
+from pytest_safeedit.judges.registry import JudgeOptions
 from pytest_safeedit.util.cache import cache_root
 from pytest_safeedit.util.files import build_once
 
@@ -89,13 +90,14 @@ def ensure_demo_guard(cache_dir: str | None = None, recipe: DemoRecipe = GUARD_R
     )
 
 
-def demo_judge_paths(specs: Sequence[str], cache_dir: str | None = None) -> dict[str, str]:
-    """The local folders of the judge specs that name the built-in demos (``guard:demo``: the demo guard;
-    ``llm:demo``, ``classifier:demo``: the demo model), built if needed; for
+def with_demo_judges(specs: Sequence[str], options: JudgeOptions) -> JudgeOptions:
+    """``options`` with the local folders of the specs that name the built-in demos (``guard:demo``: the
+    demo guard; ``llm:demo``, ``classifier:demo``: the demo model), built if needed, added to
     :attr:`~pytest_safeedit.judges.registry.JudgeOptions.local_paths`."""
-    paths = {}
+    paths = dict(options.local_paths)
     for spec in specs:
         kind, _, name = spec.partition(":")
-        if name == "demo":
-            paths[spec] = str(ensure_demo_guard(cache_dir) if kind == "guard" else ensure_demo(cache_dir))
-    return paths
+        if name == "demo" and spec not in paths:
+            built = ensure_demo_guard(options.cache_dir) if kind == "guard" else ensure_demo(options.cache_dir)
+            paths[spec] = str(built)
+    return replace(options, local_paths=paths)

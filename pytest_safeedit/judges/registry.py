@@ -51,7 +51,7 @@ class JudgeOptions:
         gguf_cache: which GGUF judges are converted once (``--safeedit-gguf-cache``: auto, on, off).
         local_paths: spec -> the local folder it stands for, where a name is not a path or hub id (the
             demo judges: ``guard:demo`` -> the built demo guard; see
-            :func:`pytest_safeedit.demo.guard.demo_judge_paths`).
+            :func:`pytest_safeedit.demo.guard.with_demo_judges`).
     """
 
     unsafe_labels: tuple[str, ...] = ("1",)

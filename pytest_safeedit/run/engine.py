@@ -138,7 +138,7 @@ class Engine:
         self._judge = judge
         self._given_judge = judge
         self._judge_identity: str | None = None
-        self._local_judge_paths: dict[str, str] | None = None
+        self._local_judge_options_memo: JudgeOptions | None = None
         self._reads_question: bool | None = None
         #: Verdicts read from the cache, and responses the judge judged, in this process.
         self.verdict_hits = 0
@@ -276,11 +276,11 @@ class Engine:
 
     def _local_judge_options(self) -> JudgeOptions:
         """:meth:`judge_options` with the demo judges' folders (built on first use)."""
-        if self._local_judge_paths is None:
-            from pytest_safeedit.demo.guard import demo_judge_paths
+        if self._local_judge_options_memo is None:
+            from pytest_safeedit.demo.guard import with_demo_judges
 
-            self._local_judge_paths = demo_judge_paths(self.settings.judge, self.settings.cache_dir)
-        return replace(self.judge_options(), local_paths=self._local_judge_paths)
+            self._local_judge_options_memo = with_demo_judges(self.settings.judge, self.judge_options())
+        return self._local_judge_options_memo
 
     def _build_judge(self) -> Judge:
         return build_judges(self.settings.judge, self.settings.judge_policy, self._local_judge_options())

@@ -70,11 +70,9 @@ class SafeEditJudge:
 def build_judge(spec: str, options: JudgeOptions | None = None) -> Judge:
     """The judge a ``--safeedit-judge`` value names (see :func:`pytest_safeedit.judges.registry.build_judge`),
     the built-in demos included (``guard:demo`` builds the demo guard on first use)."""
-    from pytest_safeedit.demo.guard import demo_judge_paths
+    from pytest_safeedit.demo.guard import with_demo_judges
 
-    options = options or JudgeOptions()
-    local = demo_judge_paths([spec], options.cache_dir)
-    return registry.build_judge(spec, replace(options, local_paths={**options.local_paths, **local}))
+    return registry.build_judge(spec, with_demo_judges([spec], options or JudgeOptions()))
 
 
 def make_case(
