@@ -85,6 +85,9 @@ class RunSettings:
     chat_template: str = "auto"
     editor: str = "none"
     editor_config: str | None = None
+    #: --safeedit-repair: the folder of the repaired checkpoint, and the share of failing cases held out.
+    repair: str | None = None
+    repair_holdout: float = 0.0
     min_pass_rate: float | None = None
     min_category_rate: tuple[tuple[str, float], ...] = ()
     min_probe_rate: tuple[tuple[str, float], ...] = ()

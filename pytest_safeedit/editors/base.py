@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     import torch
 
     from pytest_safeedit.backends.hf import LoadedModel
-    from pytest_safeedit.cases.model import Case
+    from pytest_safeedit.cases.model import Case, Suite
 
 NONE = "none"
 
@@ -80,6 +80,17 @@ class InputRouter(Protocol):
     def flags(self, model: LoadedModel, texts: Sequence[str]) -> list[bool]:
         """Whether each input goes through the edit (after :meth:`fit`)."""
         ...
+
+
+def routing_inputs(suites: Sequence[Suite], exclude: Set[tuple[str, str]] = frozenset()) -> tuple[list[str], list[str]]:
+    """What a routing editor learns from: the suites' attack inputs (every attack probe's text) and their
+    harmless inputs (benign questions, knowledge prompts), leaving out the cases ``exclude`` names (suite
+    key, case id)."""
+    cases = [c for suite in suites for c in suite.cases if (suite.key, c.id) not in exclude]
+    attack = [p.text for c in cases if not c.benign for p in c.probes]
+    harmless = [c.question for c in cases if c.benign]
+    harmless += [c.knowledge.prompt for c in cases if c.knowledge is not None and not c.benign]
+    return attack, harmless
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,10 @@ an unflagged one by the unedited model, exactly as if no edit had been made.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_safeedit.backends.architecture import block_count
@@ -241,3 +242,131 @@ ROUTED_SPEC = EditorSpec(
     defaults={**DINM_SPEC.defaults, "held_out": 0.25, "probe_steps": 100, "seed": 0},
     description="DINM's edit, applied only to inputs that a hidden-state probe flags as harmful",
 )
+
+
+# ---------------------------------------------------------------------- a routed checkpoint
+
+#: The file of a repaired checkpoint that routes: the probe, and the original value of every weight the
+#: repair changed (the checkpoint's own weights are the edited ones).
+ROUTING_FILE = "safeedit_routing.safetensors"
+ORIGINAL = "original."
+
+
+def save_routing(folder: Path, probe: Probe, originals: Mapping[str, torch.Tensor]) -> None:
+    """Write ``folder``/ROUTING_FILE: the probe (block, standardization, weights, bias) and ``originals``
+    (parameter name -> its value before the repair)."""
+    from safetensors.torch import save_file
+
+    tensors = {
+        "probe.mean": probe.mean.float().contiguous(),
+        "probe.scale": probe.scale.float().contiguous(),
+        "probe.weight": probe.weight.float().contiguous(),
+    }
+    tensors.update({ORIGINAL + name: value.detach().cpu().contiguous() for name, value in originals.items()})
+    save_file(tensors, str(folder / ROUTING_FILE), metadata={"block": str(probe.block), "bias": repr(probe.bias)})
+
+
+def load_routing(folder: Path) -> tuple[Probe, dict[str, torch.Tensor]]:
+    """The probe and the original weights of a routed checkpoint; a ValueError names what is wrong."""
+    from safetensors import safe_open
+
+    path = folder / ROUTING_FILE
+    try:
+        with safe_open(str(path), framework="pt") as data:
+            meta = data.metadata() or {}
+            tensors = {key: data.get_tensor(key) for key in data.keys()}  # noqa: SIM118 - not a dict
+        probe = Probe(
+            int(meta["block"]),
+            tensors.pop("probe.mean"),
+            tensors.pop("probe.scale"),
+            tensors.pop("probe.weight"),
+            float(meta["bias"]),
+        )
+    except Exception as exc:  # noqa: BLE001 - safetensors' own error types included: one message
+        raise ValueError(
+            f"{path} is not a routing file written by --safeedit-repair ({type(exc).__name__}: {exc}); "
+            "repair again, or delete the file to load the checkpoint without routing"
+        ) from None
+    originals = {key.removeprefix(ORIGINAL): value for key, value in tensors.items() if key.startswith(ORIGINAL)}
+    return probe, originals
+
+
+@contextmanager
+def weights_swapped(model: Any, values: Mapping[str, torch.Tensor]) -> Iterator[None]:
+    """Parameters named in ``values`` hold those values inside; their own values are back on exit."""
+    import torch
+
+    params = dict(model.named_parameters())
+    missing = sorted(set(values) - set(params))
+    if missing:
+        raise ValueError(f"the routing file names weights the model does not have: {', '.join(missing[:3])}")
+    own = {name: params[name].detach().clone() for name in values}
+    try:
+        with torch.no_grad():
+            for name, value in values.items():
+                params[name].copy_(value.to(params[name].device, params[name].dtype))
+        yield
+    finally:
+        with torch.no_grad():
+            for name, value in own.items():
+                params[name].copy_(value)
+
+
+class RoutedGenerator:
+    """A repaired checkpoint that routes, answering as the routed editor did: inputs its probe flags (on the
+    original weights' hidden states) get the repaired weights, the others the original ones.
+
+    Wraps the generator of the checkpoint's folder (whose weights are the repaired ones) and its routing
+    file (see :func:`save_routing`)."""
+
+    answers_row_weights = False
+
+    def __init__(self, inner: Any, folder: Path) -> None:
+        self.inner = inner
+        self.folder = folder
+        self.probe, self.originals = load_routing(folder)
+
+    def identity(self) -> str | None:
+        identity: str | None = self.inner.identity()  # the folder's content, the routing file included
+        return identity
+
+    def flags(self, model: LoadedModel, texts: Sequence[str]) -> list[bool]:
+        with weights_swapped(model.model, self.originals):
+            states = mean_states(model, texts)
+        block_states = states[:, self.probe.block : self.probe.block + 1]
+        probe = replace(self.probe, block=0)
+        return [bool(f) for f in probe.harmful(block_states)]
+
+    def generate(self, requests: Sequence[Any]) -> list[str]:
+        if not requests:
+            return []
+        model = self.inner.editable(requests[0].settings)
+        flagged = self.flags(model, [r.text for r in requests])
+        out: list[str] = [""] * len(requests)
+        routed = [i for i, f in enumerate(flagged) if f]
+        kept = [i for i, f in enumerate(flagged) if not f]
+        for index, text in zip(routed, self.inner.generate([requests[i] for i in routed])):
+            out[index] = text
+        if kept:
+            with weights_swapped(model.model, self.originals):
+                answers = self.inner.generate([requests[i] for i in kept])
+            for index, text in zip(kept, answers):
+                out[index] = text
+        return out
+
+    def editable(self, settings: Any) -> Any:
+        return self.inner.editable(settings)
+
+    def metadata(self) -> dict[str, Any]:
+        data: dict[str, Any] = self.inner.metadata()
+        data["routing"] = {"block": self.probe.block, "weights": sorted(self.originals), "file": ROUTING_FILE}
+        return data
+
+
+def routed_checkpoint(generator: Any, name_or_path: str) -> Any:
+    """``generator`` wrapped in a :class:`RoutedGenerator` when ``name_or_path`` is a folder with a routing
+    file (a repaired checkpoint of the routed editor), else ``generator`` itself."""
+    folder = Path(name_or_path)
+    if folder.is_dir() and (folder / ROUTING_FILE).is_file():
+        return RoutedGenerator(generator, folder)
+    return generator

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -21,7 +22,8 @@ from pytest_safeedit.reports.baseline import (
 )
 from pytest_safeedit.reports.json_report import write_json_report
 from pytest_safeedit.results.gate import gate_failures
-from pytest_safeedit.results.probes import ProbeResult
+from pytest_safeedit.results.probes import ProbeResult, probe_key
+from pytest_safeedit.results.repair import RepairOutcome, repair_lines
 from pytest_safeedit.results.summary import gate_lines, summary_sections
 
 if TYPE_CHECKING:
@@ -61,6 +63,12 @@ class SafeEditAggregator:
         self.known_categories: set[str] = set()
         self.known_probes: set[str] = set()
         self.usage_error: str | None = None
+        #: The probes that run in this process, (suite, case, probe, node id) (set by the plugin).
+        self.probes: list[tuple[Any, Any, Any, str]] = []
+        #: What --safeedit-repair did (None without it), and what does it (run/repair.py's ``repair``, given
+        #: by the plugin: the aggregator stays below the engine).
+        self.repair: RepairOutcome | None = None
+        self.repairer: Callable[..., RepairOutcome] | None = None
 
     @property
     def evaluator(self) -> Evaluator:
@@ -165,6 +173,7 @@ class SafeEditAggregator:
             "gate": self.gate().to_dict(),
             "shard": list(settings.shard) if settings.shard else None,
             "settings": settings.to_dict(),
+            **({} if self.repair is None else {"repair": self.repair.to_dict()}),
         }
 
     def gate(self) -> Gate:
@@ -210,6 +219,10 @@ class SafeEditAggregator:
                 self._mismatch_found(raise_strict=False)
                 if settings.baseline_strict:
                     session.exitstatus = pytest.ExitCode.USAGE_ERROR
+        if settings.repair is not None:
+            self.repair = self._repair(session, settings.repair, settings.repair_holdout, settings.seed)
+            if self.repair.error and session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
         gate = self.gate()
         if gate.configured and self.evaluator.engine.enabled and not self.usage_error:
             self.gate_failures = gate_failures(gate, self.results) if self.results else [NOTHING_MEASURED]
@@ -222,6 +235,30 @@ class SafeEditAggregator:
             self._write_reports()
         for w in caught:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+    def _repair(self, session: pytest.Session, out: str, fraction: float, seed: int) -> RepairOutcome:
+        """``--safeedit-repair``: from the results of this run's items (see run/repair.py)."""
+        from pytest_safeedit.plugin.stash import repair_editors_key
+
+        editors = self.config.stash[repair_editors_key]
+        engine = self.evaluator.engine
+        outcome = RepairOutcome(checkpoint=out, editor=editors.name)
+        if session.shouldstop or session.shouldfail:
+            return replace(outcome, note="not made: the run was stopped before every probe ran")
+        if engine.failure:
+            return replace(outcome, error=f"not made: {engine.failure}")
+        ran = {r.key for r in self.results}
+        probes = [p for p in self.probes if probe_key(p[0].key, p[1].id, p[2].kind) in ran]
+        if not probes:
+            return replace(outcome, note="not made: no probe ran")
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"SafeEdit: repairing with the {editors.name} editor, writing {out} ...")
+        try:
+            assert self.repairer is not None, "the plugin sets the repairer with --safeedit-repair"
+            return self.repairer(self.evaluator, editors, probes, self.results, out, fraction=fraction, seed=seed)
+        except Exception as exc:  # noqa: BLE001 - the reports are still written, with why
+            return replace(outcome, error=f"{type(exc).__name__}: {exc}")
 
     def _write_reports(self) -> None:
         """Every report asked for; one that fails to be written is a warning, and the others are written."""
@@ -300,6 +337,10 @@ class SafeEditAggregator:
         if self.gate_failures is not None and self.other_failures:
             write(f"  {self.other_failures} other failure(s) or error(s) outside the probes also fail the run")
         self._summary_baseline(write)
+        if self.repair is not None:
+            terminalreporter.section("SafeEdit repair: unedited -> repaired", sep="=")
+            for line in repair_lines(self.repair):
+                write(line)
 
     def _summary_baseline(self, write: Any) -> None:
         settings = self.config.stash[settings_key]

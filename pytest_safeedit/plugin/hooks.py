@@ -19,7 +19,14 @@ from pytest_safeedit.plugin.aggregator import SafeEditAggregator
 from pytest_safeedit.plugin.items import ProbeItem, SuiteFile
 from pytest_safeedit.plugin.options import add_options, read_settings
 from pytest_safeedit.plugin.shard import select_shard
-from pytest_safeedit.plugin.stash import baseline_key, evaluator_key, settings_key, suite_errors_key, suite_gates_key
+from pytest_safeedit.plugin.stash import (
+    baseline_key,
+    evaluator_key,
+    repair_editors_key,
+    settings_key,
+    suite_errors_key,
+    suite_gates_key,
+)
 from pytest_safeedit.plugin.xdist_support import is_worker, queued_items, worker_position
 from pytest_safeedit.reports.baseline import KNOWN, BaselineError, load_baseline
 from pytest_safeedit.run.engine import Engine
@@ -81,13 +88,36 @@ def pytest_configure(config: pytest.Config) -> None:
 
         model_defaults = demo_editor_defaults(settings.model, editor_spec.name)
     editors = SuiteEditors(editor_spec, editor_config, model_defaults)
+    if settings.repair is not None:
+        _check_repair(config, settings.repair)
+        # The items test the model as it is; the editor repairs it at the end (see run/repair.py).
+        config.stash[repair_editors_key] = editors
+        editors = SuiteEditors(None)
     config.stash[evaluator_key] = Evaluator(engine, editors, baseline=baseline, judge_check=settings.judge_check_on)
     config.stash[suite_errors_key] = set()
     config.stash[suite_gates_key] = {}
     config.addinivalue_line("markers", "safeedit: a SafeEdit probe item")
     for category in CATEGORIES:
         config.addinivalue_line("markers", f"{category_slug(category)}: SafeEdit probes of category '{category}'")
-    config.pluginmanager.register(SafeEditAggregator(config), AGGREGATOR)
+    aggregator = SafeEditAggregator(config)
+    if settings.repair is not None:
+        from pytest_safeedit.run.repair import repair
+
+        aggregator.repairer = repair
+    config.pluginmanager.register(aggregator, AGGREGATOR)
+
+
+def _check_repair(config: pytest.Config, out: str) -> None:
+    from pytest_safeedit.run.repair import RepairError, check_repair_target
+
+    if getattr(config.option, "numprocesses", None) or getattr(config.option, "dist", "no") != "no":
+        raise pytest.UsageError(
+            "--safeedit-repair edits one model in one process; run it without pytest-xdist (drop -n/--dist)"
+        )
+    try:
+        check_repair_target(out)
+    except RepairError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
@@ -139,6 +169,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     categories = {c for suite in suites.values() for c in suite.categories}
     probes = {p.kind for suite in suites.values() for case in suite.cases for p in case.probes}
     aggregator.collection_finished(set(suites), categories, probes | set(PROBES))
+    aggregator.probes = [(i.suite, i.case, i.probe, i.nodeid) for i in probe_items]
 
 
 @pytest.hookimpl(wrapper=True)

@@ -16,7 +16,7 @@ from pytest_safeedit.cases.loading import load_suite, suite_key
 from pytest_safeedit.cases.model import Case, Probe, Suite, SuiteError
 from pytest_safeedit.editors.base import EditorConfigError
 from pytest_safeedit.judges.base import REFUSED, UNPARSED
-from pytest_safeedit.plugin.stash import evaluator_key, suite_errors_key, suite_gates_key
+from pytest_safeedit.plugin.stash import evaluator_key, repair_editors_key, suite_errors_key, suite_gates_key
 from pytest_safeedit.results.probes import REGRESSION, ProbeResult
 from pytest_safeedit.run.engine import EditFailed, ModelUnavailable, ProbeUnanswered
 from pytest_safeedit.util.text import printable, shorten
@@ -51,9 +51,9 @@ class SuiteFile(pytest.File):
             config.stash[suite_errors_key].add(self.nodeid)
             exc.path = where
             raise
-        evaluator = config.stash[evaluator_key]
+        editors = config.stash.get(repair_editors_key, None) or config.stash[evaluator_key].editors
         try:
-            evaluator.editors.for_suite(self.suite)
+            editors.for_suite(self.suite)
         except EditorConfigError as exc:
             config.stash[suite_errors_key].add(self.nodeid)
             raise SuiteError(where, str(exc)) from exc

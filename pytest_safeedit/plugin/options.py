@@ -408,6 +408,23 @@ OPTIONS: tuple[Option, ...] = (
         metavar="FILE",
     ),
     Option(
+        "--safeedit-repair",
+        "After the run, repair the model: edit it with every failing attack case, one edit on top of the other "
+        "(the --safeedit-editor, e.g. dinm or routed), write the repaired model to the folder OUT (load it with "
+        "--safeedit-model OUT), answer every probe again with it and print unedited -> repaired per category "
+        "and probe with McNemar's test. The items test the model as it is.",
+        metavar="OUT",
+        ini=False,
+    ),
+    Option(
+        "--safeedit-repair-holdout",
+        "With --safeedit-repair: keep this share of the failing cases (0 to 1, drawn with --safeedit-seed) out "
+        "of the edits and report them apart, the honest figure for failures the repair has not seen. Default: 0.",
+        type=rate_value,
+        metavar="FRACTION",
+        default=0.0,
+    ),
+    Option(
         "--safeedit-min-pass-rate",
         "Gate: the least total pass rate (0 to 1) over the attack probes; with any gate the exit status "
         "follows the gate. Default: no gate.",
@@ -633,6 +650,17 @@ def read_settings(config: pytest.Config) -> RunSettings:
         values[key] = tuple(values[key] or ())
     if values["update_baseline"] and not values["baseline"]:
         raise pytest.UsageError("--safeedit-update-baseline needs --safeedit-baseline FILE to write to")
+    if values["repair"] is not None:
+        if values["editor"] == "none":
+            raise pytest.UsageError(
+                "--safeedit-repair needs an editor that changes weights: add --safeedit-editor dinm (or routed, ft-l)"
+            )
+        if not str(values["repair"]).strip():
+            raise pytest.UsageError("--safeedit-repair is empty; give the folder to write the repaired model to")
+        if values["repair_holdout"] >= 1:
+            raise pytest.UsageError("--safeedit-repair-holdout must be below 1: some failing cases must be repaired")
+    elif config.getoption("safeedit_repair_holdout") is not None:
+        raise pytest.UsageError("--safeedit-repair-holdout applies to a repair; add --safeedit-repair OUT")
     values["judge"] = tuple(values["judge"] or (DEFAULT_JUDGE,))
     kinds = {spec.partition(":")[0] for spec in values["judge"]}
     if values["judge_format"] != "auto" and "guard" not in kinds:

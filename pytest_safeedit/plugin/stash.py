@@ -8,6 +8,7 @@ import pytest
 
 if TYPE_CHECKING:
     from pytest_safeedit.config.settings import RunSettings
+    from pytest_safeedit.editors.registry import SuiteEditors
     from pytest_safeedit.reports.baseline import Baseline
     from pytest_safeedit.run.evaluator import Evaluator
 
@@ -23,3 +24,5 @@ suite_errors_key: pytest.StashKey[set[str]] = pytest.StashKey()
 baseline_key: pytest.StashKey[Baseline] = pytest.StashKey()
 #: The gate thresholds of each collected suite, by suite key, as plain data.
 suite_gates_key: pytest.StashKey[dict[str, Any]] = pytest.StashKey()
+#: With --safeedit-repair: the editors the repair edits with (the items run unedited).
+repair_editors_key: pytest.StashKey[SuiteEditors] = pytest.StashKey()

@@ -255,7 +255,40 @@ class Engine:
             file_hashes=None if self.cache.root is None else self.cache.root / "file-hashes.json",
             worker_count=self.worker_count or 0,
         )
-        return self.backend.build(context)
+        generator = self.backend.build(context)
+        if self.backend.loads_model and self.settings.model is not None:
+            from pytest_safeedit.editors.routed import routed_checkpoint
+
+            # A repaired checkpoint of the routed editor answers through its router (see run/repair.py).
+            generator = routed_checkpoint(generator, self.model_settings.name_or_path)
+        return generator
+
+    def for_model(self, model: str) -> Engine:
+        """An engine for another model with this run's settings (no editor), sharing this engine's judge
+        once it is loaded (and its verdict cache either way)."""
+        engine = Engine(
+            replace(self.settings, model=model, editor="none"),
+            worker_index=self.worker_index,
+            worker_count=self.worker_count,
+            backend=self.backend,
+        )
+        engine._judge = self._judge
+        engine._reads_question = self._reads_question
+        return engine
+
+    def release_model(self) -> None:
+        """Drop this engine's generator (and the model it holds); it is built again on next use."""
+        import gc
+
+        self._generator = None
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
 
     def judge_options(self) -> JudgeOptions:
         """How the run's model judges load and read, resolved (device, batch size)."""

@@ -9,7 +9,7 @@ from typing import Any
 
 from pytest_safeedit.backends.base import Request
 from pytest_safeedit.cases.model import Case, Probe, Suite
-from pytest_safeedit.editors.base import EditDetails, Editor, InputRouter
+from pytest_safeedit.editors.base import EditDetails, Editor, InputRouter, routing_inputs
 from pytest_safeedit.editors.registry import SuiteEditors
 from pytest_safeedit.reports.baseline import Baseline
 from pytest_safeedit.results.probes import BenignUnderEdit, ProbeResult, SampleOutcome, SideEffects
@@ -80,6 +80,10 @@ class Evaluator:
         self._edits: dict[tuple[str, str], CaseEdit | str] = {}
         #: The (suite, case) of the probes this process will run next, in order (set by the plugin).
         self.upcoming_cases: Callable[[], Iterable[tuple[Suite, Case]]] | None = None
+
+    def with_engine(self, engine: Engine) -> Evaluator:
+        """An evaluator of the same selection on another engine (another model), without an editor."""
+        return Evaluator(engine, selection=self.selection)
 
     # ------------------------------------------------------------------ requests
 
@@ -250,11 +254,8 @@ class Evaluator:
         if not isinstance(editor, InputRouter):
             return [True] * len(texts), {}
         model = self.engine.generator.editable(self.engine.generation_settings(suite))
-        attack = [p.text for c in suite.cases if not c.benign for p in c.probes]
-        harmless = [c.question for c in suite.cases if c.benign]
-        harmless += [c.knowledge.prompt for c in suite.cases if c.knowledge is not None and not c.benign]
         try:
-            report = editor.fit(model, attack, harmless)
+            report = editor.fit(model, *routing_inputs([suite]))
         except ValueError as exc:
             raise EditFailed(f"the {editor.name} editor cannot route the inputs of {suite.name}: {exc}") from None
         return editor.flags(model, texts), report
