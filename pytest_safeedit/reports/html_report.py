@@ -10,6 +10,7 @@ from typing import Any
 
 from pytest_safeedit.cases.categories import BENIGN_PROBE
 from pytest_safeedit.results.probes import PassRate, ProbeResult, attack_results, pass_rate
+from pytest_safeedit.results.repair import REPAIR_HEADERS, RepairOutcome, repair_lines, repair_table
 from pytest_safeedit.results.summary import (
     TOTAL,
     is_edited,
@@ -132,6 +133,22 @@ def _side_effects(results: Sequence[ProbeResult]) -> str:
     return f'<h2>Side effects of the edits</h2><table class="plain">{"".join(rows)}</table>'
 
 
+def _repair(meta: Mapping[str, Any]) -> str:
+    """The repair's table (``--safeedit-repair``), every cell escaped; empty without a repair."""
+    data = meta.get("repair")
+    if not isinstance(data, Mapping):
+        return ""
+    outcome = RepairOutcome.from_dict(data)
+    lines = repair_lines(outcome)
+    head = "".join(f'<p class="meta">{escape(line)}</p>' for line in lines[:2])
+    if outcome.error or outcome.note or not outcome.results:
+        return f"<h2>Repair</h2>{head}" + "".join(f"<p>{escape(line)}</p>" for line in lines[2:])
+    rows = ["<tr>" + "".join(f"<th>{escape(h)}</th>" for h in REPAIR_HEADERS) + "</tr>"]
+    rows += ["<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in repair_table(outcome)]
+    head += f'<p class="meta">{escape(lines[2])}</p>'
+    return f'<h2>Repair: unedited &rarr; repaired</h2>{head}<table class="plain">{"".join(rows)}</table>'
+
+
 def _verdict(passed: bool, label: str, score: float) -> str:
     return f'<span class="{"pass" if passed else "fail"}">{escape(label)} ({score:.2f})</span>'
 
@@ -174,7 +191,7 @@ def html_report(results: Sequence[ProbeResult], meta: Mapping[str, Any], gate_fa
     return (
         '<!DOCTYPE html><html><head><meta charset="utf-8"><title>SafeEdit report</title>'
         f"<style>{STYLE}</style></head><body>{_header(results, meta, gate_failures)}"
-        f"{heat_map(results)}{legend}{_side_effects(results)}<h2>Cases</h2>{drill}</body></html>\n"
+        f"{heat_map(results)}{legend}{_side_effects(results)}{_repair(meta)}<h2>Cases</h2>{drill}</body></html>\n"
     )
 
 

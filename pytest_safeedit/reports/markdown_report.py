@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_safeedit.results.probes import REGRESSION, ProbeResult
+from pytest_safeedit.results.repair import REPAIR_HEADERS, RepairOutcome, repair_lines, repair_table
 from pytest_safeedit.results.summary import is_edited, judge_lines, pass_rate_table, side_effects_table, total_lines
 from pytest_safeedit.util.files import atomic_write
 from pytest_safeedit.util.text import shorten
@@ -49,6 +50,7 @@ def markdown_summary(results: Sequence[ProbeResult], meta: dict[str, Any], gate_
     lines += ["Pass rates with their 95% Wilson intervals:", "", FENCE, table, FENCE, ""]
     if is_edited(results):
         lines += ["Side effects", "", FENCE, side_effects_table(results).replace(FENCE, SAFE_FENCE), FENCE, ""]
+    lines += _repair(meta)
     failed = [r for r in results if not r.passed]
     if failed:
         lines += [
@@ -64,6 +66,22 @@ def markdown_summary(results: Sequence[ProbeResult], meta: dict[str, Any], gate_
             )
         lines += ["", "</details>", ""]
     return "\n".join(lines)
+
+
+def _repair(meta: dict[str, Any]) -> list[str]:
+    """The repair's table (``--safeedit-repair``); nothing without a repair."""
+    data = meta.get("repair")
+    if not isinstance(data, dict):
+        return []
+    outcome = RepairOutcome.from_dict(data)
+    lines = repair_lines(outcome)
+    out = ["Repair: unedited -> repaired", ""] + [md_text(line, 300) + "  " for line in lines[:2]] + [""]
+    if outcome.error or outcome.note or not outcome.results:
+        return out + [md_text(line, 300) for line in lines[2:]] + [""]
+    out += [md_text(lines[2], 300), ""]
+    out += ["| " + " | ".join(REPAIR_HEADERS) + " |", "|" + "---|" * len(REPAIR_HEADERS)]
+    out += ["| " + " | ".join(md_text(cell, 60) for cell in row) + " |" for row in repair_table(outcome)]
+    return out + [""]
 
 
 def write_markdown(

@@ -39,6 +39,8 @@ def test_repair_writes_a_checkpoint_that_loads_back_and_reproduces_its_report(
         "--safeedit-repair=repaired",
         "--safeedit-repair-holdout=0.25",
         "--safeedit-report=r.json",
+        "--safeedit-report-md=r.md",
+        "--safeedit-report-html=r.html",
         *common,
     )
     result.stdout.fnmatch_lines(
@@ -70,6 +72,10 @@ def test_repair_writes_a_checkpoint_that_loads_back_and_reproduces_its_report(
         assert groups["held-out failing cases"]["repaired"] >= 80.0
     else:
         assert groups["repaired cases"]["repaired"] > groups["repaired cases"]["unedited"]
+
+    markdown, page = (pytester.path / "r.md").read_text(), (pytester.path / "r.html").read_text()
+    assert "Repair: unedited -> repaired" in markdown and "| held-out failing cases |" in markdown
+    assert "<h2>Repair: unedited &rarr; repaired</h2>" in page and "<td>held-out failing cases</td>" in page
 
     again = pytester.runpytest(
         "suites/", "--safeedit-model=repaired", "--safeedit-no-cache", "--safeedit-report=again.json", *common
