@@ -13,6 +13,8 @@ that the next conversion removes where the process converting was killed
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,29 @@ from pytest_safeedit.util.files import atomic_write, build_once
 #: dequantized: about 7x a 4-bit file in float32).
 AUTO_LIMIT_BYTES = 1 << 30
 MARKER = "safeedit_gguf.json"
+
+
+@contextmanager
+def saved_as_plain(model: Any) -> Iterator[None]:
+    """Inside, a model loaded from a GGUF file is no longer marked quantized (save_pretrained refuses such a
+    model): its weights are plain tensors of the load's dtype by then, so it saves as the ordinary model it
+    is. Other models are left as they are."""
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is None or type(quantizer).__name__ != "GgufHfQuantizer":
+        yield
+        return
+    config = model.config
+    had = hasattr(config, "quantization_config")
+    kept = getattr(config, "quantization_config", None)
+    model.hf_quantizer = None
+    if had:
+        del config.quantization_config
+    try:
+        yield
+    finally:
+        model.hf_quantizer = quantizer
+        if had:
+            config.quantization_config = kept
 
 
 def wanted(path: Path, mode: str) -> bool:
@@ -58,11 +83,7 @@ def _convert(path: Path, dtype: str, work: Path, about: dict[str, Any]) -> None:
     folder, name = str(path.resolve().parent), path.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=getattr(torch, dtype))
-    # Loaded from GGUF, the model is marked quantized, which save_pretrained refuses; its weights are
-    # plain tensors of ``dtype`` by now, so it is saved as the ordinary model it is.
-    model.hf_quantizer = None  # type: ignore[assignment]
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
     tokenizer.save_pretrained(work)
-    model.save_pretrained(work)
+    with saved_as_plain(model):
+        model.save_pretrained(work)
     atomic_write(work / MARKER, json.dumps(about, indent=1))

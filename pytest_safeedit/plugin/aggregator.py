@@ -253,6 +253,7 @@ class SafeEditAggregator:
             return replace(outcome, note="not made: no probe ran")
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
+            reporter.ensure_newline()
             reporter.write_line(f"SafeEdit: repairing with the {editors.name} editor, writing {out} ...")
         try:
             assert self.repairer is not None, "the plugin sets the repairer with --safeedit-repair"

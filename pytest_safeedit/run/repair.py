@@ -210,8 +210,12 @@ def save_checkpoint(done: Accumulated, out: str, record: Mapping[str, Any]) -> N
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        model.model.save_pretrained(str(work))
-        model.tokenizer.save_pretrained(str(work))
+        from pytest_safeedit.backends.gguf_cache import saved_as_plain
+        from pytest_safeedit.backends.hf import quiet_transformers
+
+        with quiet_transformers(), saved_as_plain(model.model):
+            model.model.save_pretrained(str(work))
+            model.tokenizer.save_pretrained(str(work))
         if done.probe is not None:
             from pytest_safeedit.editors.routed import save_routing
 

@@ -190,6 +190,46 @@ def test_dinm_edit_on_smollm2_restores_every_weight(
     assert all(bool((after[n] == w).all()) for n, w in weights.items())  # restored bit for bit
 
 
+def test_routed_repair_of_smollm2_loads_back_and_leaves_the_model_as_loaded(
+    project: pytest.Pytester, gguf: Path, generator: HFGenerator
+) -> None:
+    """--safeedit-repair on a real model: the checkpoint is a Llama folder with its chat template and routing
+    file; loaded back (from its folder, not through the shared generator) it answers as the repair said;
+    the run's model, shared by the hook, has its original weights again."""
+    project.makeconftest(
+        """
+        from tests.integration.test_real_model import SHARED
+
+        def pytest_safeedit_generator(config, settings):
+            return SHARED["generator"] if settings.name_or_path.endswith(".gguf") else None
+        """
+    )
+    weights = {n: p.detach().clone() for n, p in generator.model.model.named_parameters()}
+    (project.path / "routed.yaml").write_text("routed:\n  lr: 0.0002\n  steps: 5\n")
+    common = ["--safeedit-max-new-tokens=24", "-k", "physical_harm or illegal_activities", "-p", "no:randomly"]
+    result = project.runpytest(
+        "suites/", f"--safeedit-model={gguf}", "--safeedit-editor=routed", "--safeedit-editor-config=routed.yaml",
+        "--safeedit-repair=fixed", "--safeedit-repair-holdout=0.25", "--safeedit-no-cache", "--safeedit-report=r.json",
+        *common,
+    )  # fmt: skip
+    result.stdout.fnmatch_lines(["*SafeEdit repair: unedited -> repaired*", "repaired cases *"])
+    repair = report(project)["metadata"]["repair"]
+    assert repair["error"] is None and repair["repaired"] and repair["held_out"]
+    assert all(e["module"].endswith("mlp.down_proj") for e in repair["edits"])
+    after = dict(generator.model.model.named_parameters())
+    assert all(bool((after[n] == w).all()) for n, w in weights.items())  # the shared model is as loaded
+
+    again = project.runpytest(
+        "suites/", "--safeedit-model=fixed", "--safeedit-no-cache", "--safeedit-report=a.json", *common
+    )
+    assert again.ret in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
+    data = report(project, "a.json")
+    assert data["metadata"]["model"]["model_class"] == "LlamaForCausalLM" and data["metadata"]["model"]["routing"]
+    assert data["metadata"]["model"]["chat_template"] is True
+    answers = {(p["case_id"], p["probe"]): (p["verdict"]["label"], p["response"]) for p in data["probes"]}
+    assert answers == {(p["case_id"], p["probe"]): (p["verdict"]["label"], p["response"]) for p in repair["probes"]}
+
+
 def test_smollm2_as_a_rubric_judge(project: pytest.Pytester, gguf: Path) -> None:
     """The llm: judge path on a real chat model: its chat template, its answers read by the rubric's
     words (a 135M model is a poor judge: the test is that the path works and the report says what it did)."""
