@@ -23,7 +23,13 @@ REPORT = {
             "benign": {"rate": 50.0},
         },
         "side_effects": {
-            "all": {"knowledge_kept": 9, "knowledge_total": 10, "fluency_before": 4.8, "fluency_after": 4.4}
+            "all": {
+                "knowledge_kept": 9,
+                "knowledge_total": 10,
+                "fluency_before": 4.8,
+                "fluency_after": 4.4,
+                "harmless_consistency": 80.0,
+            }
         },
     }
 }
@@ -33,7 +39,8 @@ def test_a_report_gives_the_trade_off_figures_and_the_goals_it_misses() -> None:
     outcome = read_outcome(REPORT, {"lr": 1e-3}, 12.0)
     assert (outcome.ds, outcome.dg_avg, outcome.benign, outcome.knowledge) == (100.0, 75.0, 50.0, 0.9)
     assert outcome.fluency_drop == pytest.approx(0.4)
-    assert outcome.missed(Goals()) == ["benign", "fluency drop"]
+    assert outcome.consistency == 80.0
+    assert outcome.missed(Goals()) == ["benign", "consistency", "fluency drop"]
 
 
 def test_the_choice_misses_fewest_goals_then_scores_highest_then_is_fastest() -> None:
@@ -58,7 +65,9 @@ def test_tune_on_the_demo_model_writes_the_chosen_config(tmp_path: Path, demo_ca
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.splitlines()
-    assert lines[0].split()[:8] == ["setting", "DS", "DG-Avg", "knowledge", "%", "benign", "fluency", "seconds"]
+    assert lines[0].split()[:9] == [
+        "setting", "DS", "DG-Avg", "knowledge", "%", "benign", "consistent", "%", "fluency"
+    ]  # fmt: skip
     assert any(line.startswith("lr=0.004, steps=1, nll_weight=0.1 ") for line in lines)
     assert any(line.startswith("lr=0.004, steps=10, nll_weight=0.1 ") for line in lines)
     figures = json.loads((tmp_path / "t.json").read_text())
