@@ -153,7 +153,7 @@ class SafeEditAggregator:
         evaluator = self.evaluator
         own = {
             "judge": settings.judge_name,
-            "editor": settings.editor,
+            "editor": evaluator.editors.name,  # "none" in a repair run: its items run unedited
             "editor_hyperparameters": evaluator.editors.hyperparameters(),
             "generation": evaluator.engine.generation_metadata(),
         }
@@ -308,7 +308,7 @@ class SafeEditAggregator:
                 self.results,
                 model=settings.model,
                 judge=settings.judge_name,
-                editor=settings.editor,
+                editor=self.evaluator.editors.name,
                 intervals=settings.show_intervals,
             )
             for index, (title, lines) in enumerate(sections):

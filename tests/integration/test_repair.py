@@ -45,6 +45,7 @@ def test_repair_writes_a_checkpoint_that_loads_back_and_reproduces_its_report(
     )
     result.stdout.fnmatch_lines(
         [
+            "model: demo   judge: refusal   editor: none   probes: *",  # the items test the model as it is
             "*SafeEdit repair: unedited -> repaired*",
             f"editor: {editor}   checkpoint: repaired",
             "*failing case(s) edited, one after another; * held out*",
