@@ -419,7 +419,8 @@ class LoadedModel:
         """Each prefix through blocks ``0 .. below - 1`` once, then through the blocks from ``below`` up once
         for each weight group under it, those below handing on their output
         (:mod:`pytest_safeedit.backends.below`). The first time on this model, the first prefix is also
-        computed in one pass and the keys and values compared: None if they differ (then never again)."""
+        computed in one pass and the keys and values compared: None if they differ, or if the forward pass
+        never calls the last block below (then never again on this model)."""
         import torch
 
         blocks = transformer_blocks(self.model)
@@ -431,7 +432,8 @@ class LoadedModel:
             tokens = ids[prefix.row][start : prefix.length]
             cache = self._cache_of([] if prefix.parent is None else lower[prefix.parent])
             output = run_below(blocks, below, partial(self._forward, cache, tokens, start, prefix.row))
-            if output is None:
+            if output is None:  # the model never called the block: it cannot be run in two passes
+                self._split_exact["below"] = False
                 return None
             lower.append(list(layer_states(cache))[:below])
             caches.append({})

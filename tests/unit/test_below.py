@@ -166,3 +166,28 @@ def test_what_cannot_share_below_the_edit(tiny_llama_dir: Path) -> None:
     assert lowest_edited_block("model.layers", 2, ["model.layers.1.mlp.down_proj", "model.layers.0.mlp"]) == 0
     assert lowest_edited_block("model.layers", 2, ["model.layers.1.mlp.down_proj", "lm_head"]) is None
     assert lowest_edited_block("model.layers", 12, ["model.layers.11.mlp.down_proj"]) == 11
+
+
+def test_a_forward_pass_stops_after_the_last_block_below_and_blocks_get_their_own_forward_back(
+    tiny_llama_dir: Path,
+) -> None:
+    import torch
+
+    from pytest_safeedit.backends.architecture import transformer_blocks
+    from pytest_safeedit.backends.below import blocks_replayed, run_below
+
+    model = load_model(ModelSettings(str(tiny_llama_dir)))
+    blocks = transformer_blocks(model.model)
+    ids = torch.tensor([[5, 6, 7]])
+    with torch.no_grad():
+        states = model.model(input_ids=ids, output_hidden_states=True).hidden_states
+        stopped = run_below(blocks, 1, lambda: model.model(input_ids=ids))
+        assert stopped is not None and torch.equal(stopped, states[1])  # block 0's output, the input of block 1
+        assert run_below(blocks, 1, lambda: None) is None  # the block never ran
+        with pytest.raises(ValueError, match="no block below block 0"):
+            run_below(blocks, 0, lambda: None)
+        with blocks_replayed(blocks, 1, stopped):
+            assert "forward" in blocks[0].__dict__
+            replayed = model.model(input_ids=ids).logits
+        assert "forward" not in blocks[0].__dict__
+        assert torch.equal(replayed, model.model(input_ids=ids).logits)
