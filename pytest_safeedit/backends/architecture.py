@@ -118,11 +118,12 @@ def mlp_output_projection(model: Any, layer: int) -> Projection:
             "this architecture is not supported by the editor"
         )
     name = candidates[0]
-    prefix = _qualified_prefix(model, blocks)
+    prefix = qualified_prefix(model, blocks)
     return Projection(layer=layer, name=f"{prefix}.{layer}.{name}", module=block.get_submodule(name))
 
 
-def _qualified_prefix(model: Any, blocks: Any) -> str:
+def qualified_prefix(model: Any, blocks: Any) -> str:
+    """The qualified name of ``blocks`` in ``model`` (block ``i`` is ``{name}.{i}``)."""
     for name, module in model.named_modules():
         if module is blocks:
             return str(name)

@@ -4,13 +4,16 @@ greedy batched generation, and the :class:`HFGenerator` that serves requests fro
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from pytest_safeedit.backends.architecture import transformer_blocks
 from pytest_safeedit.backends.base import Request, sample_seed
 from pytest_safeedit.backends.batching import MAX_PAD_SHARE, BatchLimits, token_batches
+from pytest_safeedit.backends.below import blocks_replayed, lowest_edited_block, run_below
 from pytest_safeedit.backends.prefix import PrefixPlan, plan_prefixes
 from pytest_safeedit.backends.rows import RowWeights, rows_present
 from pytest_safeedit.config.settings import (
@@ -48,6 +51,9 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+    #: The keys and values of each layer of a one-row cache.
+    States = list[tuple[torch.Tensor, torch.Tensor]]
+
 
 class LoadedModel:
     """A causal LM, its tokenizer and the generation settings of the run."""
@@ -80,6 +86,9 @@ class LoadedModel:
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer.padding_side = "left"
         self.max_input_tokens = settings.max_input_tokens
+        #: Whether computing a prefix below and above the lowest edited block in two passes gave exactly
+        #: the keys and values of one pass, the first time it was tried (shared by the views of this model).
+        self._split_exact: dict[str, bool] = {}
         self.use_chat_template = settings.chat_template == "on" or (
             settings.chat_template == "auto" and bool(getattr(tokenizer, "chat_template", None))
         )
@@ -277,21 +286,27 @@ class LoadedModel:
         stretch would restart (:func:`stretch_sensitive`): one ``generate`` call per batch, every row to
         the end of the longest (what a plain batched loop does; the benchmarks' baselines). The rows of a
         batch keep their numbers in ``prompts`` for ``row_weights`` (several cases' edited weights, one per
-        row: :func:`~pytest_safeedit.backends.rows.row_weights`)."""
+        row: :func:`~pytest_safeedit.backends.rows.row_weights`); rows of several edited weights share a
+        prefix below the lowest edited block (:meth:`shared_below`)."""
         if not prompts:
             return []
         self.model.eval()
         ids = self.token_rows(prompts, max_new_tokens)
         limits = self.batch_limits(batch_size, batch_tokens, max_new_tokens, pad_share)
         prune = prune and not stretch_sensitive(self.model.generation_config)
-        plan = self.prefix_plan(ids, max_new_tokens, prefix_cache_mb, row_weights)
-        caches = self._prefill_prefixes(ids, plan, row_weights)
+        keys: list[Hashable] = [None] * len(ids) if row_weights is None else row_weights.weight_keys(len(ids))
+        below = self.shared_below(row_weights, keys)
+        plan = self.prefix_plan(ids, max_new_tokens, prefix_cache_mb, row_weights, below)
+        caches = self._prefill_prefixes(ids, plan, keys, row_weights, below)
+        if caches is None and plan.across:  # two passes were not exact here: each group's prefixes whole
+            plan = self.prefix_plan(ids, max_new_tokens, prefix_cache_mb, row_weights)
+            caches = self._prefill_prefixes(ids, plan, keys, row_weights)
         if caches is None:
             plan = PrefixPlan((), (None,) * len(ids))
         shared = [plan.shared(row) for row in range(len(ids))]
         out = [""] * len(prompts)
         for batch in token_batches([len(row) for row in ids], limits, shared):
-            enc, cache = self._batch_inputs(ids, batch, plan, caches or [])
+            enc, cache = self._batch_inputs(ids, batch, plan, caches or [], keys)
             tokens = self._generate_batch(enc, batch, max_new_tokens, prune, cache, row_weights)
             for index, text in zip(batch, self.tokenizer.batch_decode(tokens, skip_special_tokens=True)):
                 out[index] = text
@@ -303,9 +318,12 @@ class LoadedModel:
         max_new_tokens: int,
         prefix_cache_mb: int,
         row_weights: RowWeights | None = None,
+        below: int = 0,
     ) -> PrefixPlan:
         """The shared prefixes of prompts ``ids`` to prefill once, within ``prefix_cache_mb`` MB of keys
-        and values; rows that run with other edited weights share only among themselves.
+        and values; rows that run with other edited weights share only among themselves, unless every
+        edited weight is in block ``below`` or above (:meth:`shared_below`): then rows of all weights share
+        a prefix, computed below that block once and above it once per weight.
 
         None are shared (plain prefill) with a budget of 0, where the config does not give the cache's
         size, or where a cache cannot be branched safely: an encoder-decoder, a generation config that asks
@@ -317,7 +335,35 @@ class LoadedModel:
             return PrefixPlan((), (None,) * len(ids))
         budget = prefix_cache_mb * 1_000_000 // per_token
         groups = None if row_weights is None else row_weights.weight_keys(len(ids))
-        return plan_prefixes(ids, budget=budget, groups=groups)
+        share = below / len(transformer_blocks(self.model)) if below else None
+        return plan_prefixes(ids, budget=budget, groups=groups, below=share)
+
+    def shared_below(self, row_weights: RowWeights | None, keys: Sequence[Hashable]) -> int:
+        """The blocks whose keys and values rows of every edited weight compute alike: those below the lowest
+        block an edited weight of ``row_weights`` is in (0: none to share).
+
+        None are shared, and each weight's rows share prefixes only among themselves, where that cannot be
+        exact or brings nothing: without row weights or with the rows (``keys``: each row's weights) all of
+        one weight (a single edit, answered alone: one weight group, nothing to share across); with an
+        edited module outside the transformer blocks or in the first; with a cache whose layers are not
+        one per block; and after computing a prefix in two passes (below, then above, the blocks below
+        handing on their output: :mod:`pytest_safeedit.backends.below`) once gave other keys and values than
+        one pass (an architecture whose blocks read more than the block below's output)."""
+        from transformers.cache_utils import DynamicCache
+
+        from pytest_safeedit.backends.architecture import ArchitectureError, qualified_prefix
+
+        if row_weights is None or len(set(keys)) < 2 or self._split_exact.get("below") is False:
+            return 0
+        try:
+            blocks = transformer_blocks(self.model)
+            layers = len(DynamicCache(config=self.model.config).layers)
+        except (ArchitectureError, TypeError, ValueError, KeyError, AttributeError):
+            return 0
+        if layers != len(blocks):
+            return 0
+        lowest = lowest_edited_block(qualified_prefix(self.model, blocks), len(blocks), row_weights.modules)
+        return lowest or 0
 
     def _branchable(self, width: int) -> bool:
         """Whether this model's cache is the dynamic cache of plain layers, so that rows can be copied
@@ -338,32 +384,98 @@ class LoadedModel:
         )
 
     def _prefill_prefixes(
-        self, ids: Sequence[Sequence[int]], plan: PrefixPlan, row_weights: RowWeights | None = None
-    ) -> list[Any] | None:
-        """Each prefix's keys and values (one row), computed on its parent's; None when a forward pass
-        gives a cache that is not the plain dynamic cache (then nothing is shared)."""
-        from transformers.cache_utils import DynamicCache
-
-        caches: list[Any] = []
+        self,
+        ids: Sequence[Sequence[int]],
+        plan: PrefixPlan,
+        keys: Sequence[Hashable],
+        row_weights: RowWeights | None = None,
+        below: int = 0,
+    ) -> list[dict[Hashable, States]] | None:
+        """Each prefix's keys and values (one row, per layer), computed on its parent's, for each weight
+        group (``keys``: each row's) that starts from it; None when a forward pass gives a cache that is not
+        the plain dynamic cache (then nothing is shared), or, for a plan ``across`` groups, when the blocks
+        below ``below`` cannot be run apart (:meth:`_prefill_across`)."""
+        if plan.across:
+            return self._prefill_across(ids, plan, keys, row_weights, below)
+        caches: list[dict[Hashable, States]] = []
         for prefix in plan.prefixes:
             start = 0 if prefix.parent is None else plan.prefixes[prefix.parent].length
-            parent = None if prefix.parent is None else caches[prefix.parent]
-            cache = self._extend(parent, ids[prefix.row][start : prefix.length], start, prefix.row, row_weights)
-            if type(cache) is not DynamicCache:
+            group = keys[prefix.row]
+            parent = [] if prefix.parent is None else caches[prefix.parent][group]
+            states = self._extend(parent, ids[prefix.row][start : prefix.length], start, prefix.row, row_weights)
+            if states is None:
                 return None
-            caches.append(cache)
+            caches.append({group: states})
+        return caches
+
+    def _prefill_across(
+        self,
+        ids: Sequence[Sequence[int]],
+        plan: PrefixPlan,
+        keys: Sequence[Hashable],
+        row_weights: RowWeights | None,
+        below: int,
+    ) -> list[dict[Hashable, States]] | None:
+        """Each prefix through blocks ``0 .. below - 1`` once, then through the blocks from ``below`` up once
+        for each weight group under it, those below handing on their output
+        (:mod:`pytest_safeedit.backends.below`). The first time on this model, the first prefix is also
+        computed in one pass and the keys and values compared: None if they differ, or if the forward pass
+        never calls the last block below (then never again on this model)."""
+        import torch
+
+        blocks = transformer_blocks(self.model)
+        first_row = {key: row for row, key in reversed(list(enumerate(keys)))}
+        lower: list[States] = []
+        caches: list[dict[Hashable, States]] = []
+        for prefix, groups in zip(plan.prefixes, plan.groups(keys)):
+            start = 0 if prefix.parent is None else plan.prefixes[prefix.parent].length
+            tokens = ids[prefix.row][start : prefix.length]
+            cache = self._cache_of([] if prefix.parent is None else lower[prefix.parent])
+            output = run_below(blocks, below, partial(self._forward, cache, tokens, start, prefix.row))
+            if output is None:  # the model never called the block: it cannot be run in two passes
+                self._split_exact["below"] = False
+                return None
+            lower.append(list(layer_states(cache))[:below])
+            caches.append({})
+            for group in groups:
+                parent = [] if prefix.parent is None else caches[prefix.parent][group]
+                with blocks_replayed(blocks, below, output):
+                    above = self._extend(parent, tokens, start, first_row[group], row_weights)
+                if above is None:
+                    return None
+                caches[-1][group] = lower[-1] + above[below:]
+                if "below" not in self._split_exact:
+                    whole = self._extend(parent, tokens, start, first_row[group], row_weights)
+                    split = caches[-1][group]
+                    self._split_exact["below"] = (
+                        whole is not None
+                        and len(whole) == len(split)
+                        and all(torch.equal(a, b) for pair in zip(whole, split) for a, b in zip(*pair))
+                    )
+                    if not self._split_exact["below"]:
+                        return None
         return caches
 
     def _extend(
-        self, parent: Any, tokens: Sequence[int], start: int, row: int, row_weights: RowWeights | None = None
+        self, parent: States, tokens: Sequence[int], start: int, row: int, row_weights: RowWeights | None = None
+    ) -> States | None:
+        """The keys and values of each layer (one row): ``parent``'s (empty: none) and those of ``tokens``
+        at positions from ``start``, computed with the weights of row ``row``; None when the forward pass
+        gives a cache that is not the plain dynamic cache."""
+        from transformers.cache_utils import DynamicCache
+
+        cache = self._forward(self._cache_of(parent), tokens, start, row, row_weights)
+        return list(layer_states(cache)) if type(cache) is DynamicCache else None
+
+    def _forward(
+        self, cache: Any, tokens: Sequence[int], start: int, row: int, row_weights: RowWeights | None = None
     ) -> Any:
-        """A new one-row cache: ``parent``'s keys and values (None: none) and those of ``tokens`` at
-        positions from ``start``, computed with the weights of row ``row``."""
+        """One row's forward pass over ``tokens`` at positions from ``start`` on top of ``cache``, with the
+        weights of row ``row``: the cache it gives back."""
         import inspect
 
         import torch
 
-        cache = self._cache_of([] if parent is None else [(k, v) for k, v in layer_states(parent)])
         kwargs: dict[str, Any] = {}
         if "logits_to_keep" in inspect.signature(self.model.forward).parameters:
             kwargs["logits_to_keep"] = 1  # the prefix's logits are never read
@@ -383,9 +495,15 @@ class LoadedModel:
         return cache
 
     def _batch_inputs(
-        self, ids: Sequence[Sequence[int]], batch: Sequence[int], plan: PrefixPlan, caches: Sequence[Any]
+        self,
+        ids: Sequence[Sequence[int]],
+        batch: Sequence[int],
+        plan: PrefixPlan,
+        caches: Sequence[dict[Hashable, States]],
+        keys: Sequence[Hashable],
     ) -> tuple[dict[str, torch.Tensor], Any]:
-        """A batch's ids and mask, and the cache of its rows' prefixes (None: no row has one).
+        """A batch's ids and mask, and the cache of its rows' prefixes (None: no row has one), each row's
+        computed with its weights (``keys``: each row's group).
 
         Row layout: padding, the row's prefix (right-aligned in the longest prefix's span), padding, its
         fresh tokens (right-aligned); the mask hides the padding and the positions count only real tokens,
@@ -398,14 +516,14 @@ class LoadedModel:
         fresh = self.padded([ids[i][plan.shared(i) :] for i in batch])
         head = self.padded([ids[i][: plan.shared(i)] for i in batch])
         enc = {key: torch.cat([head[key], fresh[key]], dim=1) for key in fresh}
+        own = [None if plan.of_row[row] is None else caches[cast(int, plan.of_row[row])][keys[row]] for row in batch]
         states = []
-        for layer, (keys, values) in enumerate(layer_states(caches[plan.of_row[batch[0]] or 0])):
-            shape = (len(batch), keys.shape[1], span, keys.shape[3])
-            batch_keys, batch_values = keys.new_zeros(shape), values.new_zeros(shape)
-            for at, row in enumerate(batch):
-                index = plan.of_row[row]
-                if index is not None:
-                    own_keys, own_values = list(layer_states(caches[index]))[layer]
+        for layer, (some_keys, some_values) in enumerate(next(s for s in own if s is not None)):
+            shape = (len(batch), some_keys.shape[1], span, some_keys.shape[3])
+            batch_keys, batch_values = some_keys.new_zeros(shape), some_values.new_zeros(shape)
+            for at, row_states in enumerate(own):
+                if row_states is not None:
+                    own_keys, own_values = row_states[layer]
                     batch_keys[at, :, span - own_keys.shape[2] :] = own_keys[0]
                     batch_values[at, :, span - own_values.shape[2] :] = own_values[0]
             states.append((batch_keys, batch_values))

@@ -5,12 +5,18 @@ A plan is made from token ids alone: a prefix tree over the prompts, whose share
 prefixes; each prompt starts from the deepest one it is under (leaving at least its last token to
 compute), and each prefix is prefilled from the deepest kept prefix above it. The prefixes kept fit a
 budget of cached tokens, the ones that spare the most recomputation first.
+
+Rows that run with other weights (several cases' edits answered together) compute other keys and values, so
+they share prefixes only within their weight group; where every group's weights are the same below some
+block, a plan ``across`` groups lets rows of every group share a prefix, whose keys and values below that
+block are then computed once and above it once per group (:mod:`pytest_safeedit.backends.below`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 #: A prefix shorter than this is not worth a forward pass of its own.
 MIN_SHARED_TOKENS = 16
@@ -31,10 +37,22 @@ class Prefix:
 @dataclass(frozen=True)
 class PrefixPlan:
     """The prefixes in the order they are prefilled (each after its parent), and each row's prefix
-    (an index into ``prefixes``; None: the row is computed from its first token)."""
+    (an index into ``prefixes``; None: the row is computed from its first token). ``across``: rows of
+    every weight group share the prefixes (see :meth:`groups`)."""
 
     prefixes: tuple[Prefix, ...]
     of_row: tuple[int | None, ...]
+    across: bool = False
+
+    def groups(self, keys: Sequence[Hashable]) -> list[list[Hashable]]:
+        """For each prefix, the weight groups (``keys``: each row's) whose rows start from it or from a
+        prefix prefilled on top of it, in the order first met: the groups it is computed for."""
+        needed = [dict.fromkeys(keys[row] for row in prefix.rows) for prefix in self.prefixes]
+        for index in reversed(range(len(self.prefixes))):  # a parent comes before its children
+            parent = self.prefixes[index].parent
+            if parent is not None:
+                needed[parent].update(needed[index])
+        return [list(groups) for groups in needed]
 
     def shared(self, row: int) -> int:
         """The tokens of ``row`` its prefix holds (0 without one)."""
@@ -47,14 +65,27 @@ def plan_prefixes(
     *,
     budget: int,
     groups: Sequence[Hashable] | None = None,
+    below: float | None = None,
     min_tokens: int = MIN_SHARED_TOKENS,
 ) -> PrefixPlan:
     """The prefixes shared by at least two of ``rows`` (token ids), of at least ``min_tokens`` tokens,
     whose cached tokens add up to at most ``budget``. Rows share only with rows of the same ``groups``
-    entry (rows that run with other weights compute other keys and values)."""
-    keys = list(groups) if groups is not None else [None] * len(rows)
-    kept = _within_budget(_branch_points(rows, keys, min_tokens), budget)
-    return _ordered(rows, keys, kept)
+    entry (rows that run with other weights compute other keys and values), unless ``below`` is given:
+    the share of a prefix's keys and values that every group computes alike (the layers below the lowest
+    edited block, as a share of all layers). Rows of every group then share prefixes (the plan is
+    ``across`` groups), and a prefix's cached tokens count that share once and the rest once for each
+    group of the rows under it."""
+    labels = list(groups) if groups is not None else [None] * len(rows)
+    keys = labels if below is None else [None] * len(rows)
+    points = _branch_points(rows, keys, min_tokens)
+    costs = {key: len(key[1]) for key in points}
+    if below is not None:
+        for key in points:
+            tokens = key[1]
+            kinds = len({labels[i] for i, row in enumerate(rows) if len(row) > len(tokens) and _starts(row, tokens)})
+            costs[key] = math.ceil(len(tokens) * (below + (1 - below) * kinds))
+    plan = _ordered(rows, keys, _within_budget(points, costs, budget))
+    return plan if below is None else replace(plan, across=True)
 
 
 #: A prefix: the weights its rows run with, and its tokens.
@@ -91,15 +122,15 @@ def _starts(row: Sequence[int], tokens: tuple[int, ...]) -> bool:
     return tuple(row[: len(tokens)]) == tokens
 
 
-def _within_budget(points: dict[Key, int], budget: int) -> list[Key]:
+def _within_budget(points: dict[Key, int], costs: dict[Key, int], budget: int) -> list[Key]:
     """The nodes kept, the most tokens spared (length x rows under it) first, while their cached tokens
-    fit ``budget``; shortest first."""
+    (``costs``) fit ``budget``; shortest first."""
     kept: list[Key] = []
     used = 0
     for key, _ in sorted(points.items(), key=lambda kv: (-len(kv[0][1]) * kv[1], repr(kv[0]))):
-        if used + len(key[1]) <= budget:
+        if used + costs[key] <= budget:
             kept.append(key)
-            used += len(key[1])
+            used += costs[key]
     return sorted(kept, key=lambda key: (len(key[1]), repr(key)))
 
 

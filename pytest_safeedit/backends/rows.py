@@ -36,6 +36,8 @@ class RowWeights:
 
     def __init__(self, rows: Sequence[tuple[str, torch.Tensor] | None]) -> None:
         self._keys: list[Hashable] = [None if row is None else (row[0], id(row[1])) for row in rows]
+        #: The modules some row runs with another weight of (qualified names, in the order first met).
+        self.modules: tuple[str, ...] = tuple(dict.fromkeys(row[0] for row in rows if row is not None))
         #: The numbers of the rows of the forward passes under way (None: row ``i`` is row ``i``).
         self.rows: list[int] | None = None
 

@@ -96,6 +96,44 @@ def test_shared_prefixes_give_the_answers_of_plain_generation_on_a_real_model(ge
     assert model.generate(prompts, max_new_tokens=16) == single
 
 
+@pytest.mark.parametrize("editor", ["dinm", "ft-l"])
+def test_edits_answered_together_share_the_blocks_below_and_equal_each_edit_alone_on_a_real_model(
+    generator: HFGenerator, editor: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two cases' edits (DINM at each case's toxic layer, FT-L at the middle block) answer templated prompts
+    in one generation: their rows share each template below the lower edited block, and the answers are
+    token for token those of each edit answered alone (its own generation, nothing shared across)."""
+    from pytest_safeedit.backends.base import Request
+    from pytest_safeedit.backends.hf import LoadedModel
+    from pytest_safeedit.cases.loading import load_suite
+    from pytest_safeedit.config.settings import GenerationSettings, RunSettings
+    from pytest_safeedit.editors.dinm import DINM, DINM_SPEC, FTL, FTL_SPEC
+    from pytest_safeedit.run.engine import Engine
+    from tests.unit.test_model import SHARING
+
+    chosen = (
+        DINM(**{**DINM_SPEC.defaults, "steps": 3}) if editor == "dinm" else FTL(**{**FTL_SPEC.defaults, "steps": 3})
+    )
+    settings = GenerationSettings(max_new_tokens=16, batch_size=32)
+    cases = [c for c in load_suite(SAMPLE_SUITE).cases if not c.benign][:2]
+    group = [(c, [Request(chosen.prompt(t)[0], None, settings) for t in SHARING]) for c in cases]
+    plans: list[Any] = []
+    real = LoadedModel.prefix_plan
+
+    def recorded(self: LoadedModel, *args: Any) -> Any:
+        plans.append(real(self, *args))
+        return plans[-1]
+
+    monkeypatch.setattr(LoadedModel, "prefix_plan", recorded)
+    run = RunSettings(model=str(generator.settings.name_or_path), no_cache=True)
+    together = Engine(run, generator=generator).generate_edited_group(chosen, {}, group)
+    assert all(not isinstance(o, Exception) for o in together), together
+    layers = [int(o[0].layer or 0) for o in together]  # type: ignore[index]
+    assert plans[0].across == (min(layers) > 0)
+    alone = Engine(run, generator=generator)
+    assert [o[1] for o in together] == [alone.generate_edited(chosen, {}, c, r)[1] for c, r in group]  # type: ignore[index]
+
+
 def test_gguf_converted_once_loads_as_the_file_does(
     generator: HFGenerator, gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

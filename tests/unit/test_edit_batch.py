@@ -88,15 +88,31 @@ def test_rows_sorted_into_token_batches_keep_their_own_edited_weight(
     assert [o[1] for o in together] == [alone.generate_edited(editor, {}, c, r)[1] for c, r in group]  # type: ignore[index]
 
 
-def test_rows_of_one_case_share_their_prefixes_and_not_with_other_cases(
-    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("editor", ["dinm", "ft-l"])
+def test_rows_of_every_case_share_their_prefixes_below_the_edited_block(
+    editor: str, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every case asks the same templated prompts: rows of one case (one edited weight) start from one
-    prefill of their template, rows of other cases from their own; the answers are each edit's alone."""
+    """Every case asks the same templated prompts: the rows of all cases (their edits in blocks 1 and 2 of
+    3) start from one prefill of each template below block 1, each case's rows from their own above it;
+    the answers are each edit's alone."""
+    from transformers import AutoTokenizer
+
     from pytest_safeedit.backends.hf import LoadedModel
     from tests.unit.test_model import SHARING
 
-    editor = DINM(**{**DINM_SPEC.defaults, "lr": 0.05})
+    class Placed(DINM):
+        """DINM's edit, in the block the test gives each case (1, 2, 1, ...) instead of the toxic layer."""
+
+        def choose_layer(self, model: Any, case: Any, details: Any) -> int:
+            super().choose_layer(model, case, details)
+            return 1 + int(case.id.endswith("2"))
+
+    path = build_tiny_model(tmp_path / "llama", "llama", AutoTokenizer.from_pretrained(str(tiny_model_dir)))
+    chosen = (
+        Placed(**{**DINM_SPEC.defaults, "lr": 0.05})
+        if editor == "dinm"
+        else FTL(**{**FTL_SPEC.defaults, "lr": 0.05, "layer": 1})
+    )
     group = [(c, [replace(r, text=text) for r, text in zip(rs * 3, SHARING)]) for c, rs in items(3)]
     plans: list[Any] = []
     real = LoadedModel.prefix_plan
@@ -106,14 +122,13 @@ def test_rows_of_one_case_share_their_prefixes_and_not_with_other_cases(
         return plans[-1]
 
     monkeypatch.setattr(LoadedModel, "prefix_plan", recorded)
-    together = engine_for(tiny_model_dir).generate_edited_group(editor, {}, group)
+    together = engine_for(path).generate_edited_group(chosen, {}, group)
     count = len(SHARING)
-    assert any(p.prefixes for p in plans)
-    for plan in plans:
-        for prefix in plan.prefixes:
-            assert len({row // count for row in (prefix.row, *prefix.rows)}) == 1  # one case's rows
-    alone = engine_for(tiny_model_dir)
-    assert [o[1] for o in together] == [alone.generate_edited(editor, {}, c, r)[1] for c, r in group]  # type: ignore[index]
+    assert plans and all(p.across for p in plans)
+    assert any(len({row // count for row in p.rows}) == 3 for plan in plans for p in plan.prefixes)  # all cases
+    monkeypatch.setattr(LoadedModel, "prefix_plan", real)
+    alone = engine_for(path)
+    assert [o[1] for o in together] == [alone.generate_edited(chosen, {}, c, r)[1] for c, r in group]  # type: ignore[index]
 
 
 def test_rows_that_end_early_keep_their_own_edited_weight(

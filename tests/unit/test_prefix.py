@@ -66,3 +66,27 @@ def test_rows_of_other_weights_do_not_share() -> None:
     assert all(data[p.row][: p.length] == data[r][: p.length] for p in plan.prefixes for r in p.rows)
     groups = ["a", "b", "b", "a", "a", "a"]
     assert all(groups[p.row] == groups[r] for p in plan.prefixes for r in p.rows)
+
+
+def test_rows_of_other_weights_share_across_groups_below_the_edit() -> None:
+    """With ``below`` (the share of layers every group computes alike), rows of every group share a
+    prefix; each prefix names the groups it is computed for, its parents' included."""
+    data = rows()
+    groups = ["a", "b", "b", "a", "a", None]
+    plan = plan_prefixes(data, budget=10_000, groups=groups, below=0.5)
+    assert plan.across and not plan_prefixes(data, budget=10_000, groups=groups).across
+    assert starts(plan, data, 0) == starts(plan, data, 2) == PREAMBLE + ATTACK + [1, 2]  # rows of a and b
+    assert starts(plan, data, 1) == starts(plan, data, 4) == PREAMBLE
+    assert [sorted(g, key=repr) for g in plan.groups(groups)] == [["a", "b"]] * 3
+    # Each prefix has rows of a and b under it: it costs half its tokens once and half once per group.
+    costs = [round(length * (0.5 + 0.5 * 2)) for length in (20, 80, 82)]
+    assert len(plan_prefixes(data, budget=sum(costs), groups=groups, below=0.5).prefixes) == 3
+    assert len(plan_prefixes(data, budget=sum(costs) - 1, groups=groups, below=0.5).prefixes) == 2
+
+
+def test_a_prefix_is_computed_for_the_groups_of_the_prefixes_on_top_of_it() -> None:
+    data = [PREAMBLE + ATTACK + [1], PREAMBLE + ATTACK + [2], PREAMBLE + [3], PREAMBLE + [4]]
+    plan = plan_prefixes(data, budget=10_000, groups=["x", "x", "y", "y"], below=0.25)
+    assert [p.length for p in plan.prefixes] == [20, 80]
+    assert plan.prefixes[1].parent == 0 and plan.prefixes[1].rows == (0, 1)
+    assert plan.groups(["x", "x", "y", "y"]) == [["y", "x"], ["x"]]  # x starts from the preamble's own
