@@ -85,7 +85,10 @@ def main() -> None:
 
     def answer(texts: list[str]) -> list[str]:
         prompts = [model.format_prompt(t, max_new_tokens=max_new) for t in texts]
-        return model.generate(prompts, max_new_tokens=max_new, batch_size=len(prompts), prune=False)
+        # One plain left-padded batch, as the reference answers: no shared prefixes, no token-budget cuts.
+        return model.generate(
+            prompts, max_new_tokens=max_new, batch_size=len(prompts), prune=False, prefix_cache_mb=0, pad_share=1.0
+        )
 
     verdicts: dict[str, list[str]] = {}
     edit_seconds: list[float] = []
