@@ -221,14 +221,15 @@ class SafeEditAggregator:
                     session.exitstatus = pytest.ExitCode.USAGE_ERROR
         if settings.repair is not None:
             self.repair = self._repair(session, settings.repair, settings.repair_holdout, settings.seed)
-            if self.repair.error and session.exitstatus == pytest.ExitCode.OK:
-                session.exitstatus = pytest.ExitCode.TESTS_FAILED
         gate = self.gate()
         if gate.configured and self.evaluator.engine.enabled and not self.usage_error:
             self.gate_failures = gate_failures(gate, self.results) if self.results else [NOTHING_MEASURED]
             if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
                 failed = bool(self.gate_failures or self.other_failures)
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED if failed else pytest.ExitCode.OK
+        # After the gate, which sets the status from the probes alone: a repair that failed fails the run.
+        if self.repair is not None and self.repair.error and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
         # Warnings wait until every report is written, so that even -W error costs no report.
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -243,7 +244,7 @@ class SafeEditAggregator:
         editors = self.config.stash[repair_editors_key]
         engine = self.evaluator.engine
         outcome = RepairOutcome(checkpoint=out, editor=editors.name)
-        if session.shouldstop or session.shouldfail:
+        if session.shouldstop or session.shouldfail or session.exitstatus == pytest.ExitCode.INTERRUPTED:
             return replace(outcome, note="not made: the run was stopped before every probe ran")
         if engine.failure:
             return replace(outcome, error=f"not made: {engine.failure}")
@@ -255,11 +256,13 @@ class SafeEditAggregator:
         if reporter is not None:
             reporter.ensure_newline()
             reporter.write_line(f"SafeEdit: repairing with the {editors.name} editor, writing {out} ...")
+        assert self.repairer is not None, "the plugin sets the repairer with --safeedit-repair"
         try:
-            assert self.repairer is not None, "the plugin sets the repairer with --safeedit-repair"
             return self.repairer(self.evaluator, editors, probes, self.results, out, fraction=fraction, seed=seed)
-        except Exception as exc:  # noqa: BLE001 - the reports are still written, with why
-            return replace(outcome, error=f"{type(exc).__name__}: {exc}")
+        except KeyboardInterrupt:
+            # Interrupted while repairing: no checkpoint (it is moved in place only when whole), every report.
+            session.exitstatus = pytest.ExitCode.INTERRUPTED
+            return replace(outcome, error="interrupted (Ctrl-C) while repairing; no checkpoint was written")
 
     def _write_reports(self) -> None:
         """Every report asked for; one that fails to be written is a warning, and the others are written."""

@@ -67,6 +67,8 @@ def pytest_configure(config: pytest.Config) -> None:
             check_model_source(str(settings.model))
         except ModelSourceError as exc:
             raise pytest.UsageError(str(exc)) from None
+    if backend.loads_model:
+        _check_routed_checkpoint(settings.model, settings.editor)
     editor_spec, editor_config = choose_editor(config, settings.editor, settings.editor_config)
     baseline = None
     if settings.baseline and not settings.update_baseline:
@@ -107,12 +109,31 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(aggregator, AGGREGATOR)
 
 
+def _check_routed_checkpoint(model: str | None, editor: str) -> None:
+    """A repaired checkpoint that routes is tested as it is: an editor on it would mix new edits with the
+    weights its router keeps for harmless inputs."""
+    from pytest_safeedit.editors.routed import ROUTING_FILE
+
+    if model is None or editor == "none" or not (Path(model) / ROUTING_FILE).is_file():
+        return
+    raise pytest.UsageError(
+        f"--safeedit-model {model} is a routed checkpoint (it holds {ROUTING_FILE}), and --safeedit-editor "
+        f"{editor} would edit it again; edit or repair the original model instead (its safeedit_repair.json names "
+        "it), or remove the routing file to treat the folder as a plain model"
+    )
+
+
 def _check_repair(config: pytest.Config, out: str) -> None:
     from pytest_safeedit.run.repair import RepairError, check_repair_target
 
     if getattr(config.option, "numprocesses", None) or getattr(config.option, "dist", "no") != "no":
         raise pytest.UsageError(
             "--safeedit-repair edits one model in one process; run it without pytest-xdist (drop -n/--dist)"
+        )
+    if config.stash[settings_key].shard is not None:
+        raise pytest.UsageError(
+            "--safeedit-repair edits with every failing case of the run; drop --safeedit-shard (a shard sees only "
+            "its own cases)"
         )
     try:
         check_repair_target(out)

@@ -40,6 +40,8 @@ class RepairOutcome:
     #: Probes of the re-run that got no result (a generation error), with why.
     unanswered: Mapping[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    #: The repaired checkpoint as the re-run loaded it (its content digest, class, dtype, routing).
+    checkpoint_model: Mapping[str, Any] = field(default_factory=dict)
 
     def group_of(self, result: ProbeResult) -> str:
         key = (result.suite_key or result.suite, result.case_id)
@@ -68,6 +70,7 @@ class RepairOutcome:
             "note": self.note,
             "unanswered": dict(self.unanswered),
             "seconds": self.seconds,
+            "checkpoint_model": dict(self.checkpoint_model),
             "figures": guarded("the repair's figures", lambda: repair_figures(self), lambda r: {"error": r}),
             "probes": [r.to_dict() for r in self.results],
         }
@@ -85,6 +88,7 @@ class RepairOutcome:
             note=data.get("note"),
             unanswered=dict(data.get("unanswered") or {}),
             seconds=float(data.get("seconds") or 0.0),
+            checkpoint_model=dict(data.get("checkpoint_model") or {}),
         )
 
 
@@ -165,8 +169,9 @@ def repair_lines(outcome: RepairOutcome) -> list[str]:
 
     head = [
         f"editor: {outcome.editor}   checkpoint: {outcome.checkpoint}",
-        f"{len(outcome.repaired)} failing case(s) edited, one after another; {len(outcome.held_out)} held out "
-        f"(not edited with: their figure is the honest one for cases the repair has not seen)",
+        f"{len(outcome.repaired)} failing case(s) to repair with, one edit on top of the other; "
+        f"{len(outcome.held_out)} held out (not edited with: their figure is the honest one for cases the repair "
+        "has not seen)",
     ]
     if outcome.error:
         return [*head, f"repair FAILED: {outcome.error}"]

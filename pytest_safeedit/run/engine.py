@@ -152,6 +152,8 @@ class Engine:
         self._responses: dict[Request, str] = {}
         self._verdicts: dict[tuple[str, str, str, str], Verdict] = {}
         self._pending: list[Request] = []
+        #: What the generator's metadata said when :meth:`release_model` dropped it (for reports).
+        self._released: dict[str, Any] | None = None
 
     @property
     def enabled(self) -> bool:
@@ -256,7 +258,7 @@ class Engine:
             worker_count=self.worker_count or 0,
         )
         generator = self.backend.build(context)
-        if self.backend.loads_model and self.settings.model is not None:
+        if self.backend.editable and self.settings.model is not None:
             from pytest_safeedit.editors.routed import routed_checkpoint
 
             # A repaired checkpoint of the routed editor answers through its router (see run/repair.py).
@@ -280,6 +282,8 @@ class Engine:
         """Drop this engine's generator (and the model it holds); it is built again on next use."""
         import gc
 
+        if self._generator is not None:
+            self._released = {**self._generator.metadata(), "model": self.settings.model}
         self._generator = None
         gc.collect()
         try:
@@ -665,4 +669,6 @@ class Engine:
         if self._generator is not None:
             out.update(self._generator.metadata())
             out["model"] = self.settings.model
+        elif self._released is not None:
+            out.update(self._released)
         return out

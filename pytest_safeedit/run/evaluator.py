@@ -96,11 +96,15 @@ class Evaluator:
         return [Request(text, system, settings, sample=k, category=category, question=question) for k in range(count)]
 
     def knowledge_request(self, suite: Suite, case: Case) -> Request | None:
-        """With an editor, the unedited answer to the knowledge prompt, prompted as the edited model is
-        (with sampled decoding, its first sample)."""
+        """With an editor, the unedited answer to the knowledge prompt, prompted as the edited model is (a routing
+        editor: as the unedited model is); with sampled decoding, its first sample."""
         editor = self.editors.for_suite(suite)
         if editor is None or case.knowledge is None or case.benign:
             return None
+        if isinstance(editor, InputRouter):
+            # A routing editor answers a knowledge prompt (a harmless input) unedited unless its router flags
+            # it: the plain request is the one to batch (a flagged one is generated when its edit is planned).
+            return self.probe_requests(suite, case.knowledge.prompt, category=case.category)[0]
         return self.edited_requests(suite, editor, case.knowledge.prompt, case.category)[0]
 
     def edited_requests(

@@ -9,6 +9,7 @@ repaired model does on them is the honest figure for failures the repair has not
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import tempfile
@@ -107,18 +108,19 @@ def accumulate(
     editors: SuiteEditors,
     cases: Sequence[tuple[Suite, Case]],
     held_out: Sequence[tuple[Suite, Case]] = (),
+    suites: Sequence[Suite] = (),
 ) -> Accumulated:
     """Edit the in-process model with each case in turn, each edit on top of the ones before (the caller
     puts the originals back with :func:`restore`; after an error they are put back here). A routing
-    editor's router is trained first, with the unedited model, on every suite's inputs but those of the
-    ``held_out`` cases."""
+    editor's router is trained first, with the unedited model, on the inputs of ``suites`` (default: the
+    cases' suites) but those of the ``held_out`` cases."""
     first_suite = cases[0][0]
     model = engine.generator.editable(engine.generation_settings(first_suite))
     params = dict(model.model.named_parameters())
     router = None
     first_editor = editors.for_suite(first_suite)
     if isinstance(first_editor, InputRouter):
-        suites = list({s.key: s for s, _ in cases}.values())
+        suites = list({s.key: s for s in [*suites, *(s for s, _ in cases)]}.values())
         attack, harmless = routing_inputs(suites, exclude={(s.key, c.id) for s, c in held_out})
         try:
             router = first_editor.fit(model, attack, harmless)
@@ -178,9 +180,10 @@ def provenance(
     fraction: float,
     seed: int,
     router: Mapping[str, Any] | None,
+    all_suites: Sequence[Suite] = (),
 ) -> dict[str, Any]:
     """What made the checkpoint: the model, the suites, the editor and its settings, the cases used."""
-    suites = {s.key: s for s, _ in [*repaired, *held_out]}
+    suites = {s.key: s for s in [*all_suites, *(s for s, _ in [*repaired, *held_out])]}
     try:
         version = importlib_metadata.version("pytest-safeedit")
     except importlib_metadata.PackageNotFoundError:
@@ -221,6 +224,9 @@ def save_checkpoint(done: Accumulated, out: str, record: Mapping[str, Any]) -> N
 
             save_routing(work, done.probe, done.originals)
         (work / PROVENANCE_FILE).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", "utf-8")
+        mask = os.umask(0)
+        os.umask(mask)
+        work.chmod(0o777 & ~mask)  # mkdtemp makes it private; a checkpoint is for sharing, as any new folder
         if target.exists():
             shutil.rmtree(target)
         work.rename(target)
@@ -270,7 +276,6 @@ def repair(
     accumulated edits (by ``editors``; the run's items ran unedited on ``evaluator``), the checkpoint, and
     the checkpoint's answers to every probe of ``probes``."""
     clock = time.perf_counter()
-    engine = evaluator.engine
     editor = editors.name
     cases = {(s.key, c.id): (s, c) for s, c, _, _ in probes}
     to_edit, held = held_out_split(failing_cases(results, cases), fraction, seed)
@@ -283,17 +288,42 @@ def repair(
     if not to_edit:
         why = "no attack case failed" if not held else "every failing case is held out"
         return replace(outcome, note=f"nothing to repair: {why}; no checkpoint was written")
+    suites = list({s.key: s for s, _, _, _ in probes}.values())
     try:
-        done = accumulate(engine, editors, to_edit, held)
-        try:
-            record = provenance(
-                engine, editors, to_edit, held, done.edits, fraction=fraction, seed=seed, router=done.router
-            )
-            save_checkpoint(done, out, record)
-        finally:
-            restore(done)  # the run's model is as it was loaded (a plugin's hook may share it)
+        return _repair(evaluator, editors, probes, results, out, outcome, suites, fraction=fraction, seed=seed)
     except (RepairError, ModelUnavailable, OSError) as exc:
-        return replace(outcome, error=str(exc), seconds=round(time.perf_counter() - clock, 1))
+        error = str(exc)
+    except Exception as exc:  # noqa: BLE001 - said in the reports, with the cases it was to use
+        error = f"{type(exc).__name__}: {exc}"
+    return replace(outcome, error=error, seconds=round(time.perf_counter() - clock, 1))
+
+
+def _repair(
+    evaluator: Evaluator,
+    editors: SuiteEditors,
+    probes: Sequence[RunProbe],
+    results: Sequence[ProbeResult],
+    out: str,
+    outcome: RepairOutcome,
+    suites: Sequence[Suite],
+    *,
+    fraction: float,
+    seed: int,
+) -> RepairOutcome:
+    clock = time.perf_counter()
+    engine = evaluator.engine
+    cases = {(s.key, c.id): (s, c) for s, c, _, _ in probes}
+    to_edit = [cases[key] for key in outcome.repaired]
+    held = [cases[key] for key in outcome.held_out]
+    done = accumulate(engine, editors, to_edit, held, suites)
+    try:
+        record = provenance(
+            engine, editors, to_edit, held, done.edits, fraction=fraction, seed=seed, router=done.router,
+            all_suites=suites,
+        )  # fmt: skip
+        save_checkpoint(done, out, record)
+    finally:
+        restore(done)  # the run's model is as it was loaded (a plugin's hook may share it)
     outcome = replace(outcome, edits=tuple(done.edits))
     del done
     engine.release_model()  # the repaired checkpoint loads next; two copies need not fit together
@@ -302,7 +332,13 @@ def repair(
     try:
         repaired, unanswered = rerun(evaluator.with_engine(checked), probes, unedited)
     except ModelUnavailable as exc:
-        return replace(outcome, error=f"the repaired checkpoint {out} could not be used: {exc}")
-    return replace(
-        outcome, results=tuple(repaired), unanswered=unanswered, seconds=round(time.perf_counter() - clock, 1)
+        raise RepairError(f"the repaired checkpoint {out} was written but could not be used: {exc}") from None
+    seconds = round(time.perf_counter() - clock, 1)
+    outcome = replace(
+        outcome, results=tuple(repaired), unanswered=unanswered, seconds=seconds, checkpoint_model=checked.metadata()
     )
+    if unanswered and not repaired:
+        raise RepairError(
+            f"the repaired checkpoint {out} answered none of the probes: {next(iter(unanswered.values()))}"
+        )
+    return outcome

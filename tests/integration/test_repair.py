@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,12 @@ from tests.helpers import MINI_SUITE
 def _report(pytester: pytest.Pytester, name: str) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((pytester.path / name).read_text())
     return data
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _verdicts(probes: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[str, str]]:
@@ -48,7 +55,7 @@ def test_repair_writes_a_checkpoint_that_loads_back_and_reproduces_its_report(
             "model: demo   judge: refusal   editor: none   probes: *",  # the items test the model as it is
             "*SafeEdit repair: unedited -> repaired*",
             f"editor: {editor}   checkpoint: repaired",
-            "*failing case(s) edited, one after another; * held out*",
+            "*failing case(s) to repair with, one edit on top of the other; * held out*",
             "repaired cases *",
             "held-out failing cases *",
         ]
@@ -63,6 +70,7 @@ def test_repair_writes_a_checkpoint_that_loads_back_and_reproduces_its_report(
     assert used and held and not used & held and len(made["edits"]) == len(used)
     assert made["hyperparameters"]["suites/sample.yaml"]["steps"] > 0
     assert (folder / ROUTING_FILE).is_file() == (editor == "routed")
+    assert folder.stat().st_mode & 0o777 == 0o777 & ~_umask()  # as any new folder, not private
 
     repair = _report(pytester, "r.json")["metadata"]["repair"]
     assert repair["error"] is None and {c for _, c in repair["held_out"]} == held
@@ -83,6 +91,14 @@ def test_repair_writes_a_checkpoint_that_loads_back_and_reproduces_its_report(
     )
     assert again.ret in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
     assert _verdicts(_report(pytester, "again.json")["probes"]) == _verdicts(repair["probes"])
+    assert (
+        repair["checkpoint_model"]["model_identity"]
+        == _report(pytester, "again.json")["metadata"]["model"]["model_identity"]
+    )
+    if editor == "routed":  # a routed checkpoint is tested as it is, never edited again
+        edited = pytester.runpytest("suites/", "--safeedit-model=repaired", "--safeedit-editor=dinm", *common)
+        edited.stderr.fnmatch_lines(["*is a routed checkpoint (it holds safeedit_routing.safetensors)*"])
+        assert edited.ret == pytest.ExitCode.USAGE_ERROR
 
 
 @pytest.mark.slow
@@ -111,6 +127,7 @@ def test_an_editor_that_keeps_no_weight_cannot_repair(pytester: pytest.Pytester,
         "--safeedit-editor=self-reminder",
         "--safeedit-repair=out",
         "--safeedit-report=r.json",
+        "--safeedit-min-pass-rate=0",  # a gate that passes: the failed repair still fails the run
     )
     result.stdout.fnmatch_lines(["repair FAILED: the self-reminder editor names no edited weight*"])
     assert result.ret == pytest.ExitCode.TESTS_FAILED
@@ -130,6 +147,7 @@ def test_an_editor_that_keeps_no_weight_cannot_repair(pytester: pytest.Pytester,
         (["--safeedit-editor=dinm", "--safeedit-repair=taken"], "*the folder is not empty and was not written by a*"),
         (["--safeedit-editor=dinm", "--safeedit-repair=afile.txt"], "*a file of that name exists*"),
         (["--safeedit-editor=dinm", "--safeedit-repair=out", "-n", "2"], "*run it without pytest-xdist*"),
+        (["--safeedit-editor=dinm", "--safeedit-repair=out", "--safeedit-shard=1/2"], "*drop --safeedit-shard*"),
     ],
 )
 def test_bad_repair_options_are_usage_errors(pytester: pytest.Pytester, args: list[str], message: str) -> None:
