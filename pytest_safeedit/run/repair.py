@@ -194,6 +194,8 @@ def provenance(
         "model": engine.settings.model,
         "model_identity": engine.metadata().get("model_identity"),
         "suites": [{"key": s.key, "name": s.name, "path": str(s.path)} for s in suites.values()],
+        "judge": engine.settings.judge_name,
+        "generation": engine.generation_metadata(),
         "editor": editors.name,
         "hyperparameters": {key: editors.hyperparameters(s) for key, s in suites.items()},
         "holdout_fraction": fraction,
