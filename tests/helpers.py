@@ -150,3 +150,16 @@ def record_batch_rows(monkeypatch: pytest.MonkeyPatch, model: LoadedModel) -> li
 
     monkeypatch.setattr(cls, "generate", counted)
     return rows
+
+
+def record_prefix_plans(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every prefix plan ``LoadedModel.generate`` makes from now on, in order."""
+    plans: list[Any] = []
+    real = LoadedModel.prefix_plan
+
+    def recorded(self: LoadedModel, *args: Any) -> Any:
+        plans.append(real(self, *args))
+        return plans[-1]
+
+    monkeypatch.setattr(LoadedModel, "prefix_plan", recorded)
+    return plans

@@ -17,7 +17,7 @@ import pytest
 
 from pytest_safeedit.backends.hf import HFGenerator
 from pytest_safeedit.config.settings import ModelSettings
-from tests.helpers import SAMPLE_SUITE
+from tests.helpers import SAMPLE_SUITE, record_prefix_plans
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -104,7 +104,6 @@ def test_edits_answered_together_share_the_blocks_below_and_equal_each_edit_alon
     in one generation: their rows share each template below the lower edited block, and the answers are
     token for token those of each edit answered alone (its own generation, nothing shared across)."""
     from pytest_safeedit.backends.base import Request
-    from pytest_safeedit.backends.hf import LoadedModel
     from pytest_safeedit.cases.loading import load_suite
     from pytest_safeedit.config.settings import GenerationSettings, RunSettings
     from pytest_safeedit.editors.dinm import DINM, DINM_SPEC, FTL, FTL_SPEC
@@ -117,14 +116,7 @@ def test_edits_answered_together_share_the_blocks_below_and_equal_each_edit_alon
     settings = GenerationSettings(max_new_tokens=16, batch_size=32)
     cases = [c for c in load_suite(SAMPLE_SUITE).cases if not c.benign][:2]
     group = [(c, [Request(chosen.prompt(t)[0], None, settings) for t in SHARING]) for c in cases]
-    plans: list[Any] = []
-    real = LoadedModel.prefix_plan
-
-    def recorded(self: LoadedModel, *args: Any) -> Any:
-        plans.append(real(self, *args))
-        return plans[-1]
-
-    monkeypatch.setattr(LoadedModel, "prefix_plan", recorded)
+    plans = record_prefix_plans(monkeypatch)
     run = RunSettings(model=str(generator.settings.name_or_path), no_cache=True)
     together = Engine(run, generator=generator).generate_edited_group(chosen, {}, group)
     assert all(not isinstance(o, Exception) for o in together), together

@@ -14,7 +14,7 @@ from pytest_safeedit.cases.loading import load_suite
 from pytest_safeedit.config.settings import GenerationSettings, RunSettings
 from pytest_safeedit.editors.dinm import DINM, DINM_SPEC, FTL, FTL_SPEC
 from pytest_safeedit.run.engine import EditFailed, Engine
-from tests.helpers import SAMPLE_SUITE, ending_token, record_batch_rows
+from tests.helpers import SAMPLE_SUITE, ending_token, record_batch_rows, record_prefix_plans
 
 
 def engine_for(path: Path) -> Engine:
@@ -114,14 +114,8 @@ def test_rows_of_every_case_share_their_prefixes_below_the_edited_block(
         else FTL(**{**FTL_SPEC.defaults, "lr": 0.05, "layer": 1})
     )
     group = [(c, [replace(r, text=text) for r, text in zip(rs * 3, SHARING)]) for c, rs in items(3)]
-    plans: list[Any] = []
     real = LoadedModel.prefix_plan
-
-    def recorded(self: LoadedModel, *args: Any) -> Any:
-        plans.append(real(self, *args))
-        return plans[-1]
-
-    monkeypatch.setattr(LoadedModel, "prefix_plan", recorded)
+    plans = record_prefix_plans(monkeypatch)
     together = engine_for(path).generate_edited_group(chosen, {}, group)
     count = len(SHARING)
     assert plans and all(p.across for p in plans)
