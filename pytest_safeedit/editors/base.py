@@ -185,6 +185,16 @@ def weights_restored(weights: Sequence[torch.nn.Parameter]) -> Iterator[None]:
                 weight.grad = None
 
 
+def assign_weights(model: Any, values: Mapping[str, torch.Tensor]) -> None:
+    """Copy each of ``values`` into the parameter of ``model`` it names (on its device, in its dtype)."""
+    import torch
+
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in values.items():
+            params[name].copy_(value.to(params[name].device, params[name].dtype))
+
+
 @contextmanager
 def only_trainable(model: Any, weights: Sequence[torch.nn.Parameter]) -> Iterator[None]:
     """Turn gradients off for every parameter but ``weights``, and restore every flag on exit."""

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_safeedit.backends.architecture import block_count
-from pytest_safeedit.editors.base import EditDetails, EditorSpec, Stopwatch
+from pytest_safeedit.editors.base import EditDetails, EditorSpec, Stopwatch, assign_weights
 from pytest_safeedit.editors.dinm import DINM, DINM_SPEC, keep_kwargs, right_padded
 
 if TYPE_CHECKING:
@@ -294,22 +294,16 @@ def load_routing(folder: Path) -> tuple[Probe, dict[str, torch.Tensor]]:
 @contextmanager
 def weights_swapped(model: Any, values: Mapping[str, torch.Tensor]) -> Iterator[None]:
     """Parameters named in ``values`` hold those values inside; their own values are back on exit."""
-    import torch
-
     params = dict(model.named_parameters())
     missing = sorted(set(values) - set(params))
     if missing:
         raise ValueError(f"the routing file names weights the model does not have: {', '.join(missing[:3])}")
     own = {name: params[name].detach().clone() for name in values}
     try:
-        with torch.no_grad():
-            for name, value in values.items():
-                params[name].copy_(value.to(params[name].device, params[name].dtype))
+        assign_weights(model, values)
         yield
     finally:
-        with torch.no_grad():
-            for name, value in own.items():
-                params[name].copy_(value)
+        assign_weights(model, own)
 
 
 class RoutedGenerator:
@@ -333,9 +327,7 @@ class RoutedGenerator:
     def flags(self, model: LoadedModel, texts: Sequence[str]) -> list[bool]:
         with weights_swapped(model.model, self.originals):
             states = mean_states(model, texts)
-        block_states = states[:, self.probe.block : self.probe.block + 1]
-        probe = replace(self.probe, block=0)
-        return [bool(f) for f in probe.harmful(block_states)]
+        return [bool(f) for f in self.probe.harmful(states)]
 
     def generate(self, requests: Sequence[Any]) -> list[str]:
         if not requests:
@@ -363,10 +355,11 @@ class RoutedGenerator:
         return data
 
 
+def is_routed_checkpoint(name_or_path: str) -> bool:
+    """Whether ``name_or_path`` is a folder with a routing file (a repaired checkpoint of the routed editor)."""
+    return (Path(name_or_path) / ROUTING_FILE).is_file()
+
+
 def routed_checkpoint(generator: Any, name_or_path: str) -> Any:
-    """``generator`` wrapped in a :class:`RoutedGenerator` when ``name_or_path`` is a folder with a routing
-    file (a repaired checkpoint of the routed editor), else ``generator`` itself."""
-    folder = Path(name_or_path)
-    if folder.is_dir() and (folder / ROUTING_FILE).is_file():
-        return RoutedGenerator(generator, folder)
-    return generator
+    """``generator`` wrapped in a :class:`RoutedGenerator` for a routed checkpoint, else ``generator`` itself."""
+    return RoutedGenerator(generator, Path(name_or_path)) if is_routed_checkpoint(name_or_path) else generator

@@ -112,9 +112,9 @@ def pytest_configure(config: pytest.Config) -> None:
 def _check_routed_checkpoint(model: str | None, editor: str) -> None:
     """A repaired checkpoint that routes is tested as it is: an editor on it would mix new edits with the
     weights its router keeps for harmless inputs."""
-    from pytest_safeedit.editors.routed import ROUTING_FILE
+    from pytest_safeedit.editors.routed import ROUTING_FILE, is_routed_checkpoint
 
-    if model is None or editor == "none" or not (Path(model) / ROUTING_FILE).is_file():
+    if model is None or editor == "none" or not is_routed_checkpoint(model):
         return
     raise pytest.UsageError(
         f"--safeedit-model {model} is a routed checkpoint (it holds {ROUTING_FILE}), and --safeedit-editor "

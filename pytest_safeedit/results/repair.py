@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from pytest_safeedit.editors.base import EditDetails
@@ -43,13 +44,21 @@ class RepairOutcome:
     #: The repaired checkpoint as the re-run loaded it (its content digest, class, dtype, routing).
     checkpoint_model: Mapping[str, Any] = field(default_factory=dict)
 
+    @cached_property
+    def _edited_with(self) -> frozenset[tuple[str, str]]:
+        return frozenset(self.repaired)
+
+    @cached_property
+    def _kept_out(self) -> frozenset[tuple[str, str]]:
+        return frozenset(self.held_out)
+
     def group_of(self, result: ProbeResult) -> str:
         key = (result.suite_key or result.suite, result.case_id)
         if not result.is_attack:
             return BENIGN
-        if key in set(self.repaired):
+        if key in self._edited_with:
             return REPAIRED
-        if key in set(self.held_out):
+        if key in self._kept_out:
             return HELD_OUT
         return PASSING
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_safeedit.cases.model import Case, Probe, Suite
-from pytest_safeedit.editors.base import EditDetails, InputRouter, routing_inputs
+from pytest_safeedit.editors.base import EditDetails, InputRouter, assign_weights, routing_inputs
 from pytest_safeedit.results.probes import ProbeResult
 from pytest_safeedit.results.repair import RepairOutcome
 from pytest_safeedit.run.engine import Engine, ModelUnavailable, ProbeUnanswered
@@ -95,12 +95,7 @@ class Accumulated:
 
 def restore(done: Accumulated) -> None:
     """Put back the original value of every weight the edits changed (the model is as loaded again)."""
-    import torch
-
-    params = dict(done.model.model.named_parameters())
-    with torch.no_grad():
-        for name, value in done.originals.items():
-            params[name].copy_(value)
+    assign_weights(done.model.model, done.originals)
 
 
 def accumulate(
