@@ -306,7 +306,7 @@ class LoadedModel:
         shared = [plan.shared(row) for row in range(len(ids))]
         out = [""] * len(prompts)
         for batch in token_batches([len(row) for row in ids], limits, shared):
-            enc, cache = self._batch_inputs(ids, batch, plan, caches or [], keys)
+            enc, cache = self._batch_inputs(ids, batch, plan, caches or [], keys, max_new_tokens)
             tokens = self._generate_batch(enc, batch, max_new_tokens, prune, cache, row_weights)
             for index, text in zip(batch, self.tokenizer.batch_decode(tokens, skip_special_tokens=True)):
                 out[index] = text
@@ -501,14 +501,18 @@ class LoadedModel:
         plan: PrefixPlan,
         caches: Sequence[dict[Hashable, States]],
         keys: Sequence[Hashable],
+        max_new_tokens: int,
     ) -> tuple[dict[str, torch.Tensor], Any]:
         """A batch's ids and mask, and the cache of its rows' prefixes (None: no row has one), each row's
-        computed with its weights (``keys``: each row's group).
+        computed with its weights (``keys``: each row's group), with room for the fresh tokens and
+        ``max_new_tokens`` (:mod:`pytest_safeedit.backends.reserved`).
 
         Row layout: padding, the row's prefix (right-aligned in the longest prefix's span), padding, its
         fresh tokens (right-aligned); the mask hides the padding and the positions count only real tokens,
         so each row sees exactly its own prompt."""
         import torch
+
+        from pytest_safeedit.backends.reserved import ReservedLayer, reserved_cache
 
         span = max(plan.shared(i) for i in batch)
         if span == 0:
@@ -517,17 +521,23 @@ class LoadedModel:
         head = self.padded([ids[i][: plan.shared(i)] for i in batch])
         enc = {key: torch.cat([head[key], fresh[key]], dim=1) for key in fresh}
         own = [None if plan.of_row[row] is None else caches[cast(int, plan.of_row[row])][keys[row]] for row in batch]
-        states = []
-        for layer, (some_keys, some_values) in enumerate(next(s for s in own if s is not None)):
-            shape = (len(batch), some_keys.shape[1], span, some_keys.shape[3])
+        room = fresh["input_ids"].shape[1] + max_new_tokens
+        cache = reserved_cache(self.model.config, room)
+        first = next(s for s in own if s is not None)
+        for index, (layer, (some_keys, some_values)) in enumerate(zip(cast(list[Any], cache.layers), first)):
+            reserved = isinstance(layer, ReservedLayer)
+            shape = (len(batch), some_keys.shape[1], span + (room if reserved else 0), some_keys.shape[3])
             batch_keys, batch_values = some_keys.new_zeros(shape), some_values.new_zeros(shape)
             for at, row_states in enumerate(own):
                 if row_states is not None:
-                    own_keys, own_values = row_states[layer]
-                    batch_keys[at, :, span - own_keys.shape[2] :] = own_keys[0]
-                    batch_values[at, :, span - own_values.shape[2] :] = own_values[0]
-            states.append((batch_keys, batch_values))
-        return enc, self._cache_of(states)
+                    own_keys, own_values = row_states[index]
+                    batch_keys[at, :, span - own_keys.shape[2] : span] = own_keys[0]
+                    batch_values[at, :, span - own_values.shape[2] : span] = own_values[0]
+            if reserved:
+                layer.hold(batch_keys, batch_values, span)
+            else:
+                layer.update(batch_keys, batch_values)
+        return enc, cache
 
     def _generate_batch(
         self,
@@ -585,6 +595,10 @@ class LoadedModel:
         import torch
 
         input_ids, mask = enc["input_ids"], enc["attention_mask"]
+        if cache is None and self._branchable(input_ids.shape[1] + max_new_tokens):
+            from pytest_safeedit.backends.reserved import reserved_cache
+
+            cache = reserved_cache(self.model.config, max_new_tokens)
         numbers = list(range(input_ids.shape[0])) if rows is None else list(rows)
         active = list(range(input_ids.shape[0]))
         tokens: list[list[int]] = [[] for _ in active]
