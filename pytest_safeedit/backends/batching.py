@@ -5,7 +5,10 @@ never carry a long one's padding.
 A prompt may start from a shared prefix whose keys and values are already computed
 (:mod:`pytest_safeedit.backends.prefix`): a batch then lays each row out as its prefix (right-aligned in the
 batch's prefix span) and its fresh tokens (right-aligned after it); only the fresh span is computed, so
-prompts are sorted, and padding counted, by their fresh tokens.
+prompts are sorted, and padding and the token budget counted, by their fresh tokens. The prefix span
+costs the batch memory (bounded by ``cache_tokens``, and by the rows) but no prefill: on the CPU a
+decoding step of a few rows costs nearly as much as one of many (the weights are read once per step), so
+rows that share an attack template's prefix go together however long it is.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ class BatchLimits:
 
     Args:
         rows: most rows (the batch size).
-        tokens: most padded prompt tokens, rows x longest prompt (``--safeedit-batch-tokens``).
+        tokens: most padded prompt tokens the batch computes, rows x its longest prompt less the shared
+            prefixes computed beforehand (``--safeedit-batch-tokens``).
         cache_tokens: most tokens in the KV cache at the end, rows x (longest prompt + ``reserve``);
             None: no limit.
         reserve: new tokens each row may add to the cache.
@@ -47,7 +51,7 @@ class BatchLimits:
         count = len(rows)
         prefix = max(shared for _, shared in rows)
         fresh = max(length - shared for length, shared in rows)
-        if count > self.rows or count * (prefix + fresh) > self.tokens:
+        if count > self.rows or count * fresh > self.tokens:
             return False
         if self.cache_tokens is not None and count * (prefix + fresh + self.reserve) > self.cache_tokens:
             return False

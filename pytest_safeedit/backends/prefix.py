@@ -84,7 +84,7 @@ def plan_prefixes(
             tokens = key[1]
             kinds = len({labels[i] for i, row in enumerate(rows) if len(row) > len(tokens) and _starts(row, tokens)})
             costs[key] = math.ceil(len(tokens) * (below + (1 - below) * kinds))
-    plan = _ordered(rows, keys, _within_budget(points, costs, budget))
+    plan = _ordered(rows, keys, _spaced(_within_budget(points, costs, budget), min_tokens))
     return plan if below is None else replace(plan, across=True)
 
 
@@ -132,6 +132,18 @@ def _within_budget(points: dict[Key, int], costs: dict[Key, int], budget: int) -
             kept.append(key)
             used += costs[key]
     return sorted(kept, key=lambda key: (len(key[1]), repr(key)))
+
+
+def _spaced(kept: Sequence[Key], min_tokens: int) -> list[Key]:
+    """The kept nodes (shortest first) less those that add fewer than ``min_tokens`` tokens to their deepest
+    kept ancestor: a forward pass of its own costs more than the few tokens its rows then compute again
+    (on the CPU a one-token pass of SmolLM2 costs as much as some 25 tokens of a long prefill)."""
+    spaced: list[Key] = []
+    for group, tokens in kept:
+        above = [len(other) for other_group, other in spaced if other_group == group and _starts(tokens, other)]
+        if len(tokens) - max(above, default=0) >= min_tokens:
+            spaced.append((group, tokens))
+    return spaced
 
 
 def _ordered(rows: Sequence[Sequence[int]], keys: Sequence[Hashable], kept: Sequence[Key]) -> PrefixPlan:

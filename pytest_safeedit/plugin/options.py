@@ -344,9 +344,10 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "--safeedit-batch-tokens",
-        "Most padded prompt tokens per batch of the hf backend (rows x longest prompt; prompts are sorted by "
-        "length and a batch also keeps its padding under a quarter of its tokens; the batch size stays the "
-        f"most rows). Default: the suite's 'defaults: batch_tokens', else {CPU_BATCH_TOKENS} on the CPU and "
+        "Most padded prompt tokens a batch of the hf backend computes (rows x longest prompt, less a "
+        "prompt prefix shared with other prompts and computed once beforehand). Prompts are sorted by "
+        "length, a batch also keeps its padding under a quarter of its tokens, and the batch size stays the "
+        f"most rows. Default: the suite's 'defaults: batch_tokens', else {CPU_BATCH_TOKENS} on the CPU and "
         f"{GPU_BATCH_TOKENS} on a GPU.",
         type=positive_int,
         metavar="N",

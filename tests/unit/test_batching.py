@@ -43,3 +43,15 @@ def test_a_prompt_over_the_budget_still_gets_a_batch_of_its_own() -> None:
 def test_a_batch_must_hold_something() -> None:
     with pytest.raises(ValueError, match="at least one row and one token"):
         BatchLimits(rows=0, tokens=10)
+
+
+def test_a_shared_prefix_counts_against_the_cache_not_the_token_budget() -> None:
+    """Rows of 600 tokens whose first 580 were computed beforehand compute 20 each: 30 of them are 600
+    padded tokens to compute, within a budget of 1,000; the KV cache still bounds them."""
+    lengths, shared = [600] * 30, [580] * 30
+    assert token_batches(lengths, BatchLimits(rows=64, tokens=1_000), shared) == [list(range(30))]
+    assert token_batches(lengths, BatchLimits(rows=64, tokens=100), shared) == [[0, 1, 2, 3, 4]] + [
+        list(range(i, i + 5)) for i in range(5, 30, 5)
+    ]
+    capped = token_batches(lengths, BatchLimits(rows=64, tokens=1_000, cache_tokens=6_400, reserve=40), shared)
+    assert [len(batch) for batch in capped] == [10, 10, 10]

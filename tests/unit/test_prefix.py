@@ -26,15 +26,26 @@ def starts(plan: PrefixPlan, data: list[list[int]], row: int) -> list[int]:
 def test_each_row_starts_from_the_deepest_prefix_it_shares() -> None:
     data = rows()
     plan = plan_prefixes(data, budget=10_000)
-    assert starts(plan, data, 0) == starts(plan, data, 2) == PREAMBLE + ATTACK + [1, 2]
-    assert starts(plan, data, 3) == PREAMBLE + ATTACK
+    assert starts(plan, data, 0) == starts(plan, data, 2) == starts(plan, data, 3) == PREAMBLE + ATTACK
     assert starts(plan, data, 1) == starts(plan, data, 4) == PREAMBLE
     assert plan.of_row[5] is None and plan.shared(5) == 0
     # Each prefix extends the deepest one above it: the preamble is computed once for all.
     lengths = [p.length for p in plan.prefixes]
-    assert lengths == sorted(lengths) == [20, 80, 82]
-    assert [p.parent for p in plan.prefixes] == [None, 0, 1]
-    assert [sorted(p.rows) for p in plan.prefixes] == [[1, 4], [3], [0, 2]]
+    assert lengths == sorted(lengths) == [20, 80]
+    assert [p.parent for p in plan.prefixes] == [None, 0]
+    assert [sorted(p.rows) for p in plan.prefixes] == [[1, 4], [0, 2, 3]]
+
+
+def test_a_prefix_that_adds_a_few_tokens_to_another_is_not_a_pass_of_its_own() -> None:
+    """Rows 0 and 2 share two tokens more than the attack template: computing them again in each row costs
+    less than a forward pass of their own; sixteen tokens more make a prefix again."""
+    data = rows()
+    assert 82 not in [p.length for p in plan_prefixes(data, budget=10_000).prefixes]
+    longer = [row[:80] + list(range(300, 316)) + row[80:] if row[:80] == PREAMBLE + ATTACK else row for row in data]
+    longer[3] = data[3]
+    plan = plan_prefixes(longer, budget=10_000)
+    assert [p.length for p in plan.prefixes] == [20, 80, 98]
+    assert starts(plan, longer, 0) == starts(plan, longer, 2) == PREAMBLE + ATTACK + list(range(300, 316)) + [1, 2]
 
 
 def test_a_row_keeps_a_token_to_compute_even_when_another_row_is_the_same() -> None:
@@ -75,13 +86,13 @@ def test_rows_of_other_weights_share_across_groups_below_the_edit() -> None:
     groups = ["a", "b", "b", "a", "a", None]
     plan = plan_prefixes(data, budget=10_000, groups=groups, below=0.5)
     assert plan.across and not plan_prefixes(data, budget=10_000, groups=groups).across
-    assert starts(plan, data, 0) == starts(plan, data, 2) == PREAMBLE + ATTACK + [1, 2]  # rows of a and b
+    assert starts(plan, data, 0) == starts(plan, data, 2) == PREAMBLE + ATTACK  # rows of a and b
     assert starts(plan, data, 1) == starts(plan, data, 4) == PREAMBLE
-    assert [sorted(g, key=repr) for g in plan.groups(groups)] == [["a", "b"]] * 3
+    assert [sorted(g, key=repr) for g in plan.groups(groups)] == [["a", "b"]] * 2
     # Each prefix has rows of a and b under it: it costs half its tokens once and half once per group.
-    costs = [round(length * (0.5 + 0.5 * 2)) for length in (20, 80, 82)]
-    assert len(plan_prefixes(data, budget=sum(costs), groups=groups, below=0.5).prefixes) == 3
-    assert len(plan_prefixes(data, budget=sum(costs) - 1, groups=groups, below=0.5).prefixes) == 2
+    costs = [round(length * (0.5 + 0.5 * 2)) for length in (20, 80)]
+    assert len(plan_prefixes(data, budget=sum(costs), groups=groups, below=0.5).prefixes) == 2
+    assert len(plan_prefixes(data, budget=sum(costs) - 1, groups=groups, below=0.5).prefixes) == 1
 
 
 def test_a_prefix_is_computed_for_the_groups_of_the_prefixes_on_top_of_it() -> None:
