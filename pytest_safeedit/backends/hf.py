@@ -279,8 +279,9 @@ class LoadedModel:
         branch a cache). The prompts are sorted by the tokens left to compute and cut into batches of at
         most ``batch_size`` rows and ``batch_tokens`` padded prompt tokens, each with at most ``pad_share``
         of padding (:mod:`pytest_safeedit.backends.batching`; on the CPU also a KV cache within a quarter of the
-        memory). Each batch is generated ``PRUNE_EVERY`` tokens at a time, continuing from the KV cache;
-        between two stretches the rows that have ended leave the batch (their cache rows too), so that the
+        memory). Each batch is generated ``PRUNE_EVERY`` tokens at a time, continuing from the KV cache
+        (whose plain layers hold room for the batch's tokens, written in place:
+        :mod:`pytest_safeedit.backends.reserved`); between two stretches the rows that have ended leave the batch (their cache rows too), so that the
         rest run on fewer rows. A row's tokens do not depend on the other rows nor on its prefix being
         shared (greedy, padded; tested). ``prune=False``, or a model whose generation config sets what a
         stretch would restart (:func:`stretch_sensitive`): one ``generate`` call per batch, every row to
