@@ -27,6 +27,10 @@ from pytest_safeedit.config.settings import (
 
 #: Tokens generated between two prunings of the rows that have ended (see :meth:`LoadedModel.generate`).
 PRUNE_EVERY = 4
+#: New tokens a batch's cache makes room for at a time (:mod:`pytest_safeedit.backends.reserved`): a longer
+#: answer grows it by as many again (one copy of the cache per this many steps, not one per step), and
+#: rows that end early never hold room for the longest answer there could be.
+ROOM_TOKENS = 64
 #: Fields of a model's generation config that every stretch of pruned generation sees as one ``generate``
 #: call does: we set them, greedy decoding ignores them (sampling, beams, assistants), they only shape
 #: the outputs or the cache, or they read the whole sequence so far (the penalties, banned and biased
@@ -328,7 +332,7 @@ class LoadedModel:
 
         None are shared (plain prefill) with a budget of 0, where the config does not give the cache's
         size, or where a cache cannot be branched safely: an encoder-decoder, a generation config that asks
-        for another cache (static, quantized, offloaded), or a cache layer other than the plain dynamic one
+        for another cache (static, quantized, offloaded) or for none (``use_cache`` false), or a cache layer other than the plain dynamic one
         (a sliding-window layer only when its window holds the whole batch, recurrent states never)."""
         per_token = kv_cache_bytes_per_token(self.config, self.model.dtype.itemsize)
         width = 2 * max(len(row) for row in ids) + max_new_tokens
@@ -375,6 +379,8 @@ class LoadedModel:
             return False
         if getattr(self.model.generation_config, "cache_implementation", None) not in (None, "dynamic"):
             return False
+        if self.model.generation_config.use_cache is False or getattr(self.config, "use_cache", True) is False:
+            return False  # each step feeds the whole sequence again: a cache handed in would grow wrong
         try:
             layers = DynamicCache(config=self.model.config).layers
         except (TypeError, ValueError, KeyError, AttributeError):
@@ -522,8 +528,9 @@ class LoadedModel:
         head = self.padded([ids[i][: plan.shared(i)] for i in batch])
         enc = {key: torch.cat([head[key], fresh[key]], dim=1) for key in fresh}
         own = [None if plan.of_row[row] is None else caches[cast(int, plan.of_row[row])][keys[row]] for row in batch]
-        room = fresh["input_ids"].shape[1] + max_new_tokens
-        cache = reserved_cache(self.model.config, room)
+        growth = min(max_new_tokens, ROOM_TOKENS)
+        room = fresh["input_ids"].shape[1] + growth
+        cache = reserved_cache(self.model.config, growth)
         first = next(s for s in own if s is not None)
         for index, (layer, (some_keys, some_values)) in enumerate(zip(cast(list[Any], cache.layers), first)):
             reserved = isinstance(layer, ReservedLayer)
@@ -599,7 +606,7 @@ class LoadedModel:
         if cache is None and self._branchable(input_ids.shape[1] + max_new_tokens):
             from pytest_safeedit.backends.reserved import reserved_cache
 
-            cache = reserved_cache(self.model.config, max_new_tokens)
+            cache = reserved_cache(self.model.config, min(max_new_tokens, ROOM_TOKENS))
         numbers = list(range(input_ids.shape[0])) if rows is None else list(rows)
         active = list(range(input_ids.shape[0]))
         tokens: list[list[int]] = [[] for _ in active]

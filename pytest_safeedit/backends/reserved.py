@@ -52,22 +52,38 @@ class ReservedLayer(DynamicLayer):
         self._show(length)
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        """Keeps only (and reorders) the rows ``beam_idx``, room included."""
-        self._select(beam_idx)
+        """Keeps only (and reorders) the rows ``beam_idx``, with the same room."""
+        if self._ours() and self.get_seq_length() > 0:
+            self._select(beam_idx.to(cast(torch.Tensor, self.keys).device))
+        else:
+            super().reorder_cache(beam_idx)
 
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        self._select(indices)
+    def batch_select_indices(self, indices: Any) -> None:
+        """Keeps only the rows ``indices`` (anything that indexes the batch dimension), with the same room."""
+        if self._ours() and self.get_seq_length() > 0:
+            self._select(indices)
+        else:
+            super().batch_select_indices(indices)
 
-    def _select(self, rows: torch.Tensor) -> None:
-        held = self.get_seq_length()
-        if held == 0:
-            return
-        if not self._ours():
-            super().reorder_cache(cast(torch.LongTensor, rows))
-            return
+    def reset(self) -> None:
+        self._buffers = self._views = None
+        super().reset()
+
+    def offload(self) -> None:
+        self._buffers = self._views = None  # the keys leave the buffers: taken up again at the next update
+        super().offload()
+
+    def _select(self, rows: Any) -> None:
+        """New buffers of the same room holding the rows ``rows`` of the filled part (the room is not copied)."""
         assert self._buffers is not None
-        index = rows.to(self._buffers[0].device)
-        self._buffers = (self._buffers[0].index_select(0, index), self._buffers[1].index_select(0, index))
+        held = self.get_seq_length()
+        buffers = []
+        for buffer in self._buffers:
+            kept = buffer[:, :, :held][rows]
+            room = kept.new_empty((kept.shape[0], kept.shape[1], buffer.shape[2], kept.shape[3]))
+            room[:, :, :held] = kept
+            buffers.append(room)
+        self._buffers = (buffers[0], buffers[1])
         self._show(held)
 
     def _ours(self) -> bool:
@@ -83,7 +99,7 @@ class ReservedLayer(DynamicLayer):
             keys.shape[-2] >= end
             and keys.shape[:2] == key_states.shape[:2]
             and keys.shape[-1] == key_states.shape[-1]
-            and keys.dtype == key_states.dtype
+            and keys.dtype == torch.promote_types(keys.dtype, key_states.dtype)
             and keys.device == key_states.device
         )
 
@@ -92,7 +108,8 @@ class ReservedLayer(DynamicLayer):
         buffers = []
         for old, new in ((cast(torch.Tensor, self.keys), key_states), (cast(torch.Tensor, self.values), value_states)):
             shape = (*new.shape[:2], room, new.shape[-1])
-            buffer = new.new_empty(shape)
+            dtype = torch.promote_types(old.dtype, new.dtype) if held else new.dtype  # as concatenating does
+            buffer = new.new_empty(shape, dtype=dtype)
             if held:
                 buffer[:, :, :held] = old
             buffers.append(buffer)

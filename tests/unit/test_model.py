@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -220,3 +221,48 @@ def test_a_cache_that_cannot_be_branched_is_prefilled_whole(tiny_llama_dir: Path
     assert model.prefix_plan(ids, 6, 0).prefixes == ()  # turned off
     model.model.generation_config.cache_implementation = "static"
     assert model.prefix_plan(ids, 6, 1024).prefixes == ()
+
+
+def test_a_model_saved_without_a_cache_generates_as_plain_generate(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint saved with ``use_cache: false`` (common after gradient-checkpointed fine-tuning): each step
+    feeds the whole sequence again, so no cache is handed in, no prefix shared; the answers are plain
+    generation's, over several pruned stretches."""
+    from transformers import AutoTokenizer
+
+    import pytest_safeedit.backends.hf as hf
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    model = load(build_tiny_model(tmp_path, "llama", tokenizer, use_cache=False))
+    prompts = [model.format_prompt(p, max_new_tokens=9) for p in SHARING]
+    assert model.prefix_plan(model.token_rows(prompts, 9), 9, 1024).prefixes == ()
+    alone = [model.generate([p], max_new_tokens=9, batch_size=1, prefix_cache_mb=0, prune=False)[0] for p in prompts]
+    monkeypatch.setattr(hf, "PRUNE_EVERY", 3)
+    assert model.generate(prompts, max_new_tokens=9) == alone
+
+
+def test_the_cache_grows_by_room_not_by_the_longest_answer(
+    tiny_llama_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch's cache holds room for ``ROOM_TOKENS`` new tokens at a time: a long ``max_new_tokens``
+    does not reserve the whole answer up front, and past the room the cache grows (the same answers)."""
+    import pytest_safeedit.backends.hf as hf
+    from pytest_safeedit.backends.reserved import ReservedLayer
+
+    model = load(tiny_llama_dir)
+    prompts = [model.format_prompt(p, max_new_tokens=40) for p in PROMPTS]
+    model.model.generation_config.eos_token_id = None  # every row to the end
+    alone = [model.generate([p], max_new_tokens=40, batch_size=1, prefix_cache_mb=0, prune=False)[0] for p in prompts]
+    rooms: list[int] = []
+    real = ReservedLayer._adopt
+
+    def adopted(self: ReservedLayer, key_states: Any, value_states: Any, held: int, room: int) -> None:
+        rooms.append(room - held)
+        real(self, key_states, value_states, held, room)
+
+    monkeypatch.setattr(ReservedLayer, "_adopt", adopted)
+    monkeypatch.setattr(hf, "ROOM_TOKENS", 8)
+    assert model.generate(prompts, max_new_tokens=40) == alone
+    assert rooms and max(rooms) <= max(len(r) for r in model.token_rows(prompts, 40)) + 8  # never the 40
+    assert any(room <= 9 for room in rooms)  # grown past the room: 8 more at a time

@@ -72,3 +72,35 @@ def test_a_reserved_cache_replaces_only_the_plain_dynamic_layers() -> None:
     assert all(type(layer) is ReservedLayer for layer in reserved_cache(config, 4).layers)
     config.sliding_window = 8
     assert not any(isinstance(layer, ReservedLayer) for layer in reserved_cache(config, 4).layers)
+
+
+def test_rows_picked_by_a_mask_a_list_or_a_slice_as_the_dynamic_layer_picks_them() -> None:
+    for pick in (torch.tensor([True, False, True]), [2, 0], slice(1, 3)):
+        plain, reserved = DynamicLayer(), ReservedLayer(reserve=4)
+        for layer in (plain, reserved):
+            layer.update(*states(3, 5, 0))
+            layer.batch_select_indices(pick)
+        more = states(2, 1, 1)
+        assert all(torch.equal(a, b) for a, b in zip(plain.update(*more), reserved.update(*more)))
+
+
+def test_a_wider_dtype_widens_the_buffers_as_concatenating_does() -> None:
+    plain, reserved = DynamicLayer(), ReservedLayer(reserve=4)
+    for layer in (plain, reserved):
+        layer.update(*(t.double() for t in states(2, 3, 0)))
+        layer.update(*states(2, 1, 1))
+    assert reserved.keys.dtype == plain.keys.dtype == torch.float64
+    assert torch.equal(reserved.keys, plain.keys)
+
+
+def test_reset_and_offload_let_go_of_the_buffers() -> None:
+    layer = ReservedLayer(reserve=4)
+    layer.update(*states(2, 3, 0))
+    layer.reset()
+    assert layer._buffers is None and layer.get_seq_length() == 0
+    layer.update(*states(2, 3, 0))
+    layer.offload()
+    assert layer._buffers is None
+    more = states(2, 2, 1)
+    keys, _ = layer.update(*more)
+    assert keys.shape[2] == 5 and torch.equal(keys[:, :, 3:], more[0])
