@@ -74,9 +74,15 @@ class ReservedLayer(DynamicLayer):
         super().offload()
 
     def _select(self, rows: Any) -> None:
-        """New buffers of the same room holding the rows ``rows`` of the filled part (the room is not copied)."""
+        """New buffers of the same room holding the rows ``rows`` (row numbers: one copy, the room's few
+        tokens included; a mask or a slice: the filled part picked, then copied into the room)."""
         assert self._buffers is not None
         held = self.get_seq_length()
+        if isinstance(rows, torch.Tensor) and not rows.dtype.is_floating_point and rows.dtype != torch.bool:
+            index = rows.to(self._buffers[0].device)
+            self._buffers = (self._buffers[0].index_select(0, index), self._buffers[1].index_select(0, index))
+            self._show(held)
+            return
         buffers = []
         for buffer in self._buffers:
             kept = buffer[:, :, :held][rows]
