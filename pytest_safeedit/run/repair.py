@@ -287,7 +287,10 @@ def repair(
         return replace(outcome, note=f"nothing to repair: {why}; no checkpoint was written")
     suites = list({s.key: s for s, _, _, _ in probes}.values())
     try:
-        return _repair(evaluator, editors, probes, results, out, outcome, suites, fraction=fraction, seed=seed)
+        return _repair(
+            evaluator, editors, probes, results, out, outcome,
+            to_edit=to_edit, held=held, suites=suites, clock=clock, fraction=fraction, seed=seed,
+        )  # fmt: skip
     except (RepairError, ModelUnavailable, OSError) as exc:
         error = str(exc)
     except Exception as exc:  # noqa: BLE001 - said in the reports, with the cases it was to use
@@ -302,16 +305,17 @@ def _repair(
     results: Sequence[ProbeResult],
     out: str,
     outcome: RepairOutcome,
-    suites: Sequence[Suite],
     *,
+    to_edit: Sequence[tuple[Suite, Case]],
+    held: Sequence[tuple[Suite, Case]],
+    suites: Sequence[Suite],
+    clock: float,
     fraction: float,
     seed: int,
 ) -> RepairOutcome:
-    clock = time.perf_counter()
+    """:func:`repair` from its split on: the cases to edit with, those held out, every suite of the run;
+    ``clock``: when the repair began."""
     engine = evaluator.engine
-    cases = {(s.key, c.id): (s, c) for s, c, _, _ in probes}
-    to_edit = [cases[key] for key in outcome.repaired]
-    held = [cases[key] for key in outcome.held_out]
     done = accumulate(engine, editors, to_edit, held, suites)
     try:
         record = provenance(
