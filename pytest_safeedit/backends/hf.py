@@ -285,8 +285,8 @@ class LoadedModel:
         of padding (:mod:`pytest_safeedit.backends.batching`; on the CPU also a KV cache within a quarter of the
         memory). Each batch is generated ``PRUNE_EVERY`` tokens at a time, continuing from the KV cache
         (whose plain layers hold room for the batch's tokens, written in place:
-        :mod:`pytest_safeedit.backends.reserved`); between two stretches the rows that have ended leave the batch (their cache rows too), so that the
-        rest run on fewer rows. A row's tokens do not depend on the other rows nor on its prefix being
+        :mod:`pytest_safeedit.backends.reserved`); between two stretches the rows that have ended leave the
+        batch (their cache rows too), so that the rest run on fewer rows. A row's tokens do not depend on the other rows nor on its prefix being
         shared (greedy, padded; tested). ``prune=False``, or a model whose generation config sets what a
         stretch would restart (:func:`stretch_sensitive`): one ``generate`` call per batch, every row to
         the end of the longest (what a plain batched loop does; the benchmarks' baselines). The rows of a
@@ -332,8 +332,9 @@ class LoadedModel:
 
         None are shared (plain prefill) with a budget of 0, where the config does not give the cache's
         size, or where a cache cannot be branched safely: an encoder-decoder, a generation config that asks
-        for another cache (static, quantized, offloaded) or for none (``use_cache`` false), or a cache layer other than the plain dynamic one
-        (a sliding-window layer only when its window holds the whole batch, recurrent states never)."""
+        for another cache (static, quantized, offloaded) or for none (``use_cache`` false), or a cache layer
+        other than the plain dynamic one (a sliding-window layer only when its window holds the whole batch,
+        recurrent states never)."""
         per_token = kv_cache_bytes_per_token(self.config, self.model.dtype.itemsize)
         width = 2 * max(len(row) for row in ids) + max_new_tokens
         if not prefix_cache_mb or per_token is None or not self._branchable(width):
