@@ -14,8 +14,9 @@ from pytest_safeedit.backends.architecture import transformer_blocks
 from pytest_safeedit.backends.base import Request, sample_seed
 from pytest_safeedit.backends.batching import MAX_PAD_SHARE, BatchLimits, token_batches
 from pytest_safeedit.backends.below import blocks_replayed, lowest_edited_block, run_below
-from pytest_safeedit.backends.prefix import PrefixPlan, plan_prefixes
+from pytest_safeedit.backends.prefix import PrefixPlan, plan_prefixes, with_stored
 from pytest_safeedit.backends.rows import RowWeights, rows_present
+from pytest_safeedit.backends.stored import PrefixStore
 from pytest_safeedit.config.settings import (
     CPU_BATCH_SIZE,
     DEFAULT_PREFIX_CACHE_MB,
@@ -93,6 +94,8 @@ class LoadedModel:
         #: Whether computing a prefix below and above the lowest edited block in two passes gave exactly
         #: the keys and values of one pass, the first time it was tried (shared by the views of this model).
         self._split_exact: dict[str, bool] = {}
+        #: The prefixes kept from one call to the next (shared by the views of this model).
+        self.prefix_store = PrefixStore()
         self.use_chat_template = settings.chat_template == "on" or (
             settings.chat_template == "auto" and bool(getattr(tokenizer, "chat_template", None))
         )
@@ -280,7 +283,8 @@ class LoadedModel:
         Prompts that share a long token prefix (the chat template's preamble, an attack template) start
         from its keys and values, computed once (:mod:`pytest_safeedit.backends.prefix`; at most
         ``prefix_cache_mb`` MB of them kept, 0: none; see :meth:`prefix_plan` for the models that cannot
-        branch a cache). The prompts are sorted by the tokens left to compute and cut into batches of at
+        branch a cache) and kept for later calls with the same weights
+        (:mod:`pytest_safeedit.backends.stored`, the least recently used dropped first). The prompts are sorted by the tokens left to compute and cut into batches of at
         most ``batch_size`` rows and ``batch_tokens`` padded prompt tokens, each with at most ``pad_share``
         of padding (:mod:`pytest_safeedit.backends.batching`; on the CPU also a KV cache within a quarter of the
         memory). Each batch is generated ``PRUNE_EVERY`` tokens at a time, continuing from the KV cache
@@ -302,7 +306,10 @@ class LoadedModel:
         keys: list[Hashable] = [None] * len(ids) if row_weights is None else row_weights.weight_keys(len(ids))
         below = self.shared_below(row_weights, keys)
         plan = self.prefix_plan(ids, max_new_tokens, prefix_cache_mb, row_weights, below)
-        caches = self._prefill_prefixes(ids, plan, keys, row_weights, below)
+        store = self._store_for(ids, max_new_tokens, prefix_cache_mb, row_weights)
+        if store is not None:
+            plan = with_stored(plan, ids, [store.longest(row)[0] for row in ids])
+        caches = self._prefill_prefixes(ids, plan, keys, row_weights, below, store, prefix_cache_mb * 1_000_000)
         if caches is None and plan.across:  # two passes were not exact here: each group's prefixes whole
             plan = self.prefix_plan(ids, max_new_tokens, prefix_cache_mb, row_weights)
             caches = self._prefill_prefixes(ids, plan, keys, row_weights)
@@ -336,13 +343,35 @@ class LoadedModel:
         other than the plain dynamic one (a sliding-window layer only when its window holds the whole batch,
         recurrent states never)."""
         per_token = kv_cache_bytes_per_token(self.config, self.model.dtype.itemsize)
-        width = 2 * max(len(row) for row in ids) + max_new_tokens
-        if not prefix_cache_mb or per_token is None or not self._branchable(width):
+        if per_token is None or not self._shares_prefixes(ids, max_new_tokens, prefix_cache_mb):
             return PrefixPlan((), (None,) * len(ids))
         budget = prefix_cache_mb * 1_000_000 // per_token
         groups = None if row_weights is None else row_weights.weight_keys(len(ids))
         share = below / len(transformer_blocks(self.model)) if below else None
         return plan_prefixes(ids, budget=budget, groups=groups, below=share)
+
+    def _shares_prefixes(self, ids: Sequence[Sequence[int]], max_new_tokens: int, prefix_cache_mb: int) -> bool:
+        """Whether prompts ``ids`` may start from prefixes computed apart (see :meth:`prefix_plan`)."""
+        width = 2 * max(len(row) for row in ids) + max_new_tokens
+        per_token = kv_cache_bytes_per_token(self.config, self.model.dtype.itemsize)
+        return bool(prefix_cache_mb) and per_token is not None and self._branchable(width)
+
+    def _store_for(
+        self,
+        ids: Sequence[Sequence[int]],
+        max_new_tokens: int,
+        prefix_cache_mb: int,
+        row_weights: RowWeights | None,
+    ) -> PrefixStore | None:
+        """The prefixes kept from earlier calls, where this call (of prompts ``ids``) may read and add to
+        them: every row with the model's own weights, prefixes shared, the model in the state they were
+        kept in (:meth:`~pytest_safeedit.backends.stored.PrefixStore.open`). A budget of 0 empties it."""
+        if not prefix_cache_mb:
+            self.prefix_store.clear()
+            return None
+        if row_weights is not None or not self._shares_prefixes(ids, max_new_tokens, prefix_cache_mb):
+            return None
+        return self.prefix_store if self.prefix_store.open(self.model) else None
 
     def shared_below(self, row_weights: RowWeights | None, keys: Sequence[Hashable]) -> int:
         """The blocks whose keys and values rows of every edited weight compute alike: those below the lowest
@@ -398,11 +427,15 @@ class LoadedModel:
         keys: Sequence[Hashable],
         row_weights: RowWeights | None = None,
         below: int = 0,
+        store: PrefixStore | None = None,
+        store_bytes: int = 0,
     ) -> list[dict[Hashable, States]] | None:
         """Each prefix's keys and values (one row, per layer), computed on its parent's, for each weight
         group (``keys``: each row's) that starts from it; None when a forward pass gives a cache that is not
         the plain dynamic cache (then nothing is shared), or, for a plan ``across`` groups, when the blocks
-        below ``below`` cannot be run apart (:meth:`_prefill_across`)."""
+        below ``below`` cannot be run apart (:meth:`_prefill_across`). With a ``store`` (of prefixes kept
+        from earlier calls), a prefix starts from the longest kept one that holds more of its tokens than
+        its parent (all of them: nothing to compute), and is then kept in it (``store_bytes`` at most)."""
         if plan.across:
             return self._prefill_across(ids, plan, keys, row_weights, below)
         caches: list[dict[Hashable, States]] = []
@@ -410,9 +443,18 @@ class LoadedModel:
             start = 0 if prefix.parent is None else plan.prefixes[prefix.parent].length
             group = keys[prefix.row]
             parent = [] if prefix.parent is None else caches[prefix.parent][group]
-            states = self._extend(parent, ids[prefix.row][start : prefix.length], start, prefix.row, row_weights)
+            tokens = ids[prefix.row][: prefix.length]
+            kept, key = (0, None) if store is None else store.longest(tokens)
+            if store is not None and key is not None and kept > start:
+                parent, start = store.states(key, kept), kept
+            if start == prefix.length:
+                caches.append({group: parent})
+                continue
+            states = self._extend(parent, tokens[start:], start, prefix.row, row_weights)
             if states is None:
                 return None
+            if store is not None:
+                store.put(tokens, states, store_bytes)
             caches.append({group: states})
         return caches
 

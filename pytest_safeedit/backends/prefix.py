@@ -164,3 +164,30 @@ def _ordered(rows: Sequence[Sequence[int]], keys: Sequence[Hashable], kept: Sequ
         users = tuple(row for row, chosen in enumerate(of_row) if chosen == i)
         prefixes.append(Prefix(first, len(tokens), deepest(group, tokens, len(tokens) - 1), users))
     return PrefixPlan(tuple(prefixes), tuple(of_row))
+
+
+def with_stored(
+    plan: PrefixPlan, rows: Sequence[Sequence[int]], stored: Sequence[int], min_tokens: int = MIN_SHARED_TOKENS
+) -> PrefixPlan:
+    """``plan`` with each row whose kept prefix (``stored[row]`` of its first tokens were kept from an
+    earlier call: :mod:`pytest_safeedit.backends.stored`) is at least ``min_tokens`` longer than its planned
+    one starting from that instead (leaving it a token to compute); rows with the same such prefix share
+    it. The added prefixes come last, on no parent: they are read from the store, not computed."""
+    prefixes = list(plan.prefixes)
+    of_row = list(plan.of_row)
+    added: dict[tuple[int, ...], int] = {}
+    for row, tokens in enumerate(rows):
+        length = min(stored[row], len(tokens) - 1)
+        if length - plan.shared(row) < min_tokens:
+            continue
+        key = tuple(tokens[:length])
+        if key not in added:
+            added[key] = len(prefixes)
+            prefixes.append(Prefix(row, length, None, ()))
+        of_row[row] = added[key]
+    users: dict[int, list[int]] = {}
+    for row, index in enumerate(of_row):
+        if index is not None:
+            users.setdefault(index, []).append(row)
+    prefixes = [replace(prefix, rows=tuple(users.get(i, ()))) for i, prefix in enumerate(prefixes)]
+    return replace(plan, prefixes=tuple(prefixes), of_row=tuple(of_row))

@@ -172,17 +172,21 @@ def editor_section(data: Any, name: str, source: str) -> dict[str, Any]:
 
 @contextmanager
 def weights_restored(weights: Sequence[torch.nn.Parameter]) -> Iterator[None]:
-    """Save just these weights; on exit, also after an error, copy the saved values back exactly."""
+    """Save just these weights; on exit, also after an error, copy the saved values back exactly (and say
+    so: keys and values the generation kept from before stay valid, :mod:`pytest_safeedit.backends.stored`)."""
     import torch
 
-    saved = [w.detach().clone() for w in weights]
+    from pytest_safeedit.backends.stored import mark_restored
+
+    saved = [(w.detach().clone(), w._version) for w in weights]
     try:
         yield
     finally:
         with torch.no_grad():
-            for weight, original in zip(weights, saved):
+            for weight, (original, version) in zip(weights, saved):
                 weight.copy_(original)
                 weight.grad = None
+                mark_restored(weight, version)
 
 
 def assign_weights(model: Any, values: Mapping[str, torch.Tensor]) -> None:

@@ -356,7 +356,8 @@ OPTIONS: tuple[Option, ...] = (
         "--safeedit-prefix-cache-mb",
         "Memory in MB kept for the keys and values of prompt prefixes that several prompts share (the chat "
         "template's preamble, an attack template around different questions): the hf backend computes each "
-        f"once and starts those prompts from it; 0 computes every prompt whole. Default: {DEFAULT_PREFIX_CACHE_MB}.",
+        "once and starts those prompts from it, in the same batch and in later ones (the least recently used "
+        f"dropped first); 0 computes every prompt whole. Default: {DEFAULT_PREFIX_CACHE_MB}.",
         type=non_negative_int,
         metavar="MB",
         default=DEFAULT_PREFIX_CACHE_MB,

@@ -95,6 +95,13 @@ def test_shared_prefixes_give_the_answers_of_plain_generation_on_a_real_model(ge
     # Plain generation: one ``generate`` call per prompt on transformers' own cache (no room reserved).
     single = [model.generate([p], max_new_tokens=16, batch_size=1, prefix_cache_mb=0, prune=False)[0] for p in prompts]
     assert model.generate(prompts, max_new_tokens=16) == single
+    # Later calls start from the prefixes the earlier ones kept (a template's questions split over calls).
+    reused = model.prefix_store.tokens_reused
+    split = [
+        answer for at in range(0, len(prompts), 2) for answer in model.generate(prompts[at : at + 2], max_new_tokens=16)
+    ]
+    assert split == single
+    assert model.prefix_store.tokens_reused > reused
 
 
 @pytest.mark.parametrize("editor", ["dinm", "ft-l"])

@@ -1,0 +1,209 @@
+"""Prefixes kept from one generation call to the next (``backends/stored.py``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from pytest_safeedit.backends.hf import LoadedModel, load_model
+from pytest_safeedit.backends.prefix import Prefix, PrefixPlan, with_stored
+from pytest_safeedit.backends.stored import PrefixStore, mark_restored, weights_state
+from pytest_safeedit.backends.tiny import ARCHITECTURES, build_tiny_model
+from pytest_safeedit.config.settings import ModelSettings
+from pytest_safeedit.editors.base import weights_restored
+from tests.helpers import ending_token
+from tests.unit.test_model import SHARING
+
+
+def states(length: int, layers: int = 2, fill: float = 0.0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """One row's keys and values of ``length`` tokens (position ``i`` holds ``fill + i``)."""
+    row = (torch.arange(length, dtype=torch.float32) + fill).view(1, 1, length, 1).expand(1, 2, length, 3)
+    return [(row.clone(), row.clone() + 0.5) for _ in range(layers)]
+
+
+def opened() -> PrefixStore:
+    """A store open for a model's state."""
+    store = PrefixStore()
+    assert store.open(torch.nn.Linear(1, 1))
+    return store
+
+
+def test_the_longest_kept_prefix_is_found_and_sliced() -> None:
+    store = opened()
+    store.put([1, 2, 3, 4, 5, 6], states(6), budget=1 << 30)
+    store.put([1, 2, 9, 9], states(4, fill=100), budget=1 << 30)
+    assert store.longest([1, 2, 3, 4, 7]) == (4, (1, 2, 3, 4, 5, 6))
+    assert store.longest([1, 2, 9, 9, 9, 9]) == (4, (1, 2, 9, 9))
+    assert store.longest([5, 1, 2]) == (0, None)
+    sliced = store.states((1, 2, 3, 4, 5, 6), 4)
+    assert sliced[0][0].shape == (1, 2, 4, 3) and sliced[0][0][0, 0, :, 0].tolist() == [0, 1, 2, 3]
+    assert store.tokens_reused == 4
+
+
+def test_a_prefix_held_by_a_kept_one_is_not_kept_twice_and_a_longer_one_replaces_it() -> None:
+    store = opened()
+    store.put([1, 2, 3], states(3), budget=1 << 30)
+    store.put([1, 2, 3, 4, 5], states(5), budget=1 << 30)  # holds [1, 2, 3]: that one goes
+    store.put([1, 2], states(2), budget=1 << 30)  # held by [1, 2, 3, 4, 5]: not kept
+    assert len(store) == 1 and store.longest([1, 2, 3, 4, 5, 6]) == (5, (1, 2, 3, 4, 5))
+    assert store.bytes == sum(t.numel() * 4 for pair in states(5) for t in pair)
+
+
+def test_the_least_recently_used_go_first_when_over_budget() -> None:
+    size = sum(t.numel() * 4 for pair in states(4) for t in pair)
+    store = opened()
+    store.put([1, 1, 1, 1], states(4), budget=2 * size)
+    store.put([2, 2, 2, 2], states(4), budget=2 * size)
+    store.states((1, 1, 1, 1), 4)  # used: [2, 2, 2, 2] is now the least recent
+    store.put([3, 3, 3, 3], states(4), budget=2 * size)
+    assert store.longest([2, 2, 2, 2])[0] == 0
+    assert store.longest([1, 1, 1, 1])[0] == 4 and store.longest([3, 3, 3, 3])[0] == 4
+    assert store.bytes == 2 * size
+    store.put([4] * 12, states(12), budget=2 * size)  # larger than the budget on its own: nothing kept
+    assert len(store) == 0 and store.bytes == 0
+
+
+def test_with_stored_starts_rows_from_kept_prefixes_at_least_16_tokens_longer() -> None:
+    rows = [list(range(40)) + [90], list(range(40)) + [91], list(range(20)) + [7] * 10, [5] * 30]
+    plan = PrefixPlan((Prefix(0, 18, None, (0, 1, 2)),), (0, 0, 0, None))
+    planned = with_stored(plan, rows, [35, 35, 25, 0])
+    assert [planned.shared(row) for row in range(4)] == [35, 35, 18, 0]  # 25 is only 7 past the plan's 18
+    assert planned.prefixes[1] == Prefix(0, 35, None, (0, 1))
+    assert planned.prefixes[0].rows == (2,)
+    whole = with_stored(PrefixPlan((), (None,) * 4), rows, [41, 0, 0, 30])
+    assert whole.shared(0) == 40 and whole.shared(3) == 29  # a row keeps its last token to compute
+
+
+def test_the_state_follows_versions_storage_restores_and_hooks() -> None:
+    net = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 3))
+    before = weights_state(net)
+    assert before is not None and weights_state(net) == before
+    with weights_restored([net[0].weight]):
+        with torch.no_grad():
+            net[0].weight.add_(1.0)
+        assert weights_state(net) != before
+    assert weights_state(net) == before  # copied back, and said so
+    with torch.no_grad():
+        net[1].bias.copy_(net[1].bias)  # a write, even of the same values, is a change
+    assert weights_state(net) != before
+    after = weights_state(net)
+    handle = net[0].register_forward_hook(lambda *_: None)
+    assert weights_state(net) is None
+    handle.remove()
+    assert weights_state(net) == after
+    net[1].forward = lambda x: x  # type: ignore[method-assign]
+    assert weights_state(net) is None
+    del net[1].forward
+    net.to(torch.float64)
+    assert weights_state(net) not in (None, after)
+
+
+def test_mark_restored_chains_back_to_the_first_equal_version() -> None:
+    weight = torch.nn.Parameter(torch.zeros(2))
+    first = weight._version
+    for _ in range(3):
+        saved = weight._version
+        with torch.no_grad():
+            weight.add_(1.0)
+            weight.sub_(1.0)
+        mark_restored(weight, saved)
+    net = torch.nn.Module()
+    net.weight = weight
+    state = weights_state(net)
+    assert state is not None and state[0][-1] == first
+
+
+def test_a_call_reads_only_the_prefixes_of_the_models_present_state() -> None:
+    net = torch.nn.Linear(2, 2)
+    store = PrefixStore()
+    assert store.open(net)
+    store.put([1] * 20, states(20), budget=1 << 30)
+    with weights_restored([net.weight]):
+        with torch.no_grad():
+            net.weight.mul_(2.0)
+        assert store.open(net)  # an edit answered alone: its own prefixes, not the unedited model's
+        assert store.longest([1] * 20) == (0, None)
+        store.put([1] * 20, states(20, fill=7), budget=1 << 30)
+        assert store.states((1,) * 20, 20)[0][0][0, 0, 0, 0] == 7
+    assert store.open(net) and len(store) == 2  # restored: the unedited model's serve again
+    assert store.states((1,) * 20, 20)[0][0][0, 0, 0, 0] == 0
+    net.register_forward_pre_hook(lambda *_: None)
+    assert not store.open(net)
+    with pytest.raises(RuntimeError, match="not open"):
+        store.put([2] * 20, states(20), budget=1 << 30)
+
+
+def load(path: Path) -> LoadedModel:
+    return load_model(ModelSettings(name_or_path=str(path)))
+
+
+@pytest.mark.parametrize("kind", sorted(ARCHITECTURES))
+def test_prefixes_kept_from_an_earlier_call_give_the_answers_of_plain_generation(
+    kind: str, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Each call of the questions under one template starts from the template's keys and values kept by the
+    call before; every answer is the prompt's plain generation."""
+    from transformers import AutoTokenizer
+
+    model = load(build_tiny_model(tmp_path, kind, AutoTokenizer.from_pretrained(str(tiny_model_dir))))
+    prompts = [model.format_prompt(p, max_new_tokens=10) for p in SHARING]
+    model.model.generation_config.eos_token_id = ending_token(model, prompts, 10)
+    alone = [model.generate([p], max_new_tokens=10, batch_size=1, prefix_cache_mb=0, prune=False)[0] for p in prompts]
+    store = model.prefix_store
+    answers = []
+    for start in range(0, len(prompts), 2):  # the two rows of a template in one call, its third in the next
+        answers += model.generate(prompts[start : start + 2], max_new_tokens=10)
+    assert answers == alone
+    if not model._shares_prefixes(model.token_rows(prompts, 10), 10, 1024):
+        assert store.tokens_reused == 0  # a model whose cache cannot be branched computes every prompt whole
+        return
+    assert store.tokens_reused > 0 and len(store) > 0
+    again = store.tokens_reused
+    assert model.generate([prompts[2]], max_new_tokens=10) == [alone[2]]  # a single prompt, from the store
+    assert store.tokens_reused > again
+
+
+def test_an_edited_model_never_reads_the_unedited_prefixes_and_they_serve_again_after(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from transformers import AutoTokenizer
+
+    model = load(build_tiny_model(tmp_path, "llama", AutoTokenizer.from_pretrained(str(tiny_model_dir))))
+    prompts = [model.format_prompt(p, max_new_tokens=8) for p in SHARING]
+    model.model.generation_config.eos_token_id = ending_token(model, prompts, 8)
+    weight: Any = model.model.model.layers[1].mlp.down_proj.weight
+    unedited = [model.generate([p], max_new_tokens=8, batch_size=1, prefix_cache_mb=0, prune=False)[0] for p in prompts]
+    with weights_restored([weight]):
+        with torch.no_grad():
+            weight.mul_(-3.0)
+        edited = [
+            model.generate([p], max_new_tokens=8, batch_size=1, prefix_cache_mb=0, prune=False)[0] for p in prompts
+        ]
+    assert edited != unedited
+    store = model.prefix_store
+    assert model.generate(prompts[:2], max_new_tokens=8) == unedited[:2]
+    reused = store.tokens_reused
+    with weights_restored([weight]):
+        with torch.no_grad():
+            weight.mul_(-3.0)
+        assert model.generate(prompts[:3], max_new_tokens=8) == edited[:3]
+        assert store.tokens_reused == reused  # not the unedited model's
+        assert model.generate(prompts[3:6], max_new_tokens=8) == edited[3:6]
+    assert model.generate(prompts[2:], max_new_tokens=8) == unedited[2:]
+    assert store.tokens_reused > reused  # restored: the unedited model's prefixes serve again
+    with torch.no_grad():
+        weight.mul_(-3.0)  # changed for good (no restore)
+    assert model.generate(prompts, max_new_tokens=8) == edited
+    assert model.generate(prompts, max_new_tokens=8) == edited
+
+
+def test_a_budget_of_0_empties_the_store(tiny_llama_dir: Path) -> None:
+    model = load(tiny_llama_dir)
+    prompts = [model.format_prompt(p, max_new_tokens=4) for p in SHARING]
+    model.generate(prompts, max_new_tokens=4)
+    assert len(model.prefix_store) > 0
+    model.generate(prompts[:1], max_new_tokens=4, prefix_cache_mb=0)
+    assert len(model.prefix_store) == 0
