@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_safeedit.backends.architecture import block_count
+from pytest_safeedit.backends.stored import mark_restored
 from pytest_safeedit.editors.base import EditDetails, EditorSpec, Stopwatch, assign_weights
 from pytest_safeedit.editors.dinm import DINM, DINM_SPEC, keep_kwargs, right_padded
 
@@ -299,11 +300,14 @@ def weights_swapped(model: Any, values: Mapping[str, torch.Tensor]) -> Iterator[
     if missing:
         raise ValueError(f"the routing file names weights the model does not have: {', '.join(missing[:3])}")
     own = {name: params[name].detach().clone() for name in values}
+    versions = {name: params[name]._version for name in values}
     try:
         assign_weights(model, values)
         yield
     finally:
         assign_weights(model, own)
+        for name, version in versions.items():  # the kept prefixes of the original weights serve again
+            mark_restored(params[name], version)
 
 
 class RoutedGenerator:

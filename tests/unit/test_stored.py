@@ -207,3 +207,13 @@ def test_a_budget_of_0_empties_the_store(tiny_llama_dir: Path) -> None:
     assert len(model.prefix_store) > 0
     model.generate(prompts[:1], max_new_tokens=4, prefix_cache_mb=0)
     assert len(model.prefix_store) == 0
+
+
+def test_a_routed_checkpoints_swap_gives_the_original_state_back() -> None:
+    from pytest_safeedit.editors.routed import weights_swapped
+
+    net = torch.nn.Linear(2, 2)
+    before = weights_state(net)
+    with weights_swapped(net, {"weight": torch.ones(2, 2)}):
+        assert weights_state(net) != before
+    assert weights_state(net) == before
