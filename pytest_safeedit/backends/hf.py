@@ -438,18 +438,23 @@ class LoadedModel:
         its parent (all of them: nothing to compute), and is then kept in it (``store_bytes`` at most)."""
         if plan.across:
             return self._prefill_across(ids, plan, keys, row_weights, below)
+        held: dict[int, States] = {}  # read first: what this call keeps must not push them out
+        for index, prefix in enumerate(plan.prefixes):
+            kept, key = (0, None) if store is None else store.longest(ids[prefix.row][: prefix.length])
+            if store is not None and key is not None and kept == prefix.length:
+                held[index] = store.states(key, kept)
         caches: list[dict[Hashable, States]] = []
-        for prefix in plan.prefixes:
+        for index, prefix in enumerate(plan.prefixes):
             start = 0 if prefix.parent is None else plan.prefixes[prefix.parent].length
             group = keys[prefix.row]
+            if index in held:
+                caches.append({group: held[index]})
+                continue
             parent = [] if prefix.parent is None else caches[prefix.parent][group]
             tokens = ids[prefix.row][: prefix.length]
             kept, key = (0, None) if store is None else store.longest(tokens)
             if store is not None and key is not None and kept > start:
                 parent, start = store.states(key, kept), kept
-            if start == prefix.length:
-                caches.append({group: parent})
-                continue
             states = self._extend(parent, tokens[start:], start, prefix.row, row_weights)
             if states is None:
                 return None

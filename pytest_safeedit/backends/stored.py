@@ -13,9 +13,12 @@ optimizer step, a copy into a weight, a move to another device or dtype; a weigh
 values (an editor's restore: :func:`mark_restored`) counts as unchanged, so that the unedited model's
 prefixes serve again after an edit. While a module has a forward hook or a forward of its own (the rows
 of several edited models, an edit's replayed blocks), nothing is stored or read: its outputs are not the
-weights' alone. Changing values
-without a new version (writing through ``tensor.data``) is not seen; an editor must write its weights
-with ordinary in-place operations (``copy_`` under ``no_grad``), as every editor here does.
+weights' alone (transformers' hidden-state capture hooks excepted: they never change an output). A write
+that gives no new version (a fused optimizer step, a write through ``tensor.data``) is seen in a sample
+of each tensor's values (:data:`SAMPLED_VALUES`, evenly spaced), so only where it changes one of those;
+an editor should write its weights with ordinary in-place operations (``copy_`` under ``no_grad``), as
+every editor here does. What changes outputs without changing a tensor (an adapter switched off by a
+flag) is not seen: call ``prefix_store.clear()`` on the model, or turn the store off with a budget of 0.
 """
 
 from __future__ import annotations
@@ -32,6 +35,15 @@ if TYPE_CHECKING:
 
 #: The attribute of a tensor that maps versions of its values to the earlier versions they equal.
 _SAME_AS = "_safeedit_same_as"
+#: The attribute of a tensor that numbers it: a new tensor may take a freed one's memory (and version 0).
+_SERIAL = "_safeedit_serial"
+_serials = count()
+#: Values read from each tensor, evenly spaced, for the state: they change with a write that gives no new
+#: version (a fused optimizer step, a write through ``tensor.data``) wherever it changes most values.
+SAMPLED_VALUES = 64
+#: Modules whose forward hooks never change an output: transformers' hidden-state capture, installed on
+#: every block the first time a forward pass asks for hidden states, inert unless a collector is active.
+INERT_HOOK_MODULES = frozenset({"transformers.utils.output_capturing"})
 
 
 def mark_restored(tensor: torch.Tensor, version: int) -> None:
@@ -47,21 +59,68 @@ def _first_version(tensor: torch.Tensor, version: int) -> int:
     return same.get(version, version)
 
 
+def _serial(tensor: torch.Tensor) -> int:
+    own: dict[str, Any] = tensor.__dict__
+    if _SERIAL not in own:
+        own[_SERIAL] = next(_serials)
+    return int(own[_SERIAL])
+
+
+def _hooked(module: Any) -> bool:
+    """Whether ``module`` has a forward hook that may change an output, or a forward of its own other than
+    accelerate's device hook."""
+    hooks = [*module._forward_hooks.values(), *module._forward_pre_hooks.values()]
+    if any(getattr(hook, "__module__", None) not in INERT_HOOK_MODULES for hook in hooks):
+        return True
+    return "forward" in module.__dict__ and not hasattr(module, "_hf_hook")
+
+
+def _sampled(tensors: Sequence[torch.Tensor]) -> bytes:
+    """A digest of :data:`SAMPLED_VALUES` values of each tensor, evenly spaced (meta tensors have none)."""
+    import hashlib
+
+    import torch
+
+    picks: dict[Any, list[torch.Tensor]] = {}
+    for t in tensors:
+        if t.is_meta or t.numel() == 0:
+            continue
+        flat = t.detach().reshape(-1)
+        step = max(1, flat.numel() // SAMPLED_VALUES)
+        picks.setdefault(t.device, []).append(flat[::step][:SAMPLED_VALUES].contiguous().view(torch.uint8))
+    digest = hashlib.blake2b(digest_size=16)
+    for device in sorted(picks, key=str):
+        digest.update(torch.cat(picks[device]).cpu().numpy().tobytes())
+    return digest.digest()
+
+
 def weights_state(model: Any) -> tuple[Any, ...] | None:
     """What a forward pass of ``model`` depends on besides its inputs: each parameter's and buffer's
-    storage and (earliest equal) version. None while a module has a forward hook or a forward of its own,
-    other than accelerate's device hooks (their outputs are not the weights' alone)."""
+    identity, storage, dtype and (earliest equal) version, and a sample of their values. None while a
+    module has a forward hook that may change an output or a forward of its own, other than accelerate's
+    device hooks (the outputs are not the weights' alone)."""
     import torch
 
     module_hooks: Any = torch.nn.modules.module
     if module_hooks._global_forward_hooks or module_hooks._global_forward_pre_hooks:
         return None
-    for module in model.modules():
-        own_forward = "forward" in module.__dict__ and not hasattr(module, "_hf_hook")
-        if module._forward_hooks or module._forward_pre_hooks or own_forward:
-            return None
-    tensors = chain(model.named_parameters(), model.named_buffers())
-    return tuple((name, t.device, t.dtype, t.data_ptr(), _first_version(t, t._version)) for name, t in tensors)
+    if any(_hooked(module) for module in model.modules()):
+        return None
+    tensors = list(chain(model.named_parameters(), model.named_buffers()))
+    with torch.no_grad():
+        # An inference tensor (made under ``torch.inference_mode``) keeps no version: its values tell.
+        parts = tuple(
+            (
+                name,
+                _serial(t),
+                t.device,
+                t.dtype,
+                t.data_ptr(),
+                -1 if t.is_inference() else _first_version(t, t._version),
+            )
+            for name, t in tensors
+        )
+        return (parts, _sampled([t for _, t in tensors]))
 
 
 def _common_length(a: tuple[int, ...], b: tuple[int, ...]) -> int:
@@ -86,6 +145,8 @@ class PrefixStore:
 
     def __init__(self) -> None:
         self._entries: OrderedDict[tuple[int, tuple[int, ...]], States] = OrderedDict()
+        #: The kept prefixes read at least once (those of another state never read go first when over budget).
+        self._read: set[tuple[int, tuple[int, ...]]] = set()
         self._states: dict[tuple[Any, ...], int] = {}
         self._current: int | None = None
         self._numbers = count()
@@ -98,6 +159,7 @@ class PrefixStore:
 
     def clear(self) -> None:
         self._entries.clear()
+        self._read.clear()
         self._states.clear()
         self._current = None
         self.bytes = 0
@@ -134,27 +196,36 @@ class PrefixStore:
         tensors: never written in place), now the most recently used."""
         entry = (self._require(), key)
         self._entries.move_to_end(entry)
+        self._read.add(entry)
         self.tokens_reused += length
         return [(k[:, :, :length], v[:, :, :length]) for k, v in self._entries[entry]]
 
     def put(self, tokens: Sequence[int], states: States, budget: int) -> None:
         """Keep ``states``, the keys and values of ``tokens``, unless a kept prefix already holds them;
-        kept prefixes that ``tokens`` start with are dropped (a slice of these serves them), then the
-        least recently used while more than ``budget`` bytes are kept."""
+        kept prefixes that ``tokens`` start with are dropped (a slice of these serves them), then, while
+        more than ``budget`` bytes are kept, first those of another state never read (an edited model's,
+        whose state does not come back, before the unedited model's templates), then the least recently
+        used."""
         current, key = self._require(), tuple(tokens)
         own = self._own()
         if any(other[: len(key)] == key for other in own):
             return
         for other in own:
             if key[: len(other)] == other:
-                self.bytes -= _states_bytes(self._entries.pop((current, other)))
+                self._drop((current, other))
         self._entries[(current, key)] = states
         self.bytes += _states_bytes(states)
-        while self.bytes > budget and self._entries:
-            _, dropped = self._entries.popitem(last=False)
-            self.bytes -= _states_bytes(dropped)
+        dead = [e for e in self._entries if e[0] != current and e not in self._read]
+        for entry in [*dead, *self._entries]:
+            if self.bytes <= budget:
+                break
+            self._drop(entry)
         live = {state for state, _ in self._entries} | {current}
         self._states = {state: number for state, number in self._states.items() if number in live}
+
+    def _drop(self, entry: tuple[int, tuple[int, ...]]) -> None:
+        self.bytes -= _states_bytes(self._entries.pop(entry))
+        self._read.discard(entry)
 
     def _require(self) -> int:
         if self._current is None:

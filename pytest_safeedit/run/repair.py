@@ -15,11 +15,12 @@ import shutil
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_safeedit.backends.stored import mark_restored
 from pytest_safeedit.cases.model import Case, Probe, Suite
 from pytest_safeedit.editors.base import EditDetails, InputRouter, assign_weights, routing_inputs
 from pytest_safeedit.results.probes import ProbeResult
@@ -91,11 +92,17 @@ class Accumulated:
     originals: dict[str, Any]
     router: dict[str, Any] | None = None
     probe: Any = None
+    #: The version of each changed weight before the first edit changed it.
+    versions: dict[str, int] = field(default_factory=dict)
 
 
 def restore(done: Accumulated) -> None:
-    """Put back the original value of every weight the edits changed (the model is as loaded again)."""
+    """Put back the original value of every weight the edits changed (the model is as loaded again, and the
+    prefixes the generation kept for it serve again: :mod:`pytest_safeedit.backends.stored`)."""
     assign_weights(done.model.model, done.originals)
+    params = dict(done.model.model.named_parameters())
+    for name, version in done.versions.items():
+        mark_restored(params[name], version)
 
 
 def accumulate(
@@ -160,6 +167,7 @@ def _edit_each(
             ) from exc
         if name not in originals:
             originals[name] = params[name].detach().clone()
+            done.versions[name] = params[name]._version
         with torch.no_grad():
             params[name].copy_(edited)
         edits.append(details)

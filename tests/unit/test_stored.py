@@ -52,17 +52,28 @@ def test_a_prefix_held_by_a_kept_one_is_not_kept_twice_and_a_longer_one_replaces
     assert store.bytes == sum(t.numel() * 4 for pair in states(5) for t in pair)
 
 
-def test_the_least_recently_used_go_first_when_over_budget() -> None:
+def test_over_budget_another_states_unread_go_first_then_the_least_recently_used() -> None:
     size = sum(t.numel() * 4 for pair in states(4) for t in pair)
-    store = opened()
-    store.put([1, 1, 1, 1], states(4), budget=2 * size)
-    store.put([2, 2, 2, 2], states(4), budget=2 * size)
-    store.states((1, 1, 1, 1), 4)  # used: [2, 2, 2, 2] is now the least recent
-    store.put([3, 3, 3, 3], states(4), budget=2 * size)
-    assert store.longest([2, 2, 2, 2])[0] == 0
-    assert store.longest([1, 1, 1, 1])[0] == 4 and store.longest([3, 3, 3, 3])[0] == 4
-    assert store.bytes == 2 * size
-    store.put([4] * 12, states(12), budget=2 * size)  # larger than the budget on its own: nothing kept
+    net = torch.nn.Linear(1, 1)
+    store = PrefixStore()
+    assert store.open(net)
+    store.put([1, 1, 1, 1], states(4), budget=3 * size)
+    store.put([2, 2, 2, 2], states(4), budget=3 * size)
+    store.states((2, 2, 2, 2), 4)  # used: [1, 1, 1, 1] is now the least recent
+    store.put([3, 3, 3, 3], states(4), budget=3 * size)
+    store.put([4, 4, 4, 4], states(4), budget=3 * size)
+    assert store.longest([1, 1, 1, 1])[0] == 0 and store.bytes == 3 * size
+    with weights_restored([net.weight]):
+        with torch.no_grad():
+            net.weight.add_(1.0)
+        assert store.open(net)  # an edit: its prefixes are never read once it is restored
+        store.put([6, 6, 6, 6], states(4), budget=3 * size)  # the least recent, [3, 3, 3, 3], goes
+    assert store.open(net)
+    assert store.longest([3, 3, 3, 3])[0] == 0
+    store.put([7, 7, 7, 7], states(4), budget=3 * size)  # the edit's unread prefix goes, not [2] or [4]
+    assert store.longest([2, 2, 2, 2])[0] == 4 and store.longest([4, 4, 4, 4])[0] == 4
+    assert store.longest([7, 7, 7, 7])[0] == 4 and len(store) == 3 and store.bytes == 3 * size
+    store.put([8] * 16, states(16), budget=3 * size)  # larger than the budget on its own: nothing kept
     assert len(store) == 0 and store.bytes == 0
 
 
@@ -113,7 +124,7 @@ def test_mark_restored_chains_back_to_the_first_equal_version() -> None:
     net = torch.nn.Module()
     net.weight = weight
     state = weights_state(net)
-    assert state is not None and state[0][-1] == first
+    assert state is not None and state[0][0][-1] == first
 
 
 def test_a_call_reads_only_the_prefixes_of_the_models_present_state() -> None:
@@ -216,4 +227,92 @@ def test_a_routed_checkpoints_swap_gives_the_original_state_back() -> None:
     before = weights_state(net)
     with weights_swapped(net, {"weight": torch.ones(2, 2)}):
         assert weights_state(net) != before
+    assert weights_state(net) == before
+
+
+def test_writes_that_give_no_new_version_still_change_the_state() -> None:
+    """A fused optimizer step and a write through ``.data`` keep the version; the values sampled change."""
+    net = torch.nn.Linear(64, 64)
+    before = weights_state(net)
+    optimizer = torch.optim.Adam([net.weight], lr=1e-2, fused=True)
+    net(torch.ones(2, 64)).sum().backward()
+    version = net.weight._version
+    optimizer.step()
+    after = weights_state(net)
+    assert net.weight._version == version and after != before
+    net.bias.data.add_(1.0)
+    assert weights_state(net) != after
+
+
+def test_a_new_tensor_in_another_ones_memory_is_another_state() -> None:
+    """An editor that swaps Parameters in and out: a new tensor may take the memory (and version 0) of one
+    freed before, yet it is another tensor (here it shares the memory, to show it on every allocator)."""
+    net = torch.nn.Linear(4, 4)
+    first = torch.nn.Parameter(torch.ones(4, 4))
+    net.weight = first
+    before = weights_state(net)
+    second = torch.nn.Parameter(first.detach())
+    assert second.data_ptr() == first.data_ptr() and second._version == first._version
+    net.weight = second
+    assert weights_state(net) != before
+
+
+def test_a_model_built_under_inference_mode_generates_and_keeps_prefixes(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Buffers made under ``torch.inference_mode`` (rotary frequencies) keep no version: the values tell."""
+    from transformers import AutoTokenizer
+
+    with torch.inference_mode():
+        model = load(build_tiny_model(tmp_path, "llama", AutoTokenizer.from_pretrained(str(tiny_model_dir))))
+        model.model  # noqa: B018 - loads the weights here
+    assert any(t.is_inference() for t in model.model.buffers())
+    prompts = [model.format_prompt(p, max_new_tokens=4) for p in SHARING]
+    alone = [model.generate([p], max_new_tokens=4, batch_size=1, prefix_cache_mb=0, prune=False)[0] for p in prompts]
+    assert model.generate(prompts[:2], max_new_tokens=4) == alone[:2]
+    assert model.generate(prompts[2:], max_new_tokens=4) == alone[2:]
+    assert model.prefix_store.tokens_reused > 0
+
+
+@pytest.mark.parametrize("editor", ["dinm", "ft-l"])
+def test_the_unedited_prefixes_serve_again_after_a_real_edit(editor: str, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """DINM asks for hidden states (transformers then hooks every block, inertly) and trains with Adam; FT-L
+    trains only: after either edit is restored the unedited model's kept prefixes serve again, and while
+    it is on the edited model's answers are its plain generation."""
+    from transformers import AutoTokenizer
+
+    from pytest_safeedit.editors.dinm import DINM, DINM_SPEC, FTL, FTL_SPEC
+    from tests.unit.test_dinm import CASE
+
+    model = load(build_tiny_model(tmp_path, "llama", AutoTokenizer.from_pretrained(str(tiny_model_dir))))
+    prompts = [model.format_prompt(p, max_new_tokens=6) for p in SHARING]
+    chosen: Any = (
+        DINM(**{**DINM_SPEC.defaults, "lr": 1e-1}) if editor == "dinm" else FTL(**{**FTL_SPEC.defaults, "lr": 1e-1})
+    )
+    with chosen.edit(model, CASE):
+        edited = [
+            model.generate([p], max_new_tokens=6, batch_size=1, prefix_cache_mb=0, prune=False)[0] for p in prompts
+        ]
+    unedited = [model.generate([p], max_new_tokens=6, batch_size=1, prefix_cache_mb=0, prune=False)[0] for p in prompts]
+    assert edited != unedited
+    assert model.generate(prompts[:2], max_new_tokens=6) == unedited[:2]
+    reused = model.prefix_store.tokens_reused
+    with chosen.edit(model, CASE):
+        assert model.generate(prompts, max_new_tokens=6) == edited
+        assert model.prefix_store.tokens_reused == reused
+    assert model.generate(prompts[2:], max_new_tokens=6) == unedited[2:]
+    assert model.prefix_store.tokens_reused > reused
+
+
+def test_a_repairs_restore_gives_the_loaded_state_back() -> None:
+    from types import SimpleNamespace
+
+    from pytest_safeedit.run.repair import Accumulated, restore
+
+    net = torch.nn.Linear(2, 2)
+    before = weights_state(net)
+    done = Accumulated(SimpleNamespace(model=net), [], {"weight": net.weight.detach().clone()})
+    done.versions["weight"] = net.weight._version
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    assert weights_state(net) != before
+    restore(done)
     assert weights_state(net) == before
