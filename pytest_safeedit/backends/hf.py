@@ -284,8 +284,9 @@ class LoadedModel:
         from its keys and values, computed once (:mod:`pytest_safeedit.backends.prefix`; at most
         ``prefix_cache_mb`` MB of them kept, 0: none; see :meth:`prefix_plan` for the models that cannot
         branch a cache) and kept for later calls with the same weights
-        (:mod:`pytest_safeedit.backends.stored`, the least recently used dropped first). The prompts are sorted by the tokens left to compute and cut into batches of at
-        most ``batch_size`` rows and ``batch_tokens`` padded prompt tokens, each with at most ``pad_share``
+        (:mod:`pytest_safeedit.backends.stored`, the least recently used dropped first). The prompts are
+        sorted by the tokens left to compute and cut into batches of at most ``batch_size`` rows and
+        ``batch_tokens`` padded prompt tokens, each with at most ``pad_share``
         of padding (:mod:`pytest_safeedit.backends.batching`; on the CPU also a KV cache within a quarter of the
         memory). Each batch is generated ``PRUNE_EVERY`` tokens at a time, continuing from the KV cache
         (whose plain layers hold room for the batch's tokens, written in place:
