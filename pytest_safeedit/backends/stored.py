@@ -23,6 +23,8 @@ flag) is not seen: call ``prefix_store.clear()`` on the model, or turn the store
 
 from __future__ import annotations
 
+import hashlib
+import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from itertools import chain, count
@@ -59,7 +61,8 @@ def _first_version(tensor: torch.Tensor, version: int) -> int:
     return same.get(version, version)
 
 
-def _serial(tensor: torch.Tensor) -> int:
+def tensor_number(tensor: torch.Tensor) -> int:
+    """A number for ``tensor`` itself, given the first time it is asked for (kept on the tensor)."""
     own: dict[str, Any] = tensor.__dict__
     if _SERIAL not in own:
         own[_SERIAL] = next(_serials)
@@ -75,19 +78,30 @@ def _hooked(module: Any) -> bool:
     return "forward" in module.__dict__ and not hasattr(module, "_hf_hook")
 
 
+def _sample_at(shape: tuple[int, ...], device: Any) -> tuple[Any, ...]:
+    """The coordinates of :data:`SAMPLED_VALUES` evenly spaced elements of a tensor of ``shape``, first and
+    last included (a gather reads just these, whatever the strides)."""
+    import torch
+
+    numel = math.prod(shape)
+    flat = torch.linspace(0, numel - 1, min(numel, SAMPLED_VALUES), device=device).round().long()
+    return tuple(torch.unravel_index(flat, shape))
+
+
 def _sampled(tensors: Sequence[torch.Tensor]) -> bytes:
     """A digest of :data:`SAMPLED_VALUES` values of each tensor, evenly spaced (meta tensors have none)."""
-    import hashlib
-
     import torch
 
     picks: dict[Any, list[torch.Tensor]] = {}
+    spots: dict[tuple[tuple[int, ...], Any], tuple[Any, ...]] = {}
     for t in tensors:
         if t.is_meta or t.numel() == 0:
             continue
-        flat = t.detach().reshape(-1)
-        step = max(1, flat.numel() // SAMPLED_VALUES)
-        picks.setdefault(t.device, []).append(flat[::step][:SAMPLED_VALUES].contiguous().view(torch.uint8))
+        key = (tuple(t.shape), t.device)
+        if key not in spots:
+            spots[key] = _sample_at(key[0], t.device)
+        values = t.detach()[spots[key]] if t.dim() else t.detach().reshape(1)
+        picks.setdefault(t.device, []).append(values.contiguous().view(torch.uint8).reshape(-1))
     digest = hashlib.blake2b(digest_size=16)
     for device in sorted(picks, key=str):
         digest.update(torch.cat(picks[device]).cpu().numpy().tobytes())
@@ -107,12 +121,14 @@ def weights_state(model: Any) -> tuple[Any, ...] | None:
     if any(_hooked(module) for module in model.modules()):
         return None
     tensors = list(chain(model.named_parameters(), model.named_buffers()))
+    if any(t.layout != torch.strided or t.is_nested or t.is_quantized for _, t in tensors):
+        return None  # sparse, nested or quantized tensors: no storage address and values to read plainly
     with torch.no_grad():
         # An inference tensor (made under ``torch.inference_mode``) keeps no version: its values tell.
         parts = tuple(
             (
                 name,
-                _serial(t),
+                tensor_number(t),
                 t.device,
                 t.dtype,
                 t.data_ptr(),
@@ -145,8 +161,10 @@ class PrefixStore:
 
     def __init__(self) -> None:
         self._entries: OrderedDict[tuple[int, tuple[int, ...]], States] = OrderedDict()
-        #: The kept prefixes read at least once (those of another state never read go first when over budget).
-        self._read: set[tuple[int, tuple[int, ...]]] = set()
+        #: The states that last (the first one met, and any met again after another): over budget, the
+        #: prefixes of other states (an edited model's, whose state does not come back) go first.
+        self._lasting: set[int] = set()
+        self._last: int | None = None
         self._states: dict[tuple[Any, ...], int] = {}
         self._current: int | None = None
         self._numbers = count()
@@ -159,9 +177,9 @@ class PrefixStore:
 
     def clear(self) -> None:
         self._entries.clear()
-        self._read.clear()
         self._states.clear()
-        self._current = None
+        self._lasting.clear()
+        self._current = self._last = None
         self.bytes = 0
 
     def open(self, model: Any) -> bool:
@@ -173,9 +191,14 @@ class PrefixStore:
         if state is None:
             self._current = None
             return False
-        if state not in self._states:
-            self._states[state] = next(self._numbers)
-        self._current = self._states[state]
+        number = self._states.get(state)
+        if number is None:
+            number = self._states[state] = next(self._numbers)
+            if not self._lasting:
+                self._lasting.add(number)  # the first state met: the model as loaded
+        elif number != self._last:
+            self._lasting.add(number)  # met again after another: the unedited model after an edit
+        self._current = self._last = number
         return True
 
     def _own(self) -> list[tuple[int, ...]]:
@@ -196,16 +219,15 @@ class PrefixStore:
         tensors: never written in place), now the most recently used."""
         entry = (self._require(), key)
         self._entries.move_to_end(entry)
-        self._read.add(entry)
         self.tokens_reused += length
         return [(k[:, :, :length], v[:, :, :length]) for k, v in self._entries[entry]]
 
     def put(self, tokens: Sequence[int], states: States, budget: int) -> None:
         """Keep ``states``, the keys and values of ``tokens``, unless a kept prefix already holds them;
         kept prefixes that ``tokens`` start with are dropped (a slice of these serves them), then, while
-        more than ``budget`` bytes are kept, first those of another state never read (an edited model's,
-        whose state does not come back, before the unedited model's templates), then the least recently
-        used."""
+        more than ``budget`` bytes are kept, first those of the states that do not last (another state than
+        this call's, neither the first met nor met again after another: an edited model's, before the
+        unedited model's templates), then the least recently used."""
         current, key = self._require(), tuple(tokens)
         own = self._own()
         if any(other[: len(key)] == key for other in own):
@@ -215,17 +237,17 @@ class PrefixStore:
                 self._drop((current, other))
         self._entries[(current, key)] = states
         self.bytes += _states_bytes(states)
-        dead = [e for e in self._entries if e[0] != current and e not in self._read]
-        for entry in [*dead, *self._entries]:
+        dead = [e for e in self._entries if e[0] != current and e[0] not in self._lasting]
+        for entry in dict.fromkeys([*dead, *self._entries]):
             if self.bytes <= budget:
                 break
-            self._drop(entry)
-        live = {state for state, _ in self._entries} | {current}
+            if entry in self._entries:
+                self._drop(entry)
+        live = {state for state, _ in self._entries} | {current} | self._lasting
         self._states = {state: number for state, number in self._states.items() if number in live}
 
     def _drop(self, entry: tuple[int, tuple[int, ...]]) -> None:
         self.bytes -= _states_bytes(self._entries.pop(entry))
-        self._read.discard(entry)
 
     def _require(self) -> int:
         if self._current is None:

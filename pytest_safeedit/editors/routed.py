@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_safeedit.backends.architecture import block_count
-from pytest_safeedit.backends.stored import mark_restored
+from pytest_safeedit.backends.stored import mark_restored, tensor_number
 from pytest_safeedit.editors.base import EditDetails, EditorSpec, Stopwatch, assign_weights
 from pytest_safeedit.editors.dinm import DINM, DINM_SPEC, keep_kwargs, right_padded
 
@@ -293,8 +293,13 @@ def load_routing(folder: Path) -> tuple[Probe, dict[str, torch.Tensor]]:
 
 
 @contextmanager
-def weights_swapped(model: Any, values: Mapping[str, torch.Tensor]) -> Iterator[None]:
-    """Parameters named in ``values`` hold those values inside; their own values are back on exit."""
+def weights_swapped(
+    model: Any, values: Mapping[str, torch.Tensor], swapped_in: dict[tuple[str, int], int] | None = None
+) -> Iterator[None]:
+    """Parameters named in ``values`` hold those values inside; their own values are back on exit (and said
+    to be, :func:`~pytest_safeedit.backends.stored.mark_restored`). ``swapped_in``: the same ``values``
+    swapped in before, the version each parameter had then (kept here), so that the prefixes the
+    generation kept for them serve again too."""
     params = dict(model.named_parameters())
     missing = sorted(set(values) - set(params))
     if missing:
@@ -303,6 +308,13 @@ def weights_swapped(model: Any, values: Mapping[str, torch.Tensor]) -> Iterator[
     versions = {name: params[name]._version for name in values}
     try:
         assign_weights(model, values)
+        seen = swapped_in if swapped_in is not None else {}
+        for name in values:
+            param, key = params[name], (name, tensor_number(params[name]))
+            if key in seen:
+                mark_restored(param, seen[key])
+            else:
+                seen[key] = param._version
         yield
     finally:
         assign_weights(model, own)
@@ -323,13 +335,15 @@ class RoutedGenerator:
         self.inner = inner
         self.folder = folder
         self.probe, self.originals = load_routing(folder)
+        #: Each original weight's version when first swapped in (the same values every time).
+        self._swapped_in: dict[tuple[str, int], int] = {}
 
     def identity(self) -> str | None:
         identity: str | None = self.inner.identity()  # the folder's content, the routing file included
         return identity
 
     def flags(self, model: LoadedModel, texts: Sequence[str]) -> list[bool]:
-        with weights_swapped(model.model, self.originals):
+        with weights_swapped(model.model, self.originals, self._swapped_in):
             states = mean_states(model, texts)
         return [bool(f) for f in self.probe.harmful(states)]
 
@@ -344,7 +358,7 @@ class RoutedGenerator:
         for index, text in zip(routed, self.inner.generate([requests[i] for i in routed])):
             out[index] = text
         if kept:
-            with weights_swapped(model.model, self.originals):
+            with weights_swapped(model.model, self.originals, self._swapped_in):
                 answers = self.inner.generate([requests[i] for i in kept])
             for index, text in zip(kept, answers):
                 out[index] = text

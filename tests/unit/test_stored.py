@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -52,28 +53,44 @@ def test_a_prefix_held_by_a_kept_one_is_not_kept_twice_and_a_longer_one_replaces
     assert store.bytes == sum(t.numel() * 4 for pair in states(5) for t in pair)
 
 
-def test_over_budget_another_states_unread_go_first_then_the_least_recently_used() -> None:
+def test_over_budget_the_prefixes_of_states_that_do_not_last_go_first_then_the_least_recently_used() -> None:
     size = sum(t.numel() * 4 for pair in states(4) for t in pair)
     net = torch.nn.Linear(1, 1)
     store = PrefixStore()
-    assert store.open(net)
-    store.put([1, 1, 1, 1], states(4), budget=3 * size)
-    store.put([2, 2, 2, 2], states(4), budget=3 * size)
-    store.states((2, 2, 2, 2), 4)  # used: [1, 1, 1, 1] is now the least recent
-    store.put([3, 3, 3, 3], states(4), budget=3 * size)
-    store.put([4, 4, 4, 4], states(4), budget=3 * size)
-    assert store.longest([1, 1, 1, 1])[0] == 0 and store.bytes == 3 * size
-    with weights_restored([net.weight]):
+
+    def edited() -> Any:
+        return weights_restored([net.weight])
+
+    def edit() -> None:
         with torch.no_grad():
             net.weight.add_(1.0)
-        assert store.open(net)  # an edit: its prefixes are never read once it is restored
-        store.put([6, 6, 6, 6], states(4), budget=3 * size)  # the least recent, [3, 3, 3, 3], goes
-    assert store.open(net)
-    assert store.longest([3, 3, 3, 3])[0] == 0
-    store.put([7, 7, 7, 7], states(4), budget=3 * size)  # the edit's unread prefix goes, not [2] or [4]
-    assert store.longest([2, 2, 2, 2])[0] == 4 and store.longest([4, 4, 4, 4])[0] == 4
-    assert store.longest([7, 7, 7, 7])[0] == 4 and len(store) == 3 and store.bytes == 3 * size
-    store.put([8] * 16, states(16), budget=3 * size)  # larger than the budget on its own: nothing kept
+
+    def kept(token: int) -> bool:
+        return store.longest([token] * 4)[0] == 4
+
+    assert store.open(net)  # the first state met (the model as loaded) lasts
+    store.put([1] * 4, states(4), budget=3 * size)
+    store.put([2] * 4, states(4), budget=3 * size)
+    store.states((2,) * 4, 4)  # used: [1] is now the least recent
+    store.put([3] * 4, states(4), budget=3 * size)
+    with edited():
+        edit()
+        assert store.open(net)
+        store.put([6] * 4, states(4), budget=3 * size)  # no state to drop first: the least recent, [1]
+        assert store.open(net)
+        store.states((6,) * 4, 4)  # read by the edit's own second call: it does not last for that
+    assert store.open(net) and not kept(1) and kept(2) and kept(3) and not kept(6)
+    with edited():
+        edit()
+        assert store.open(net)
+        store.put([7] * 4, states(4), budget=3 * size)  # the first edit's [6] goes, not [2] or [3]
+        assert not kept(7 - 1) and kept(7)
+    assert store.open(net) and kept(2) and kept(3) and store.bytes == 3 * size  # [7] too, unreadable here
+    with edited():
+        edit()
+        assert store.open(net)
+        # Larger than the budget on its own: the second edit's [7] goes first, then every other, itself too.
+        store.put([5] * 16, states(16), budget=3 * size)
     assert len(store) == 0 and store.bytes == 0
 
 
@@ -225,9 +242,36 @@ def test_a_routed_checkpoints_swap_gives_the_original_state_back() -> None:
 
     net = torch.nn.Linear(2, 2)
     before = weights_state(net)
-    with weights_swapped(net, {"weight": torch.ones(2, 2)}):
-        assert weights_state(net) != before
+    swapped_in: dict[tuple[str, int], int] = {}
+    with weights_swapped(net, {"weight": torch.ones(2, 2)}, swapped_in):
+        inside = weights_state(net)
+        assert inside != before
     assert weights_state(net) == before
+    with weights_swapped(net, {"weight": torch.ones(2, 2)}, swapped_in):
+        assert weights_state(net) == inside  # the same values again: what was kept for them serves again
+    assert weights_state(net) == before
+
+
+def test_tensors_without_plain_storage_turn_the_store_off() -> None:
+    sparse = torch.nn.Linear(2, 2)
+    sparse.register_buffer("table", torch.eye(3).to_sparse())
+    quantized = torch.nn.Linear(2, 2)
+    with warnings.catch_warnings():  # quantized tensors are deprecated in torch, still met in checkpoints
+        warnings.simplefilter("ignore")
+        quantized.register_buffer("q", torch.quantize_per_tensor(torch.ones(4), 0.1, 0, torch.qint8))
+    assert weights_state(sparse) is None and weights_state(quantized) is None
+    assert not PrefixStore().open(sparse)
+
+
+def test_the_sample_reaches_the_last_value_of_any_layout() -> None:
+    """Evenly spaced from the first value to the last, read in place from a transposed tensor too."""
+    for weight in (torch.zeros(100), torch.zeros(64, 48).t()):
+        net = torch.nn.Module()
+        net.weight = torch.nn.Parameter(weight)
+        before = weights_state(net)
+        last = net.weight.data.view(-1) if weight.is_contiguous() else net.weight.data[-1]
+        last[-1] = 1.0  # through .data: no new version, only the values tell
+        assert weights_state(net) != before
 
 
 def test_writes_that_give_no_new_version_still_change_the_state() -> None:
