@@ -189,14 +189,20 @@ def weights_restored(weights: Sequence[torch.nn.Parameter]) -> Iterator[None]:
                 mark_restored(weight, version)
 
 
-def assign_weights(model: Any, values: Mapping[str, torch.Tensor]) -> None:
-    """Copy each of ``values`` into the parameter of ``model`` it names (on its device, in its dtype)."""
+def assign_weights(model: Any, values: Mapping[str, torch.Tensor], restoring: Mapping[str, int] | None = None) -> None:
+    """Copy each of ``values`` into the parameter of ``model`` it names (on its device, in its dtype).
+    ``restoring``: the values are those these parameters had at these versions (a restore), and are said
+    to be (:func:`~pytest_safeedit.backends.stored.mark_restored`)."""
     import torch
+
+    from pytest_safeedit.backends.stored import mark_restored
 
     params = dict(model.named_parameters())
     with torch.no_grad():
         for name, value in values.items():
             params[name].copy_(value.to(params[name].device, params[name].dtype))
+    for name, version in (restoring or {}).items():
+        mark_restored(params[name], version)
 
 
 @contextmanager

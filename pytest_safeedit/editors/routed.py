@@ -317,9 +317,7 @@ def weights_swapped(
                 seen[key] = param._version
         yield
     finally:
-        assign_weights(model, own)
-        for name, version in versions.items():  # the kept prefixes of the original weights serve again
-            mark_restored(params[name], version)
+        assign_weights(model, own, restoring=versions)  # the kept prefixes of the original weights serve again
 
 
 class RoutedGenerator:

@@ -20,7 +20,6 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_safeedit.backends.stored import mark_restored
 from pytest_safeedit.cases.model import Case, Probe, Suite
 from pytest_safeedit.editors.base import EditDetails, InputRouter, assign_weights, routing_inputs
 from pytest_safeedit.results.probes import ProbeResult
@@ -99,10 +98,7 @@ class Accumulated:
 def restore(done: Accumulated) -> None:
     """Put back the original value of every weight the edits changed (the model is as loaded again, and the
     prefixes the generation kept for it serve again: :mod:`pytest_safeedit.backends.stored`)."""
-    assign_weights(done.model.model, done.originals)
-    params = dict(done.model.model.named_parameters())
-    for name, version in done.versions.items():
-        mark_restored(params[name], version)
+    assign_weights(done.model.model, done.originals, restoring=done.versions)
 
 
 def accumulate(
