@@ -14,9 +14,9 @@ from pytest_safeedit.backends.architecture import transformer_blocks
 from pytest_safeedit.backends.base import Request, sample_seed
 from pytest_safeedit.backends.batching import MAX_PAD_SHARE, BatchLimits, token_batches
 from pytest_safeedit.backends.below import blocks_replayed, lowest_edited_block, run_below
-from pytest_safeedit.backends.prefix import PrefixPlan, plan_prefixes, with_stored
+from pytest_safeedit.backends.prefix import MIN_SHARED_TOKENS, PrefixPlan, plan_prefixes, with_stored
 from pytest_safeedit.backends.rows import RowWeights, rows_present
-from pytest_safeedit.backends.stored import PrefixStore
+from pytest_safeedit.backends.stored import Beneath, Kept, PrefixStore, weights_state
 from pytest_safeedit.config.settings import (
     CPU_BATCH_SIZE,
     DEFAULT_PREFIX_CACHE_MB,
@@ -284,7 +284,9 @@ class LoadedModel:
         from its keys and values, computed once (:mod:`pytest_safeedit.backends.prefix`; at most
         ``prefix_cache_mb`` MB of them kept, 0: none; see :meth:`prefix_plan` for the models that cannot
         branch a cache) and kept for later calls with the same weights
-        (:mod:`pytest_safeedit.backends.stored`, the least recently used dropped first). The prompts are
+        (:mod:`pytest_safeedit.backends.stored`, the least recently used dropped first); a model edited from
+        some block up (in place, or the rows' weights) reads the unedited model's below that block and
+        computes only the blocks from it up (:meth:`_beneath_finder`). The prompts are
         sorted by the tokens left to compute and cut into batches of at most ``batch_size`` rows and
         ``batch_tokens`` padded prompt tokens, each with at most ``pad_share``
         of padding (:mod:`pytest_safeedit.backends.batching`; on the CPU also a KV cache within a quarter of the
@@ -310,7 +312,8 @@ class LoadedModel:
         store = self._store_for(ids, max_new_tokens, prefix_cache_mb, row_weights)
         if store is not None:
             plan = with_stored(plan, ids, [store.longest(row)[0] for row in ids])
-        caches = self._prefill_prefixes(ids, plan, keys, row_weights, below, store, prefix_cache_mb * 1_000_000)
+        finder = self._beneath_finder(ids, max_new_tokens, prefix_cache_mb, row_weights)
+        caches = self._prefill_prefixes(ids, plan, keys, row_weights, below, store, prefix_cache_mb * 1_000_000, finder)
         if caches is None and plan.across:  # two passes were not exact here: each group's prefixes whole
             plan = self.prefix_plan(ids, max_new_tokens, prefix_cache_mb, row_weights)
             caches = self._prefill_prefixes(ids, plan, keys, row_weights)
@@ -401,6 +404,55 @@ class LoadedModel:
         lowest = lowest_edited_block(qualified_prefix(self.model, blocks), len(blocks), row_weights.modules)
         return lowest or 0
 
+    def _beneath_finder(
+        self,
+        ids: Sequence[Sequence[int]],
+        max_new_tokens: int,
+        prefix_cache_mb: int,
+        row_weights: RowWeights | None,
+    ) -> Callable[[Sequence[int], Hashable], Beneath | None] | None:
+        """Where this call (of prompts ``ids``) may start prefixes from those kept for another state of the
+        weights that equals its rows' weights below some block (:meth:`PrefixStore.beneath`): a function
+        of a prefix's tokens and a row's weight group (its :class:`RowWeights` key, None: the model's own)
+        that gives the kept part. None where nothing is kept, prefixes are not shared, the cache's layers
+        are not one per block, a module has a hook or a forward of its own other than the rows', or two
+        passes (below a block, then from it up) once gave other keys and values than one."""
+        from transformers.cache_utils import DynamicCache
+
+        from pytest_safeedit.backends.architecture import ArchitectureError, qualified_prefix
+
+        store = self.prefix_store
+        if not len(store) or self._split_exact.get("below") is False:
+            return None
+        if not self._shares_prefixes(ids, max_new_tokens, prefix_cache_mb):
+            return None
+        try:
+            blocks = transformer_blocks(self.model)
+            layers = len(DynamicCache(config=self.model.config).layers)
+        except (ArchitectureError, TypeError, ValueError, KeyError, AttributeError):
+            return None
+        state = weights_state(self.model, row_hooks=row_weights is not None)
+        if layers != len(blocks) or state is None:
+            return None
+        name, count = qualified_prefix(self.model, blocks), len(blocks)
+
+        def lowest(names: Sequence[str]) -> int:
+            if not names:
+                return count
+            found = lowest_edited_block(name, count, names)
+            return 0 if found is None else found
+
+        levels = store.levels(state, lowest)
+        by_group: dict[Hashable, dict[int, int]] = {}
+
+        def find(tokens: Sequence[int], group: Hashable) -> Beneath | None:
+            if group not in by_group:
+                edited = count if group is None else lowest([cast(tuple[str, int], group)[0] + "."])
+                by_group[group] = {number: min(level, edited) for number, level in levels.items()}
+            return store.beneath(tokens, by_group[group])
+
+        return find
+
     def _branchable(self, width: int) -> bool:
         """Whether this model's cache is the dynamic cache of plain layers, so that rows can be copied
         into a batch's cache (a sliding-window layer counts when its window exceeds ``width``)."""
@@ -430,38 +482,57 @@ class LoadedModel:
         below: int = 0,
         store: PrefixStore | None = None,
         store_bytes: int = 0,
+        finder: Callable[[Sequence[int], Hashable], Beneath | None] | None = None,
     ) -> list[dict[Hashable, States]] | None:
         """Each prefix's keys and values (one row, per layer), computed on its parent's, for each weight
         group (``keys``: each row's) that starts from it; None when a forward pass gives a cache that is not
         the plain dynamic cache (then nothing is shared), or, for a plan ``across`` groups, when the blocks
         below ``below`` cannot be run apart (:meth:`_prefill_across`). With a ``store`` (of prefixes kept
         from earlier calls), a prefix starts from the longest kept one that holds more of its tokens than
-        its parent (all of them: nothing to compute), and is then kept in it (``store_bytes`` at most)."""
+        its parent (all of them: nothing to compute), and is then kept in it (``store_bytes`` at most), with
+        the hidden states its blocks hand on where the store keeps them. With a ``finder``
+        (:meth:`_beneath_finder`), a prefix that another state of the weights kept at least
+        ``MIN_SHARED_TOKENS`` more of reads that below the block where the weights differ (:meth:`_from_beneath`)."""
         if plan.across:
-            return self._prefill_across(ids, plan, keys, row_weights, below)
-        held: dict[int, States] = {}  # read first: what this call keeps must not push them out
+            return self._prefill_across(ids, plan, keys, row_weights, below, finder)
+        held: dict[int, Kept] = {}  # read first: what this call keeps must not push them out
         for index, prefix in enumerate(plan.prefixes):
             kept, key = (0, None) if store is None else store.longest(ids[prefix.row][: prefix.length])
             if store is not None and key is not None and kept == prefix.length:
-                held[index] = store.states(key, kept)
+                held[index] = store.kept(key, kept)
+        capture = store is not None and store.keeps_hidden
         caches: list[dict[Hashable, States]] = []
+        hiddens: list[list[torch.Tensor] | None] = []
         for index, prefix in enumerate(plan.prefixes):
             start = 0 if prefix.parent is None else plan.prefixes[prefix.parent].length
             group = keys[prefix.row]
             if index in held:
-                caches.append({group: held[index]})
+                caches.append({group: held[index].states})
+                hiddens.append(held[index].hidden)
                 continue
             parent = [] if prefix.parent is None else caches[prefix.parent][group]
+            parent_hidden = None if prefix.parent is None else hiddens[prefix.parent]
             tokens = ids[prefix.row][: prefix.length]
             kept, key = (0, None) if store is None else store.longest(tokens)
             if store is not None and key is not None and kept > start:
-                parent, start = store.states(key, kept), kept
-            states = self._extend(parent, tokens[start:], start, prefix.row, row_weights)
+                from_store = store.kept(key, kept)
+                parent, parent_hidden, start = from_store.states, from_store.hidden, kept
+            found = None if finder is None else finder(tokens, group)
+            hidden = None
+            if found is not None and min(found.length, len(tokens)) - start >= min(
+                MIN_SHARED_TOKENS, len(tokens) - start
+            ):
+                states = self._from_beneath(parent, tokens, start, found, prefix.row, row_weights)
+            elif capture:
+                states, hidden = self._extend_capturing(parent, parent_hidden, tokens[start:], start, prefix.row)
+            else:
+                states = self._extend(parent, tokens[start:], start, prefix.row, row_weights)
             if states is None:
                 return None
             if store is not None:
-                store.put(tokens, states, store_bytes)
+                store.put(tokens, states, store_bytes, hidden)
             caches.append({group: states})
+            hiddens.append(hidden)
         return caches
 
     def _prefill_across(
@@ -471,13 +542,16 @@ class LoadedModel:
         keys: Sequence[Hashable],
         row_weights: RowWeights | None,
         below: int,
+        finder: Callable[[Sequence[int], Hashable], Beneath | None] | None = None,
     ) -> list[dict[Hashable, States]] | None:
         """Each prefix through blocks ``0 .. below - 1`` once, then through the blocks from ``below`` up once
         for each weight group under it, those below handing on their output
         (:mod:`pytest_safeedit.backends.below`). The first time on this model, the first prefix is also
-        computed in one pass and the keys and values compared: None if they differ, or if the forward pass
-        never calls the last block below (then never again on this model)."""
-        import torch
+        computed in one pass and the keys and values compared (:meth:`_split_exact_here`): None if they
+        differ, or if the forward pass never calls the last block below (then never again on this model).
+        A prefix of which a ``finder``
+        (:meth:`_beneath_finder`) gives each group a kept part starts from those instead
+        (:meth:`_from_beneath`): each group then computes only the blocks from its own edited one up."""
 
         blocks = transformer_blocks(self.model)
         first_row = {key: row for row, key in reversed(list(enumerate(keys)))}
@@ -485,7 +559,26 @@ class LoadedModel:
         caches: list[dict[Hashable, States]] = []
         for prefix, groups in zip(plan.prefixes, plan.groups(keys)):
             start = 0 if prefix.parent is None else plan.prefixes[prefix.parent].length
-            tokens = ids[prefix.row][start : prefix.length]
+            whole = ids[prefix.row][: prefix.length]
+            found = {} if finder is None else {group: finder(whole, group) for group in groups}
+            worth = min(MIN_SHARED_TOKENS, prefix.length - start)
+            if found and all(f is not None and min(f.length, prefix.length) - start >= worth for f in found.values()):
+                caches.append({})
+                for group in groups:
+                    parent = [] if prefix.parent is None else caches[prefix.parent][group]
+                    states = self._from_beneath(
+                        parent, whole, start, cast(Beneath, found[group]), first_row[group], row_weights
+                    )
+                    if states is None:
+                        return None
+                    caches[-1][group] = states
+                lower.append(caches[-1][groups[0]][:below])
+                continue
+            tokens = whole[start:]
+            first = groups[0]
+            first_parent = [] if prefix.parent is None else caches[prefix.parent][first]
+            if not self._split_exact_here(first_parent, tokens, start, first_row[first], row_weights, below):
+                return None
             cache = self._cache_of([] if prefix.parent is None else lower[prefix.parent])
             output = run_below(blocks, below, partial(self._forward, cache, tokens, start, prefix.row))
             if output is None:  # the model never called the block: it cannot be run in two passes
@@ -500,17 +593,106 @@ class LoadedModel:
                 if above is None:
                     return None
                 caches[-1][group] = lower[-1] + above[below:]
-                if "below" not in self._split_exact:
-                    whole = self._extend(parent, tokens, start, first_row[group], row_weights)
-                    split = caches[-1][group]
-                    self._split_exact["below"] = (
-                        whole is not None
-                        and len(whole) == len(split)
-                        and all(torch.equal(a, b) for pair in zip(whole, split) for a, b in zip(*pair))
-                    )
-                    if not self._split_exact["below"]:
-                        return None
         return caches
+
+    def _from_beneath(
+        self,
+        parent: States,
+        tokens: Sequence[int],
+        start: int,
+        found: Beneath,
+        row: int,
+        row_weights: RowWeights | None = None,
+    ) -> States | None:
+        """The keys and values of ``tokens`` (one row, per layer) with the weights of row ``row``, ``parent``
+        holding the first ``start``: those of the layers below ``found.level`` read from ``found`` for as
+        many tokens as it holds, the blocks from that level up computed from the hidden state entering it
+        (the blocks below handing it on), the rest of the tokens computed whole. The first time on this
+        model, the two passes are checked against one (:meth:`_split_exact_here`): None where they differ."""
+        length = min(found.length, len(tokens))
+        self.prefix_store.tokens_reused += length - start
+        below = [(k[:, :, :length], v[:, :, :length]) for k, v in found.states]
+        if found.entering is None:
+            states: States = below
+        else:
+            blocks = transformer_blocks(self.model)
+            if not self._split_exact_here(parent, tokens[start:length], start, row, row_weights, found.level):
+                return None
+            with blocks_replayed(blocks, found.level, found.entering[:, start:length]):
+                above = self._extend(parent, tokens[start:length], start, row, row_weights)
+            if above is None:
+                return None
+            states = below + above[found.level :]
+        if length < len(tokens):
+            return self._extend(states, tokens[length:], length, row, row_weights)
+        return states
+
+    def _split_exact_here(
+        self, parent: States, tokens: Sequence[int], start: int, row: int, row_weights: RowWeights | None, level: int
+    ) -> bool:
+        """Whether a prefix computed in two passes (blocks ``0 .. level - 1``, then the blocks from ``level``
+        up, those below handing on their output) gives exactly the keys and values of one pass, checked on
+        ``tokens`` the first time on this model (and remembered: an architecture whose blocks read more
+        than the output of the block below never splits)."""
+        import torch
+
+        if "below" in self._split_exact:
+            return self._split_exact["below"]
+        blocks = transformer_blocks(self.model)
+        cache = self._cache_of(parent)
+        output = run_below(blocks, level, partial(self._forward, cache, tokens, start, row, row_weights))
+        split = None
+        if output is not None:
+            with blocks_replayed(blocks, level, output):
+                above = self._extend(parent, tokens, start, row, row_weights)
+            split = None if above is None else list(layer_states(cache))[:level] + above[level:]
+        whole = self._extend(parent, tokens, start, row, row_weights)
+        self._split_exact["below"] = (
+            split is not None
+            and whole is not None
+            and len(whole) == len(split)
+            and all(torch.equal(a, b) for pair in zip(whole, split) for a, b in zip(*pair))
+        )
+        return self._split_exact["below"]
+
+    def _extend_capturing(
+        self, parent: States, parent_hidden: list[torch.Tensor] | None, tokens: Sequence[int], start: int, row: int
+    ) -> tuple[States | None, list[torch.Tensor] | None]:
+        """:meth:`_extend` with the model's own weights, and the hidden states each block but the last hands
+        on for all ``start + len(tokens)`` tokens (``parent_hidden``'s and the new ones'; None where the
+        parent has none, or a block hands on something other than one ``[1, tokens, width]`` tensor)."""
+        import torch
+
+        from pytest_safeedit.backends.architecture import ArchitectureError
+
+        try:
+            blocks = list(transformer_blocks(self.model))[:-1]
+        except ArchitectureError:
+            return self._extend(parent, tokens, start, row), None
+        outputs: list[list[Any]] = [[] for _ in blocks]
+
+        def keeper(at: int) -> Callable[..., None]:
+            def keep(_: Any, __: Any, output: Any) -> None:
+                outputs[at].append(output)
+
+            return keep
+
+        handles = [block.register_forward_hook(keeper(at)) for at, block in enumerate(blocks)]
+        try:
+            states = self._extend(parent, tokens, start, row)
+        finally:
+            for handle in handles:
+                handle.remove()
+        plain = all(
+            len(out) == 1 and isinstance(out[0], torch.Tensor) and tuple(out[0].shape[:2]) == (1, len(tokens))
+            for out in outputs
+        )
+        if states is None or not plain or (start and parent_hidden is None):
+            return states, None
+        new = [out[0] for out in outputs]
+        if start:
+            new = [torch.cat([old[:, :start], part], dim=1) for old, part in zip(cast(list[Any], parent_hidden), new)]
+        return states, new
 
     def _extend(
         self, parent: States, tokens: Sequence[int], start: int, row: int, row_weights: RowWeights | None = None

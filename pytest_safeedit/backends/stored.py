@@ -19,6 +19,11 @@ of each tensor's values (:data:`SAMPLED_VALUES`, evenly spaced), so only where i
 an editor should write its weights with ordinary in-place operations (``copy_`` under ``no_grad``), as
 every editor here does. What changes outputs without changing a tensor (an adapter switched off by a
 flag) is not seen: call ``prefix_store.clear()`` on the model, or turn the store off with a budget of 0.
+
+The model's first state (as loaded) also keeps, with each prefix, the hidden states each block hands on.
+A model that differs from it only from some block up (one edit of DINM or FT-L, in place or as the rows of
+several edits) computes the same keys and values below that block, so it reads those and the hidden
+state entering the block (:meth:`PrefixStore.beneath`) and computes only the blocks from it up.
 """
 
 from __future__ import annotations
@@ -26,9 +31,10 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from itertools import chain, count
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     import torch
@@ -46,6 +52,29 @@ SAMPLED_VALUES = 64
 #: Modules whose forward hooks never change an output: transformers' hidden-state capture, installed on
 #: every block the first time a forward pass asks for hidden states, inert unless a collector is active.
 INERT_HOOK_MODULES = frozenset({"transformers.utils.output_capturing"})
+#: The module of the hooks that give the rows of several edits their own weights: a call that answers such
+#: rows knows which modules they change (:func:`weights_state` with ``row_hooks``).
+ROW_HOOK_MODULE = "pytest_safeedit.backends.rows"
+
+
+@dataclass(frozen=True)
+class WeightsState:
+    """What a forward pass depends on besides its inputs, per parameter and buffer: name, identity
+    (a serial number), device, dtype, storage address, earliest equal version and a sample of values."""
+
+    tensors: tuple[tuple[Any, ...], ...]
+
+    def differing(self, other: WeightsState) -> list[str] | None:
+        """The names of the tensors that differ between the two states (None: not the same tensors)."""
+        if len(self.tensors) != len(other.tensors):
+            return None
+        out = []
+        for mine, theirs in zip(self.tensors, other.tensors):
+            if mine[0] != theirs[0]:
+                return None
+            if mine != theirs:
+                out.append(mine[0])
+        return out
 
 
 def mark_restored(tensor: torch.Tensor, version: int) -> None:
@@ -69,11 +98,11 @@ def tensor_number(tensor: torch.Tensor) -> int:
     return int(own[_SERIAL])
 
 
-def _hooked(module: Any) -> bool:
-    """Whether ``module`` has a forward hook that may change an output, or a forward of its own other than
-    accelerate's device hook."""
+def _hooked(module: Any, inert: frozenset[str]) -> bool:
+    """Whether ``module`` has a forward hook that may change an output (one not defined in a module of
+    ``inert``), or a forward of its own other than accelerate's device hook."""
     hooks = [*module._forward_hooks.values(), *module._forward_pre_hooks.values()]
-    if any(getattr(hook, "__module__", None) not in INERT_HOOK_MODULES for hook in hooks):
+    if any(getattr(hook, "__module__", None) not in inert for hook in hooks):
         return True
     return "forward" in module.__dict__ and not hasattr(module, "_hf_hook")
 
@@ -88,55 +117,66 @@ def _sample_at(shape: tuple[int, ...], device: Any) -> tuple[Any, ...]:
     return tuple(torch.unravel_index(flat, shape))
 
 
-def _sampled(tensors: Sequence[torch.Tensor]) -> bytes:
+def _sampled(tensors: Sequence[torch.Tensor]) -> list[bytes]:
     """A digest of :data:`SAMPLED_VALUES` values of each tensor, evenly spaced (meta tensors have none)."""
     import torch
 
-    picks: dict[Any, list[torch.Tensor]] = {}
+    picks: dict[Any, list[tuple[int, torch.Tensor]]] = {}
     spots: dict[tuple[tuple[int, ...], Any], tuple[Any, ...]] = {}
-    for t in tensors:
+    for at, t in enumerate(tensors):
         if t.is_meta or t.numel() == 0:
             continue
         key = (tuple(t.shape), t.device)
         if key not in spots:
             spots[key] = _sample_at(key[0], t.device)
         values = t.detach()[spots[key]] if t.dim() else t.detach().reshape(1)
-        picks.setdefault(t.device, []).append(values.contiguous().view(torch.uint8).reshape(-1))
-    digest = hashlib.blake2b(digest_size=16)
+        picks.setdefault(t.device, []).append((at, values.contiguous().view(torch.uint8).reshape(-1)))
+    out = [b""] * len(tensors)
     for device in sorted(picks, key=str):
-        digest.update(torch.cat(picks[device]).cpu().numpy().tobytes())
-    return digest.digest()
+        read = torch.cat([values for _, values in picks[device]]).cpu().numpy().tobytes()
+        offset = 0
+        for at, values in picks[device]:
+            chunk = read[offset : offset + values.numel()]
+            offset += values.numel()
+            out[at] = hashlib.blake2b(chunk, digest_size=8).digest()
+    return out
 
 
-def weights_state(model: Any) -> tuple[Any, ...] | None:
+def weights_state(model: Any, *, row_hooks: bool = False) -> WeightsState | None:
     """What a forward pass of ``model`` depends on besides its inputs: each parameter's and buffer's
     identity, storage, dtype and (earliest equal) version, and a sample of their values. None while a
     module has a forward hook that may change an output or a forward of its own, other than accelerate's
-    device hooks (the outputs are not the weights' alone)."""
+    device hooks (the outputs are not the weights' alone); ``row_hooks``: the hooks that give rows their
+    own edited weights (:mod:`pytest_safeedit.backends.rows`) do not count (the caller knows what they
+    change)."""
     import torch
 
     module_hooks: Any = torch.nn.modules.module
     if module_hooks._global_forward_hooks or module_hooks._global_forward_pre_hooks:
         return None
-    if any(_hooked(module) for module in model.modules()):
+    inert = INERT_HOOK_MODULES | {ROW_HOOK_MODULE} if row_hooks else INERT_HOOK_MODULES
+    if any(_hooked(module, inert) for module in model.modules()):
         return None
     tensors = list(chain(model.named_parameters(), model.named_buffers()))
     if any(t.layout != torch.strided or t.is_nested or t.is_quantized for _, t in tensors):
         return None  # sparse, nested or quantized tensors: no storage address and values to read plainly
     with torch.no_grad():
         # An inference tensor (made under ``torch.inference_mode``) keeps no version: its values tell.
-        parts = tuple(
-            (
-                name,
-                tensor_number(t),
-                t.device,
-                t.dtype,
-                t.data_ptr(),
-                -1 if t.is_inference() else _first_version(t, t._version),
+        sampled = _sampled([t for _, t in tensors])
+        return WeightsState(
+            tuple(
+                (
+                    name,
+                    tensor_number(t),
+                    t.device,
+                    t.dtype,
+                    t.data_ptr(),
+                    -1 if t.is_inference() else _first_version(t, t._version),
+                    sample,
+                )
+                for (name, t), sample in zip(tensors, sampled)
             )
-            for name, t in tensors
         )
-        return (parts, _sampled([t for _, t in tensors]))
 
 
 def _common_length(a: tuple[int, ...], b: tuple[int, ...]) -> int:
@@ -151,8 +191,30 @@ def _common_length(a: tuple[int, ...], b: tuple[int, ...]) -> int:
     return low
 
 
-def _states_bytes(states: States) -> int:
-    return sum(t.numel() * t.element_size() for pair in states for t in pair)
+@dataclass
+class Kept:
+    """A kept prefix's keys and values (one row, per layer) and, where kept, the hidden states each block
+    but the last hands on (one row each, ``[1, tokens, width]``)."""
+
+    states: States
+    hidden: list[torch.Tensor] | None = None
+
+    @property
+    def bytes(self) -> int:
+        tensors = [t for pair in self.states for t in pair] + list(self.hidden or [])
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+
+@dataclass(frozen=True)
+class Beneath:
+    """The first ``length`` tokens of a kept prefix of a model that equals the present one below block
+    ``level``: those layers' keys and values, and the hidden state entering block ``level`` (None where
+    ``level`` is past the last block: every layer is kept)."""
+
+    length: int
+    level: int
+    states: States
+    entering: torch.Tensor | None
 
 
 class PrefixStore:
@@ -160,12 +222,12 @@ class PrefixStore:
     least recently used dropped first while more than a budget is kept."""
 
     def __init__(self) -> None:
-        self._entries: OrderedDict[tuple[int, tuple[int, ...]], States] = OrderedDict()
+        self._entries: OrderedDict[tuple[int, tuple[int, ...]], Kept] = OrderedDict()
         #: The states that last (the first one met, and any met again after another): over budget, the
         #: prefixes of other states (an edited model's, whose state does not come back) go first.
         self._lasting: set[int] = set()
         self._last: int | None = None
-        self._states: dict[tuple[Any, ...], int] = {}
+        self._states: dict[WeightsState, int] = {}
         self._current: int | None = None
         self._numbers = count()
         self.bytes = 0
@@ -201,6 +263,12 @@ class PrefixStore:
         self._current = self._last = number
         return True
 
+    @property
+    def keeps_hidden(self) -> bool:
+        """Whether prefixes kept now keep their hidden states too: in the first state met (the model as
+        loaded), which other states read below their lowest changed block (:meth:`beneath`)."""
+        return self._current is not None and self._current == min(self._lasting, default=None)
+
     def _own(self) -> list[tuple[int, ...]]:
         return [key for state, key in self._entries if state == self._current]
 
@@ -217,12 +285,51 @@ class PrefixStore:
     def states(self, key: tuple[int, ...], length: int) -> States:
         """The keys and values of the first ``length`` tokens of kept prefix ``key`` (views of its
         tensors: never written in place), now the most recently used."""
+        return self.kept(key, length).states
+
+    def kept(self, key: tuple[int, ...], length: int) -> Kept:
+        """:meth:`states`, with the hidden states of those tokens where they were kept."""
         entry = (self._require(), key)
         self._entries.move_to_end(entry)
         self.tokens_reused += length
-        return [(k[:, :, :length], v[:, :, :length]) for k, v in self._entries[entry]]
+        kept = self._entries[entry]
+        hidden = None if kept.hidden is None else [h[:, :length] for h in kept.hidden]
+        return Kept(_sliced(kept.states, length), hidden)
 
-    def put(self, tokens: Sequence[int], states: States, budget: int) -> None:
+    def levels(self, state: WeightsState, level_of: Callable[[list[str]], int]) -> dict[int, int]:
+        """For each kept state, the block below which the model in ``state`` equals it: ``level_of`` gives it
+        from the names of the tensors that differ (0: equal below none; the number of blocks: equal
+        everywhere)."""
+        levels: dict[int, int] = {}
+        for kept_state, number in self._states.items():
+            names = state.differing(kept_state)
+            if names is not None:
+                levels[number] = level_of(names)
+        return levels
+
+    def beneath(self, tokens: Sequence[int], levels: dict[int, int]) -> Beneath | None:
+        """The most of the first ``tokens`` that a kept prefix with hidden states holds, of a state that the
+        model equals below block ``levels[state]`` (:meth:`levels`, at least 1), with that block's keys and
+        values below and the hidden state entering it; None where none holds any. The entry is then the
+        most recently used."""
+        row = tuple(tokens)
+        best, best_entry = 0, None
+        for entry, kept in self._entries.items():
+            if kept.hidden is None or levels.get(entry[0], 0) < 1:
+                continue
+            length = _common_length(entry[1], row)
+            if length > best:
+                best, best_entry = length, entry
+        if best_entry is None:
+            return None
+        self._entries.move_to_end(best_entry)
+        kept, level = self._entries[best_entry], levels[best_entry[0]]
+        level = min(level, len(kept.states))
+        hidden = cast(list[Any], kept.hidden)
+        entering = hidden[level - 1][:, :best] if level <= len(hidden) else None
+        return Beneath(best, level, _sliced(kept.states[:level], best), entering)
+
+    def put(self, tokens: Sequence[int], states: States, budget: int, hidden: list[torch.Tensor] | None = None) -> None:
         """Keep ``states``, the keys and values of ``tokens``, unless a kept prefix already holds them;
         kept prefixes that ``tokens`` start with are dropped (a slice of these serves them), then, while
         more than ``budget`` bytes are kept, first those of the states that do not last (another state than
@@ -235,8 +342,9 @@ class PrefixStore:
         for other in own:
             if key[: len(other)] == other:
                 self._drop((current, other))
-        self._entries[(current, key)] = states
-        self.bytes += _states_bytes(states)
+        kept = Kept(states, hidden if self.keeps_hidden else None)
+        self._entries[(current, key)] = kept
+        self.bytes += kept.bytes
         dead = [e for e in self._entries if e[0] != current and e[0] not in self._lasting]
         for entry in dict.fromkeys([*dead, *self._entries]):
             if self.bytes <= budget:
@@ -247,9 +355,14 @@ class PrefixStore:
         self._states = {state: number for state, number in self._states.items() if number in live}
 
     def _drop(self, entry: tuple[int, tuple[int, ...]]) -> None:
-        self.bytes -= _states_bytes(self._entries.pop(entry))
+        self.bytes -= self._entries.pop(entry).bytes
 
     def _require(self) -> int:
         if self._current is None:
             raise RuntimeError("the prefix store is not open for a model state")
         return self._current
+
+
+def _sliced(states: States, length: int) -> States:
+    """The keys and values of the first ``length`` tokens (views)."""
+    return [(k[:, :, :length], v[:, :, :length]) for k, v in states]

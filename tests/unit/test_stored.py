@@ -141,7 +141,7 @@ def test_mark_restored_chains_back_to_the_first_equal_version() -> None:
     net = torch.nn.Module()
     net.weight = weight
     state = weights_state(net)
-    assert state is not None and state[0][0][-1] == first
+    assert state is not None and state.tensors[0][5] == first
 
 
 def test_a_call_reads_only_the_prefixes_of_the_models_present_state() -> None:
@@ -194,7 +194,7 @@ def test_prefixes_kept_from_an_earlier_call_give_the_answers_of_plain_generation
     assert store.tokens_reused > again
 
 
-def test_an_edited_model_never_reads_the_unedited_prefixes_and_they_serve_again_after(
+def test_an_edited_model_reads_the_unedited_prefixes_only_below_its_edit_and_they_serve_again_after(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     from transformers import AutoTokenizer
@@ -203,22 +203,33 @@ def test_an_edited_model_never_reads_the_unedited_prefixes_and_they_serve_again_
     prompts = [model.format_prompt(p, max_new_tokens=8) for p in SHARING]
     model.model.generation_config.eos_token_id = ending_token(model, prompts, 8)
     weight: Any = model.model.model.layers[1].mlp.down_proj.weight
+    lowest: Any = model.model.model.layers[0].mlp.down_proj.weight
     unedited = [model.generate([p], max_new_tokens=8, batch_size=1, prefix_cache_mb=0, prune=False)[0] for p in prompts]
-    with weights_restored([weight]):
-        with torch.no_grad():
-            weight.mul_(-3.0)
-        edited = [
-            model.generate([p], max_new_tokens=8, batch_size=1, prefix_cache_mb=0, prune=False)[0] for p in prompts
-        ]
-    assert edited != unedited
+    answers = {}
+    for edited_weight in (weight, lowest):
+        with weights_restored([edited_weight]):
+            with torch.no_grad():
+                edited_weight.mul_(-3.0)
+            answers[id(edited_weight)] = [
+                model.generate([p], max_new_tokens=8, batch_size=1, prefix_cache_mb=0, prune=False)[0] for p in prompts
+            ]
+    edited = answers[id(weight)]
+    assert edited != unedited and answers[id(lowest)] != unedited
     store = model.prefix_store
     assert model.generate(prompts[:2], max_new_tokens=8) == unedited[:2]
     reused = store.tokens_reused
+    with weights_restored([lowest]):
+        with torch.no_grad():
+            lowest.mul_(-3.0)
+        assert model.generate(prompts[:3], max_new_tokens=8) == answers[id(lowest)][:3]
+        assert store.tokens_reused == reused  # edited in the first block: nothing below it to read
     with weights_restored([weight]):
         with torch.no_grad():
             weight.mul_(-3.0)
         assert model.generate(prompts[:3], max_new_tokens=8) == edited[:3]
-        assert store.tokens_reused == reused  # not the unedited model's
+        assert store.tokens_reused > reused  # the unedited model's below the edited block
+        assert model._split_exact == {"below": True}
+        reused = store.tokens_reused
         assert model.generate(prompts[3:6], max_new_tokens=8) == edited[3:6]
     assert model.generate(prompts[2:], max_new_tokens=8) == unedited[2:]
     assert store.tokens_reused > reused  # restored: the unedited model's prefixes serve again
@@ -319,8 +330,8 @@ def test_a_model_built_under_inference_mode_generates_and_keeps_prefixes(tiny_mo
 @pytest.mark.parametrize("editor", ["dinm", "ft-l"])
 def test_the_unedited_prefixes_serve_again_after_a_real_edit(editor: str, tiny_model_dir: Path, tmp_path: Path) -> None:
     """DINM asks for hidden states (transformers then hooks every block, inertly) and trains with Adam; FT-L
-    trains only: after either edit is restored the unedited model's kept prefixes serve again, and while
-    it is on the edited model's answers are its plain generation."""
+    trains only: while either edit is on, the edited model reads the unedited model's kept prefixes below
+    its edited block and its answers are its plain generation; after it is restored they serve whole again."""
     from transformers import AutoTokenizer
 
     from pytest_safeedit.editors.dinm import DINM, DINM_SPEC, FTL, FTL_SPEC
@@ -339,9 +350,11 @@ def test_the_unedited_prefixes_serve_again_after_a_real_edit(editor: str, tiny_m
     assert edited != unedited
     assert model.generate(prompts[:2], max_new_tokens=6) == unedited[:2]
     reused = model.prefix_store.tokens_reused
-    with chosen.edit(model, CASE):
+    with chosen.edit(model, CASE) as details:
         assert model.generate(prompts, max_new_tokens=6) == edited
-        assert model.prefix_store.tokens_reused == reused
+        below = model.prefix_store.tokens_reused > reused  # read below the edited block, if there is one
+        assert below == (details.layer > 0)
+    reused = model.prefix_store.tokens_reused
     assert model.generate(prompts[2:], max_new_tokens=6) == unedited[2:]
     assert model.prefix_store.tokens_reused > reused
 
