@@ -357,7 +357,9 @@ OPTIONS: tuple[Option, ...] = (
         "Memory in MB kept for the keys and values of prompt prefixes that several prompts share (the chat "
         "template's preamble, an attack template around different questions): the hf backend computes each "
         "once and starts those prompts from it, in the same batch and in later ones (the least recently used "
-        f"dropped first); 0 computes every prompt whole. Default: {DEFAULT_PREFIX_CACHE_MB}.",
+        "dropped first; the unedited model's also keep the hidden states between blocks, so that an edited "
+        f"model computes only the blocks from its edit up); 0 computes every prompt whole. Default: "
+        f"{DEFAULT_PREFIX_CACHE_MB}.",
         type=non_negative_int,
         metavar="MB",
         default=DEFAULT_PREFIX_CACHE_MB,

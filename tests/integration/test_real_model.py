@@ -134,6 +134,35 @@ def test_edits_answered_together_share_the_blocks_below_and_equal_each_edit_alon
     assert [o[1] for o in together] == [alone.generate_edited(chosen, {}, c, r)[1] for c, r in group]  # type: ignore[index]
 
 
+def test_an_edited_real_model_reads_the_unedited_prefixes_below_its_block_and_answers_as_plain_generation(
+    generator: HFGenerator,
+) -> None:
+    """A DINM edit made in place after the unedited model answered the same templates: its prefixes start
+    from the unedited model's keys and values below the edited block and the hidden state entering it, and
+    its answers are token for token its plain generation (one call per prompt, nothing shared or kept)."""
+    from pytest_safeedit.cases.loading import load_suite
+    from pytest_safeedit.editors.dinm import DINM, DINM_SPEC
+    from tests.unit.test_model import QUESTIONS, TEMPLATES
+
+    model = generator.model
+    chosen = DINM(**{**DINM_SPEC.defaults, "steps": 3})
+    case = next(c for c in load_suite(SAMPLE_SUITE).cases if not c.benign)
+    prompts = [
+        model.format_prompt(chosen.prompt(t.format(q=q))[0], max_new_tokens=16) for t in TEMPLATES for q in QUESTIONS
+    ]
+    with chosen.edit(model, case) as details:
+        plain = [
+            model.generate([p], max_new_tokens=16, batch_size=1, prefix_cache_mb=0, prune=False)[0] for p in prompts
+        ]
+    assert details.layer is not None and details.layer > 0
+    model.generate(prompts, max_new_tokens=16)  # the unedited model keeps the templates
+    reused = model.prefix_store.tokens_reused
+    with chosen.edit(model, case) as again:
+        assert again.layer == details.layer
+        assert model.generate(prompts, max_new_tokens=16) == plain
+    assert model.prefix_store.tokens_reused > reused
+
+
 def test_gguf_converted_once_loads_as_the_file_does(
     generator: HFGenerator, gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
