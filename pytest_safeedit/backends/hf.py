@@ -610,7 +610,6 @@ class LoadedModel:
         (the blocks below handing it on), the rest of the tokens computed whole. The first time on this
         model, the two passes are checked against one (:meth:`_split_exact_here`): None where they differ."""
         length = min(found.length, len(tokens))
-        self.prefix_store.tokens_reused += length - start
         below = [(k[:, :, :length], v[:, :, :length]) for k, v in found.states]
         if found.entering is None:
             states: States = below
@@ -623,6 +622,7 @@ class LoadedModel:
             if above is None:
                 return None
             states = below + above[found.level :]
+        self.prefix_store.tokens_reused += length - start
         if length < len(tokens):
             return self._extend(states, tokens[length:], length, row, row_weights)
         return states

@@ -201,8 +201,7 @@ class Kept:
 
     @property
     def bytes(self) -> int:
-        tensors = [t for pair in self.states for t in pair] + list(self.hidden or [])
-        return sum(t.numel() * t.element_size() for t in tensors)
+        return _bytes([t for pair in self.states for t in pair]) + _bytes(self.hidden or [])
 
 
 @dataclass(frozen=True)
@@ -334,23 +333,37 @@ class PrefixStore:
         kept prefixes that ``tokens`` start with are dropped (a slice of these serves them), then, while
         more than ``budget`` bytes are kept, first those of the states that do not last (another state than
         this call's, neither the first met nor met again after another: an edited model's, before the
-        unedited model's templates), then the least recently used."""
+        unedited model's templates), then the hidden states of the least recently used, then the least
+        recently used. Keys and values that alone exceed ``budget`` are not kept. Views of other tensors
+        are copied, so that what is kept is what is counted."""
         current, key = self._require(), tuple(tokens)
         own = self._own()
-        if any(other[: len(key)] == key for other in own):
+        if any(other[: len(key)] == key for other in own) or _bytes([t for pair in states for t in pair]) > budget:
             return
         for other in own:
             if key[: len(other)] == other:
                 self._drop((current, other))
-        kept = Kept(states, hidden if self.keeps_hidden else None)
+        kept = Kept([(_owned(k), _owned(v)) for k, v in states])
+        if hidden is not None and self.keeps_hidden:
+            kept.hidden = [_owned(h) for h in hidden]
         self._entries[(current, key)] = kept
         self.bytes += kept.bytes
         dead = [e for e in self._entries if e[0] != current and e[0] not in self._lasting]
-        for entry in dict.fromkeys([*dead, *self._entries]):
+        for entry in dict.fromkeys(dead):
             if self.bytes <= budget:
                 break
-            if entry in self._entries:
-                self._drop(entry)
+            self._drop(entry)
+        for entry in list(self._entries):
+            if self.bytes <= budget:
+                break
+            some = self._entries[entry]
+            if some.hidden is not None:
+                self.bytes -= _bytes(some.hidden)
+                some.hidden = None
+        for entry in list(self._entries):
+            if self.bytes <= budget:
+                break
+            self._drop(entry)
         live = {state for state, _ in self._entries} | {current} | self._lasting
         self._states = {state: number for state, number in self._states.items() if number in live}
 
@@ -361,6 +374,15 @@ class PrefixStore:
         if self._current is None:
             raise RuntimeError("the prefix store is not open for a model state")
         return self._current
+
+
+def _bytes(tensors: Sequence[torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _owned(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor``, or a copy where it is a view of another's memory (a slice of a kept prefix)."""
+    return tensor if tensor._base is None else tensor.clone()
 
 
 def _sliced(states: States, length: int) -> States:

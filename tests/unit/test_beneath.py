@@ -142,3 +142,25 @@ def test_levels_come_from_the_tensors_that_differ_and_only_the_first_state_keeps
     assert store.beneath([1, 1], {number: 0 for number in levels}) is None  # equal below no block
     whole = store.beneath([1] * 6, {number: 2 for number in levels})
     assert whole is not None and whole.entering is None and len(whole.states) == 2  # equal everywhere
+
+
+def test_over_budget_hidden_states_go_before_keys_and_values_and_what_is_kept_is_what_is_counted() -> None:
+    store = PrefixStore()
+    assert store.open(torch.nn.Linear(1, 1)) and store.keeps_hidden
+    size = sum(t.numel() * t.element_size() for pair in states(4) for t in pair)
+    hidden = [torch.zeros(1, 4, 24)]  # as many bytes as the keys and values
+    store.put([1] * 4, states(4), budget=3 * size, hidden=hidden)
+    assert store.bytes == 2 * size
+    store.put([2] * 4, states(4), budget=3 * size, hidden=hidden)  # over: the older one's hidden states go
+    assert len(store) == 2 and store.bytes == 3 * size
+    assert [kept.hidden is None for kept in store._entries.values()] == [True, False]
+    store.put([3] * 4, states(16), budget=3 * size)  # alone over the budget: not kept, nothing dropped
+    assert len(store) == 2 and store.bytes == 3 * size
+    whole = states(8)
+    store.put([4] * 4, [(k[:, :, :4], v[:, :, :4]) for k, v in whole], budget=1 << 30)  # views: copied
+    kept = store._entries[(0, (4,) * 4)].states
+    assert all(k._base is None and v._base is None for k, v in kept)
+    assert (
+        store.bytes
+        == sum(t.numel() * t.element_size() for e in store._entries.values() for p in e.states for t in p) + size
+    )

@@ -89,9 +89,10 @@ def test_over_budget_the_prefixes_of_states_that_do_not_last_go_first_then_the_l
     with edited():
         edit()
         assert store.open(net)
-        # Larger than the budget on its own: the second edit's [7] goes first, then every other, itself too.
+        # Larger than the budget on its own: not kept, and nothing else is dropped for it.
         store.put([5] * 16, states(16), budget=3 * size)
-    assert len(store) == 0 and store.bytes == 0
+        assert not kept(5)
+    assert len(store) == 3 and store.bytes == 3 * size
 
 
 def test_with_stored_starts_rows_from_kept_prefixes_at_least_16_tokens_longer() -> None:
