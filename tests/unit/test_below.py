@@ -81,6 +81,20 @@ def answers_alone(model: LoadedModel, prompts: list[str], weights: list[tuple[st
     return out
 
 
+def three_edits(
+    kind: str, tiny_model_dir: Path, tmp_path: Path
+) -> tuple[LoadedModel, list[str], list[str], list[tuple[str, Any] | None], list[str]]:
+    """A tiny model of ``kind``, its templated prompts, those prompts four times, the rows' weights (edits
+    of blocks 2, 1 and 2 of 3, then the unedited model) and each row's answer by its own model alone."""
+    model = tiny(kind, tiny_model_dir, tmp_path)
+    texts = [model.format_prompt(p, max_new_tokens=12) for p in SHARING]
+    model.model.generation_config.eos_token_id = ending_token(model, texts, 12)
+    edits = edited_weights(model, [2, 1, 2])
+    prompts = texts * 4
+    rows: list[tuple[str, Any] | None] = [edit for edit in edits for _ in texts] + [None] * len(texts)
+    return model, texts, prompts, rows, answers_alone(model, prompts, rows)
+
+
 @pytest.mark.parametrize("kind", sorted(ARCHITECTURES))
 def test_rows_of_several_edits_share_the_blocks_below_and_answer_as_each_edit_alone(
     kind: str, tiny_model_dir: Path, tmp_path: Path
@@ -90,13 +104,7 @@ def test_rows_of_several_edits_share_the_blocks_below_and_answer_as_each_edit_al
     forward pass with the row's weights, and every answer is that edited model's alone."""
     import torch
 
-    model = tiny(kind, tiny_model_dir, tmp_path)
-    texts = [model.format_prompt(p, max_new_tokens=12) for p in SHARING]
-    model.model.generation_config.eos_token_id = ending_token(model, texts, 12)
-    edits = edited_weights(model, [2, 1, 2])
-    prompts = texts * 4
-    rows: list[tuple[str, Any] | None] = [edit for edit in edits for _ in texts] + [None] * len(texts)
-    alone = answers_alone(model, prompts, rows)
+    model, texts, prompts, rows, alone = three_edits(kind, tiny_model_dir, tmp_path)
     assert alone[: -len(texts)] != alone[-len(texts) :] * 3, "the edits should change some answer"
     ids = model.token_rows(prompts, 12)
     counted = block_tokens(model)

@@ -17,7 +17,7 @@ from pytest_safeedit.backends.rows import row_weights
 from pytest_safeedit.backends.stored import PrefixStore, weights_state
 from pytest_safeedit.backends.tiny import ARCHITECTURES
 from tests.helpers import ending_token
-from tests.unit.test_below import answers_alone, edited_weights, tiny, weight_in_place
+from tests.unit.test_below import edited_weights, three_edits, tiny, weight_in_place
 from tests.unit.test_model import SHARING
 from tests.unit.test_stored import states
 
@@ -87,15 +87,9 @@ def test_edits_answered_together_each_read_below_their_own_block(
     kind: str, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Three edited models (blocks 2, 1, 2 of 3) and the unedited one answer the same prompts in one call
-    after the unedited model's: every prefix kept is read below each row's own edited block, block 0 runs
-    none of those tokens, and every answer is that model's alone."""
-    model = tiny(kind, tiny_model_dir, tmp_path)
-    texts = [model.format_prompt(p, max_new_tokens=12) for p in SHARING]
-    model.model.generation_config.eos_token_id = ending_token(model, texts, 12)
-    edits = edited_weights(model, [2, 1, 2])
-    prompts = texts * 4
-    rows: list[tuple[str, Any] | None] = [edit for edit in edits for _ in texts] + [None] * len(texts)
-    alone = answers_alone(model, prompts, rows)
+    after the unedited model's: every prefix kept is read below each row's own edited block (block 0
+    computes fewer tokens than without reading), and every answer is that model's alone."""
+    model, texts, prompts, rows, alone = three_edits(kind, tiny_model_dir, tmp_path)
     assert model.generate(texts, max_new_tokens=12) == alone[-len(texts) :]
     store = model.prefix_store
     counted = block_tokens(model, monkeypatch)
