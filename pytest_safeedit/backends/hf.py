@@ -16,7 +16,7 @@ from pytest_safeedit.backends.batching import MAX_PAD_SHARE, BatchLimits, token_
 from pytest_safeedit.backends.below import blocks_replayed, lowest_edited_block, run_below
 from pytest_safeedit.backends.prefix import MIN_SHARED_TOKENS, PrefixPlan, plan_prefixes, with_stored
 from pytest_safeedit.backends.rows import RowWeights, rows_present
-from pytest_safeedit.backends.stored import Beneath, Kept, PrefixStore, weights_state
+from pytest_safeedit.backends.stored import Beneath, Kept, PrefixStore, sliced_states, weights_state
 from pytest_safeedit.config.settings import (
     CPU_BATCH_SIZE,
     DEFAULT_PREFIX_CACHE_MB,
@@ -519,9 +519,7 @@ class LoadedModel:
                 parent, parent_hidden, start = from_store.states, from_store.hidden, kept
             found = None if finder is None else finder(tokens, group)
             hidden = None
-            if found is not None and min(found.length, len(tokens)) - start >= min(
-                MIN_SHARED_TOKENS, len(tokens) - start
-            ):
+            if found is not None and reads_enough(found, len(tokens), start):
                 states = self._from_beneath(parent, tokens, start, found, prefix.row, row_weights)
             elif capture:
                 states, hidden = self._extend_capturing(parent, parent_hidden, tokens[start:], start, prefix.row)
@@ -561,8 +559,7 @@ class LoadedModel:
             start = 0 if prefix.parent is None else plan.prefixes[prefix.parent].length
             whole = ids[prefix.row][: prefix.length]
             found = {} if finder is None else {group: finder(whole, group) for group in groups}
-            worth = min(MIN_SHARED_TOKENS, prefix.length - start)
-            if found and all(f is not None and min(f.length, prefix.length) - start >= worth for f in found.values()):
+            if found and all(f is not None and reads_enough(f, prefix.length, start) for f in found.values()):
                 caches.append({})
                 for group in groups:
                     parent = [] if prefix.parent is None else caches[prefix.parent][group]
@@ -610,7 +607,7 @@ class LoadedModel:
         (the blocks below handing it on), the rest of the tokens computed whole. The first time on this
         model, the two passes are checked against one (:meth:`_split_exact_here`): None where they differ."""
         length = min(found.length, len(tokens))
-        below = [(k[:, :, :length], v[:, :, :length]) for k, v in found.states]
+        below = sliced_states(found.states, length)
         if found.entering is None:
             states: States = below
         else:
@@ -870,6 +867,12 @@ class LoadedModel:
                 active = [active[row] for row in keep]
             input_ids = sequences
         return tokens
+
+
+def reads_enough(found: Beneath, length: int, start: int) -> bool:
+    """Whether a prefix of ``length`` tokens whose first ``start`` are computed already is worth reading
+    from ``found``: it holds at least ``MIN_SHARED_TOKENS`` more of them (or all the rest)."""
+    return min(found.length, length) - start >= min(MIN_SHARED_TOKENS, length - start)
 
 
 def layer_states(cache: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -293,7 +293,7 @@ class PrefixStore:
         self.tokens_reused += length
         kept = self._entries[entry]
         hidden = None if kept.hidden is None else [h[:, :length] for h in kept.hidden]
-        return Kept(_sliced(kept.states, length), hidden)
+        return Kept(sliced_states(kept.states, length), hidden)
 
     def levels(self, state: WeightsState, level_of: Callable[[list[str]], int]) -> dict[int, int]:
         """For each kept state, the block below which the model in ``state`` equals it: ``level_of`` gives it
@@ -326,7 +326,7 @@ class PrefixStore:
         level = min(level, len(kept.states))
         hidden = cast(list[Any], kept.hidden)
         entering = hidden[level - 1][:, :best] if level <= len(hidden) else None
-        return Beneath(best, level, _sliced(kept.states[:level], best), entering)
+        return Beneath(best, level, sliced_states(kept.states[:level], best), entering)
 
     def put(self, tokens: Sequence[int], states: States, budget: int, hidden: list[torch.Tensor] | None = None) -> None:
         """Keep ``states``, the keys and values of ``tokens``, unless a kept prefix already holds them;
@@ -338,7 +338,7 @@ class PrefixStore:
         are copied, so that what is kept is what is counted."""
         current, key = self._require(), tuple(tokens)
         own = self._own()
-        if any(other[: len(key)] == key for other in own) or _bytes([t for pair in states for t in pair]) > budget:
+        if any(other[: len(key)] == key for other in own) or Kept(states).bytes > budget:
             return
         for other in own:
             if key[: len(other)] == other:
@@ -385,6 +385,6 @@ def _owned(tensor: torch.Tensor) -> torch.Tensor:
     return tensor if tensor._base is None else tensor.clone()
 
 
-def _sliced(states: States, length: int) -> States:
+def sliced_states(states: States, length: int) -> States:
     """The keys and values of the first ``length`` tokens (views)."""
     return [(k[:, :, :length], v[:, :, :length]) for k, v in states]
